@@ -1,0 +1,1 @@
+"""The learner side: network, Double-DQN learner, replay, Fisher, consolidation, checkpoints."""

@@ -1,0 +1,162 @@
+"""What keeps earlier games: one small interface the learner calls, one class per method.
+
+The learner asks `penalty(network)` at every update and calls `end_game(...)` at every game
+boundary; nothing else in the training loop knows which method runs.
+
+- `finetune`: no term (the EWC paper's "SGD" baseline: plain sequential training).
+- `ewc` (Kirkpatrick et al. 2017): L = L_TD + sum_g (lambda/2) sum_i F_g,i (theta_i - theta*_g,i)^2,
+  one quadratic per game g, anchored at theta*_g (the weights when game g ended) and weighted by
+  that game's diagonal Fisher F_g. A revisited game replaces its own quadratic.
+- `online-ewc` (Schwarz et al. 2018; Huszar 2018): one running quadratic, F* <- gamma F* + F_new,
+  anchored at the latest theta*.
+- `l2`: `ewc` with F = 1 everywhere (the paper's L2 baseline).
+
+A sum of quadratics is one quadratic, so every method keeps just
+    A = sum_g F_g,   mu = (sum_g F_g theta*_g) / A,   c = sum_g F_g theta*_g^2 - A mu^2
+and evaluates (lambda/2) [ sum_i A_i (theta_i - mu_i)^2 + c ]: O(P) memory and time per update
+however many games came before, with no cancellation between large terms in float32.
+Only the shared weights are penalised; per-game biases and gains are each game's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from agents.network import QNetwork
+
+Fisher = dict[str, torch.Tensor]
+METHODS = ("ewc", "online-ewc", "l2", "finetune")
+
+
+def _detached(network: QNetwork) -> dict[str, torch.Tensor]:
+    return {name: param.detach().clone() for name, param in network.shared_parameters().items()}
+
+
+class Consolidation:
+    """`finetune`: no consolidation term; the base every method extends."""
+
+    name = "finetune"
+
+    def __init__(self, strength: float = 0.0):
+        self.strength = strength
+
+    def penalty(self, network: QNetwork) -> torch.Tensor:
+        """The term added to the TD loss (a scalar tensor on the network's device)."""
+        return network.layers[0].weight.new_zeros(())
+
+    def end_game(self, game: str, network: QNetwork, compute_fisher: Callable[[], Fisher]) -> Fisher | None:
+        """Called when `game` has finished training; returns the Fisher it computed, if any."""
+        return None
+
+    def get_state(self) -> dict[str, object]:
+        return {"name": self.name}
+
+    def set_state(self, state: dict[str, object]) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"checkpoint holds {state.get('name')!r} consolidation, this run uses {self.name!r}")
+
+
+class QuadraticConsolidation(Consolidation):
+    """(lambda/2) [ sum_i A_i (theta_i - mu_i)^2 + c ]: the one quadratic every method reduces to."""
+
+    def __init__(self, strength: float):
+        super().__init__(strength)
+        self.precision: dict[str, torch.Tensor] = {}  # A
+        self.anchor: dict[str, torch.Tensor] = {}  # mu
+        self.offset = 0.0  # c, so that the value (not only the gradient) equals the explicit sum
+
+    def penalty(self, network: QNetwork) -> torch.Tensor:
+        if not self.precision:
+            return super().penalty(network)
+        total = self.offset
+        for name, param in network.shared_parameters().items():
+            total = total + (self.precision[name] * (param - self.anchor[name]).square()).sum()
+        return 0.5 * self.strength * total
+
+    def _set_quadratics(self, quadratics: list[tuple[Fisher, Fisher]]) -> None:
+        """Fold sum_g F_g (theta - theta*_g)^2 into A (theta - mu)^2 + c, in float64."""
+        self.precision, self.anchor, offset = {}, {}, 0.0
+        for name in quadratics[0][0]:
+            fishers = [f[name].double() for f, _ in quadratics]
+            anchors = [a[name].double() for _, a in quadratics]
+            precision = sum(fishers)
+            weighted = sum(f * a for f, a in zip(fishers, anchors))
+            mean = torch.where(precision > 0, weighted / precision.clamp_min(1e-300), 0.0)
+            offset += float(sum((f * a.square()).sum() for f, a in zip(fishers, anchors)) - (precision * mean.square()).sum())
+            dtype = quadratics[0][0][name].dtype
+            self.precision[name], self.anchor[name] = precision.to(dtype), mean.to(dtype)
+        self.offset = offset
+
+    def get_state(self) -> dict[str, object]:
+        return {**super().get_state(), "precision": self.precision, "anchor": self.anchor, "offset": self.offset}
+
+    def set_state(self, state: dict[str, object]) -> None:
+        super().set_state(state)
+        self.precision, self.anchor = dict(state["precision"]), dict(state["anchor"])
+        self.offset = float(state["offset"])
+
+
+class EWC(QuadraticConsolidation):
+    """One quadratic per game, kept separately (F_g, theta*_g) so a revisit replaces its own."""
+
+    name = "ewc"
+
+    def __init__(self, strength: float):
+        super().__init__(strength)
+        self.per_game: dict[str, dict[str, Fisher]] = {}
+
+    def game_fisher(self, network: QNetwork, compute_fisher: Callable[[], Fisher]) -> Fisher:
+        return compute_fisher()
+
+    def end_game(self, game: str, network: QNetwork, compute_fisher: Callable[[], Fisher]) -> Fisher:
+        fisher = self.game_fisher(network, compute_fisher)
+        self.per_game[game] = {"fisher": fisher, "anchor": _detached(network)}
+        self._set_quadratics([(term["fisher"], term["anchor"]) for term in self.per_game.values()])
+        return fisher
+
+    def get_state(self) -> dict[str, object]:
+        return {**super().get_state(), "per_game": self.per_game}
+
+    def set_state(self, state: dict[str, object]) -> None:
+        super().set_state(state)
+        self.per_game = {game: dict(term) for game, term in state["per_game"].items()}
+
+
+class L2(EWC):
+    """EWC with F = 1 for every weight: distance from each earlier game's end point."""
+
+    name = "l2"
+
+    def game_fisher(self, network: QNetwork, compute_fisher: Callable[[], Fisher]) -> Fisher:
+        return {name: torch.ones_like(param) for name, param in network.shared_parameters().items()}
+
+
+class OnlineEWC(QuadraticConsolidation):
+    """F* <- gamma F* + F_new, anchored at the latest theta* (Schwarz et al. 2018)."""
+
+    name = "online-ewc"
+
+    def __init__(self, strength: float, gamma: float = 1.0):
+        super().__init__(strength)
+        self.gamma = gamma
+
+    def end_game(self, game: str, network: QNetwork, compute_fisher: Callable[[], Fisher]) -> Fisher:
+        fisher = compute_fisher()
+        running = {name: self.gamma * self.precision[name] + f for name, f in fisher.items()} if self.precision else fisher
+        self._set_quadratics([(running, _detached(network))])
+        return fisher
+
+
+def make_consolidation(method: str, strength: float, online_gamma: float = 1.0) -> Consolidation:
+    """The consolidation for `--method`."""
+    if method == "finetune":
+        return Consolidation()
+    if method == "ewc":
+        return EWC(strength)
+    if method == "l2":
+        return L2(strength)
+    if method == "online-ewc":
+        return OnlineEWC(strength, online_gamma)
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

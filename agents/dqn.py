@@ -1,0 +1,128 @@
+"""Double DQN: targets, loss, one gradient update, epsilon-greedy acting and the epsilon schedule.
+
+The learner adds whatever its consolidation (agents/consolidation.py) asks for to the TD loss and
+knows nothing else about it: EWC, online EWC, L2 and plain fine-tuning differ only there.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from agents.consolidation import Consolidation
+from agents.network import QNetwork
+from agents.replay import Transitions
+from config import AgentConfig
+
+
+def epsilon_at(step_in_game: int, config: AgentConfig, steps_per_game: int) -> float:
+    """Linear epsilon from `epsilon_start` to `epsilon_end`, restarting at every game.
+
+    It stays at the start value for `epsilon_decay_start` steps of the game, then falls over
+    `epsilon_decay_steps` steps (or `epsilon_decay_fraction` of the game when that is 0).
+    """
+    decay_steps = config.epsilon_decay_steps or max(1, int(config.epsilon_decay_fraction * steps_per_game))
+    progress = min(1.0, max(0.0, (step_in_game - config.epsilon_decay_start) / decay_steps))
+    return config.epsilon_start + progress * (config.epsilon_end - config.epsilon_start)
+
+
+def double_dqn_targets(
+    q_online_next: torch.Tensor,
+    q_target_next: torch.Tensor,
+    r_t: torch.Tensor,
+    discount_t: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """y = r + gamma * discount * Q_target(s', argmax_a Q_online(s', a))  (van Hasselt et al. 2016).
+
+    The online network picks the action and the target network values it, which removes most of
+    DQN's overestimation. `discount_t` is 0 after a termination, 1 after a time-limit truncation.
+    """
+    best_next = q_online_next.argmax(dim=1, keepdim=True)
+    return r_t + gamma * discount_t * q_target_next.gather(1, best_next).squeeze(1)
+
+
+@dataclass
+class UpdateStats:
+    """Device tensors of one update; read them (a GPU sync) only when logging."""
+
+    td_loss: torch.Tensor
+    consolidation: torch.Tensor
+    q_mean: torch.Tensor
+
+
+def make_optimizer(parameters, config: AgentConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps)
+    if config.optimizer == "rmsprop":  # Nature DQN's centred RMSProp
+        return torch.optim.RMSprop(parameters, lr=config.learning_rate, alpha=0.95, eps=0.01, centered=True)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adam or rmsprop")
+
+
+class DQNLearner:
+    """Online and target networks, the optimizer and the update rule."""
+
+    def __init__(self, network: QNetwork, config: AgentConfig, consolidation: Consolidation):
+        self.online = network
+        self.target = copy.deepcopy(network).requires_grad_(False)
+        self.config = config
+        self.consolidation = consolidation
+        self.optimizer = make_optimizer(network.parameters(), config)
+        self.updates = 0
+
+    def td_loss(self, batch: Transitions, game: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Huber loss between Q(s, a) and the Double DQN target; also returns Q(s, a)."""
+        q_taken = self.online(batch.s_tm1, game).gather(1, batch.a_tm1.unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            targets = double_dqn_targets(
+                self.online(batch.s_t, game), self.target(batch.s_t, game),
+                batch.r_t, batch.discount_t, self.config.gamma,
+            )
+        return F.smooth_l1_loss(q_taken, targets), q_taken
+
+    def update(self, batch: Transitions, game: str) -> UpdateStats:
+        """One gradient step on TD loss + consolidation term; syncs the target when due."""
+        td_loss, q_taken = self.td_loss(batch, game)
+        penalty = self.consolidation.penalty(self.online)
+        self.optimizer.zero_grad(set_to_none=True)
+        (td_loss + penalty).backward()
+        nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        if self.updates % self.config.target_update_every == 0:
+            self.sync_target()
+        return UpdateStats(td_loss.detach(), penalty.detach(), q_taken.detach().mean())
+
+    def sync_target(self) -> None:
+        self.target.load_state_dict(self.online.state_dict())
+
+    @torch.no_grad()
+    def act(self, observations: torch.Tensor, game: str, epsilon: float, generator: torch.Generator) -> torch.Tensor:
+        """Epsilon-greedy actions for a batch of observations, chosen on the network's device."""
+        greedy = self.online(observations, game).argmax(dim=1)
+        n = observations.shape[0]
+        explore = torch.rand(n, device=greedy.device, generator=generator) < epsilon
+        random = torch.randint(self.online.num_actions, (n,), device=greedy.device, generator=generator)
+        return torch.where(explore, random, greedy)
+
+    def start_game(self) -> None:
+        """A new game: the target starts from the current network, Adam's moments are kept."""
+        self.sync_target()
+
+    def get_state(self) -> dict[str, object]:
+        return {
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "updates": self.updates,
+        }
+
+    def set_state(self, state: dict[str, object]) -> None:
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = int(state["updates"])

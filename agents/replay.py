@@ -1,0 +1,171 @@
+"""Frame-once replay: each 84x84 frame is stored once and 4-frame stacks are rebuilt when sampling.
+
+A stacked observation o_t = (f_{t-3}, f_{t-2}, f_{t-1}, f_t) shares three frames with o_{t+1};
+storing stacks would cost 4x the memory (28 GB instead of 7 GB per million transitions), storing
+both o_t and o_{t+1} 8x. Each of the N vector environments writes its own stream of frames
+(shape N x C), so a stack never mixes environments. All tensors live on the training device:
+under CUDA, sampling and stack rebuilding never touch host memory.
+
+Episode ends follow the vector env's NEXT_STEP autoreset (see envs/atari.py). Stream slot t holds
+f_t, the newest frame of observation o_t, and the transition taken from it: a_t, r_t and whether
+o_{t+1} ended the episode (terminated: no bootstrap; truncated by the time limit: bootstrap from
+o_{t+1}). The slot of a final observation has no transition (the env ignored that action and
+returned the reset observation next), so it is never sampled. Frames older than an episode's first
+observation are zeros, exactly as the env itself pads the stack after a reset.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+FRAME_SHAPE = (84, 84)
+STACK = 4
+
+
+class Transitions(NamedTuple):
+    """A batch of transitions; names carry the time index to keep off-by-one errors out."""
+
+    s_tm1: torch.Tensor  # uint8 (B, 4, 84, 84)
+    a_tm1: torch.Tensor  # int64 (B,)
+    r_t: torch.Tensor  # float32 (B,), clipped reward
+    discount_t: torch.Tensor  # float32 (B,), 0 after termination, 1 otherwise (gamma not applied)
+    s_t: torch.Tensor  # uint8 (B, 4, 84, 84)
+
+
+def replay_bytes(capacity: int) -> int:
+    """Device memory one buffer of `capacity` transitions takes (frames dominate: 7,056 B each)."""
+    per_transition = int(np.prod(FRAME_SHAPE)) + 1 + 4 + 4  # frame, action, reward, 4 flags
+    return capacity * per_transition
+
+
+class FrameReplay:
+    """Circular frame-once replay of one game, written by N environments in lockstep."""
+
+    def __init__(self, capacity: int, num_envs: int, device: torch.device | str = "cpu", seed: int = 0):
+        if capacity < num_envs * (STACK + 2):
+            raise ValueError(f"replay capacity {capacity} is too small for {num_envs} environments")
+        self.num_envs = num_envs
+        self.slots = capacity // num_envs  # per environment stream
+        self.device = torch.device(device)
+        shape = (num_envs, self.slots)
+        self.frames = torch.zeros(shape + FRAME_SHAPE, dtype=torch.uint8, device=self.device)
+        self.actions = torch.zeros(shape, dtype=torch.uint8, device=self.device)
+        self.rewards = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        self.terminated = torch.zeros(shape, dtype=torch.bool, device=self.device)
+        self.has_transition = torch.zeros(shape, dtype=torch.bool, device=self.device)
+        self.episode_start = torch.zeros(shape, dtype=torch.bool, device=self.device)
+        self.observations_written = 0  # per stream; all streams advance together
+        self._previous_ended = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self._rows = torch.arange(num_envs, device=self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+    @property
+    def capacity(self) -> int:
+        return self.num_envs * self.slots
+
+    def __len__(self) -> int:
+        """Stream positions sampling draws from (the few final observations among them are skipped)."""
+        return self.num_envs * max(0, self.observations_written - 1 - self._oldest_sampleable())
+
+    def _oldest_sampleable(self) -> int:
+        """Oldest stream index whose 3 older frames are still in the buffer (all, before a wrap)."""
+        if self.observations_written <= self.slots:
+            return 0
+        return self.observations_written - self.slots + STACK - 1
+
+    def add_first(self, observations: torch.Tensor) -> None:
+        """Store the reset observations (N, 4, 84, 84) that begin every stream."""
+        self.frames[:, 0] = observations[:, -1].to(self.device)
+        self.episode_start[:, 0] = True
+        self.observations_written = 1
+
+    def add(
+        self,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        next_observations: torch.Tensor,
+    ) -> None:
+        """Store one vector step: a_t, r_t, episode ends from o_t, and the next observations."""
+        if self.observations_written == 0:
+            raise RuntimeError("add_first() must store the reset observations before add()")
+        t = (self.observations_written - 1) % self.slots
+        ended = (terminated | truncated).to(self.device)
+        self.actions[:, t] = actions.to(self.device, torch.uint8)
+        self.rewards[:, t] = rewards.to(self.device, torch.float32)
+        self.terminated[:, t] = terminated.to(self.device)
+        self.has_transition[:, t] = ~self._previous_ended  # o_t final -> its action was ignored
+        t_next = self.observations_written % self.slots
+        self.frames[:, t_next] = next_observations[:, -1].to(self.device)
+        self.episode_start[:, t_next] = self._previous_ended
+        self.has_transition[:, t_next] = False  # not yet taken
+        self._previous_ended = ended
+        self.observations_written += 1
+
+    def _stacks(self, env: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Observations o_t (B, 4, 84, 84) rebuilt from frames t-3..t of each stream.
+
+        Frame t-k is kept only when no episode starts in (t-k, t]; otherwise it is zero.
+        """
+        keep = torch.ones_like(t, dtype=torch.bool)
+        layers = [self.frames[env, t % self.slots]]
+        for k in range(1, STACK):
+            keep = keep & ~self.episode_start[env, (t - k + 1) % self.slots]
+            frame = self.frames[env, (t - k) % self.slots]
+            layers.append(frame * keep.view(-1, 1, 1).to(frame.dtype))
+        return torch.stack(layers[::-1], dim=1)
+
+    def sample_indices(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uniform (env, t) pairs over sampleable transitions, without a host synchronisation.
+
+        Draws 2x candidates and keeps the first valid ones (a stable sort puts valid ones first).
+        Only final observations are invalid (one per episode), so a shortfall would need more
+        than half of 2B draws to hit them; `check_valid`-style tests cover the distribution.
+        """
+        lowest = self._oldest_sampleable()
+        span = self.observations_written - 1 - lowest
+        if span <= 0:
+            raise RuntimeError("the replay holds no complete transition yet")
+        draws = 2 * batch_size
+        env = torch.randint(self.num_envs, (draws,), device=self.device, generator=self.generator)
+        t = lowest + torch.randint(span, (draws,), device=self.device, generator=self.generator)
+        valid = self.has_transition[env, t % self.slots]
+        order = torch.argsort((~valid).to(torch.uint8), stable=True)[:batch_size]
+        return env[order], t[order]
+
+    def gather(self, env: torch.Tensor, t: torch.Tensor) -> Transitions:
+        """The transitions that start at stream positions (env, t)."""
+        slot = t % self.slots
+        return Transitions(
+            s_tm1=self._stacks(env, t),
+            a_tm1=self.actions[env, slot].long(),
+            r_t=self.rewards[env, slot],
+            discount_t=(~self.terminated[env, slot]).float(),
+            s_t=self._stacks(env, t + 1),
+        )
+
+    def sample(self, batch_size: int) -> Transitions:
+        return self.gather(*self.sample_indices(batch_size))
+
+    def get_state(self) -> dict[str, object]:
+        """Everything needed to restore this buffer exactly (large: frames included)."""
+        names = ("frames", "actions", "rewards", "terminated", "has_transition", "episode_start")
+        state: dict[str, object] = {name: getattr(self, name).cpu() for name in names}
+        state.update(
+            observations_written=self.observations_written,
+            previous_ended=self._previous_ended.cpu(),
+            generator=self.generator.get_state(),
+        )
+        return state
+
+    def set_state(self, state: dict[str, object]) -> None:
+        for name in ("frames", "actions", "rewards", "terminated", "has_transition", "episode_start"):
+            getattr(self, name).copy_(state[name])
+        self.observations_written = int(state["observations_written"])
+        self._previous_ended.copy_(state["previous_ended"])
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,78 @@
+"""The run directory: where a run's config, provenance, TensorBoard events and checkpoints live.
+
+    runs/<name>/
+        config.yaml            the resolved config (defaults + preset + flags)
+        run.json               git commit, command line, versions, device, start time
+        events.out.tfevents.*  TensorBoard scalars, the config as text and as hparams
+        checkpoints/after_<k>_<game>.pt, checkpoints/latest.pt
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from config import Config
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_run_name(config: Config) -> str:
+    """`<games>-<method>-s<seed>-<YYYYmmdd-HHMMSS>`, e.g. `pong-breakout-ewc-s0-20261128-101500`."""
+    games = "-".join(config.run.games)
+    if len(games) > 60:
+        games = f"{config.run.games[0]}-and-{len(config.run.games) - 1}-more"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{games}-{config.consolidation.method}-s{config.run.seed}-{stamp}"
+
+
+def git_commit() -> str:
+    """The project's commit, with `-dirty` when the working tree has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def game_end_checkpoint(run_dir: Path, position: int, game: str) -> Path:
+    """`checkpoints/after_<k>_<game>.pt`, k = 1-based position of the game in the sequence."""
+    return checkpoint_dir(run_dir) / f"after_{position}_{game}.pt"
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    return checkpoint_dir(run_dir) / "latest.pt"
+
+
+def write_run_files(run_dir: Path, config: Config, device: torch.device) -> dict[str, object]:
+    """Save the resolved config and the provenance of this run; returns the provenance."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    info = {
+        "git_commit": git_commit(),
+        "command": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+    }
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info

@@ -1,0 +1,1 @@
+"""Atari environments (ale-py's C++ vector environment) and per-game metadata."""
