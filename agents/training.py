@@ -169,6 +169,8 @@ class SequenceTrainer:
                     clock = self.log_progress(game, epsilon, stats, clock, bar, episodes)
                 if self._crossed(config.run.checkpoint_every):
                     self.save(paths.latest_checkpoint(self.run_dir))
+                if self._crossed(config.eval.eval_every):
+                    self.evaluate_all_games()
         finally:
             bar.close()
             env.close()
@@ -213,6 +215,13 @@ class SequenceTrainer:
                     self.writer.add_scalar(f"retention/{probed_game}/{name}", value, step)
         bar.set_postfix(sps=f"{steps_per_second:,.0f}", last_return=episodes.last_score, refresh=False)
         return now, step
+
+    def evaluate_all_games(self) -> None:
+        """Continual evaluation: score the current network on every game of the run (eval/ tags)."""
+        from agents.evaluation import continual_evaluation  # here, not on top: it imports this module
+
+        for tag, value in continual_evaluation(self.learner.online, self.config).items():
+            self.writer.add_scalar(tag, value, self.position.total_steps)
 
     def finish_game(self, replay: FrameReplay) -> None:
         """Consolidate (Fisher from this game's replay), keep a probe set, save after_<k>_<game>.pt."""
