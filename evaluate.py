@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from agents.checkpoint import CheckpointError
 from agents.device import DeviceError, resolve_device

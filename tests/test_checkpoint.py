@@ -1,5 +1,3 @@
-import os
-import pickle
 
 import pytest
 import torch

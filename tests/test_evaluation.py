@@ -6,11 +6,9 @@ through train.py; evaluation episodes are cut at 200 frames so that every test s
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import av
 import numpy as np
@@ -28,8 +26,8 @@ from agents.video import SCALE, film_episode
 from config import EnvConfig, EvalConfig
 from envs.atari import make_env
 from envs.games import human_normalised_score
+from tests.conftest import ROOT, SUBPROCESS_ENV
 
-ROOT = Path(__file__).resolve().parent.parent
 SHORT = ["--episodes", "2", "--max-episode-frames", "200", "--device", "cpu"]
 TINY = [
     "--config", "configs/smoke.yaml", "--games", "pong,breakout", "--device", "cpu",
@@ -37,16 +35,6 @@ TINY = [
     "--set", "consolidation.fisher_samples=32", "--set", "eval.eval_every=128", "--set", "eval.episodes=2",
     "--set", "eval.max_episode_frames=200",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Evaluation feeds the network a few frames at a time: one thread is as fast, and cannot
-    stall waiting for a second one on a busy 2-core machine (seen: 2 ms vs 250 ms a forward)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +45,9 @@ def runs(tmp_path_factory):
         folder / "finetune": ["--method", "finetune", "--seed", "0"],
         folder / "ewc": ["--method", "ewc", "--ewc-lambda", "100", "--seed", "1"],
     }
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores
     processes = [
         subprocess.Popen([sys.executable, "train.py", *TINY, *flags, "--run-dir", str(run_dir)], cwd=ROOT,
-                         env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for run_dir, flags in commands.items()
     ]
     for process in processes:

@@ -1,8 +1,5 @@
 """End to end on real ALE: the smoke preset through the real command line, and EWC vs fine-tuning."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -11,7 +8,7 @@ from agents.checkpoint import load_checkpoint
 from agents.probes import retention
 from agents.training import SequenceTrainer
 from config import build_config
-from tests.conftest import ROOT
+from tests.conftest import run_train
 
 
 def scalars(run_dir):
@@ -23,11 +20,8 @@ def scalars(run_dir):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "smoke"
-    result = subprocess.run(
-        [sys.executable, "train.py", "--config", "configs/smoke.yaml", "--games", "pong,breakout",
-         "--run-dir", str(run_dir), "--device", "cpu", "--seed", "3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
+    result = run_train("--config", "configs/smoke.yaml", "--games", "pong,breakout",
+                       "--run-dir", str(run_dir), "--device", "cpu", "--seed", "3")
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
