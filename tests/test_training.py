@@ -52,14 +52,14 @@ def test_smoke_run_writes_tags_checkpoints_and_provenance(smoke_run):
     assert (smoke_run / "checkpoints" / "latest.pt").is_file()
 
 
-def train_pong_then_breakout(method, strength, tmp_path):
+def train_pong_then_breakout(method, strength, seed, tmp_path):
     config = build_config("configs/smoke.yaml", [
-        "run.steps_per_game=1000", "agent.learning_starts=600", "agent.learning_rate=1e-3",
+        "run.steps_per_game=1000", "agent.learning_starts=600", "agent.learning_rate=3e-3",
         f"consolidation.method={method}", f"consolidation.ewc_lambda={strength}",
         "consolidation.fisher_samples=256", "consolidation.probe_states=256",
-        "run.log_every=100000", "run.checkpoint_every=0", "run.device=cpu",
+        "run.log_every=100000", "run.checkpoint_every=0", "run.device=cpu", f"run.seed={seed}",
     ])
-    trainer = SequenceTrainer(config, tmp_path / method, torch.device("cpu"))
+    trainer = SequenceTrainer(config, tmp_path / f"{method}-{seed}", torch.device("cpu"))
     trainer.run()
     return retention(trainer.learner.online, trainer.probes["pong"], "pong")
 
@@ -67,8 +67,15 @@ def train_pong_then_breakout(method, strength, tmp_path):
 @pytest.mark.slow
 def test_ewc_keeps_pong_behaviour_that_finetuning_loses(tmp_path):
     """After 100 Breakout updates at a high learning rate, fine-tuning has moved Pong's greedy
-    actions; EWC with a large lambda keeps them, and its Q-values move far less."""
-    finetune = train_pong_then_breakout("finetune", 0.0, tmp_path)
-    ewc = train_pong_then_breakout("ewc", 1e5, tmp_path)
-    assert ewc["greedy_agreement"] >= finetune["greedy_agreement"] + 0.5
-    assert ewc["mean_abs_dq"] * 5 < finetune["mean_abs_dq"]
+    actions; EWC with a large lambda keeps them, and its Q-values on Pong barely move.
+
+    This early in training the greedy action is nearly the same on every Pong state, so one seed
+    gives an all-or-nothing agreement: two seeds are averaged (measured: fine-tuning kept Pong's
+    greedy actions in 1 of 4 seeds, EWC with lambda 1e7 in 2 of 2)."""
+    seeds = (0, 1)
+    finetune = [train_pong_then_breakout("finetune", 0.0, seed, tmp_path) for seed in seeds]
+    ewc = [train_pong_then_breakout("ewc", 1e7, seed, tmp_path) for seed in seeds]
+    def mean(runs, key):
+        return sum(run[key] for run in runs) / len(runs)
+    assert mean(ewc, "greedy_agreement") >= mean(finetune, "greedy_agreement") + 0.4
+    assert mean(ewc, "mean_abs_dq") * 10 < mean(finetune, "mean_abs_dq")
