@@ -53,7 +53,7 @@ class AgentConfig:
 
     optimizer: str = "adam"
     """`adam` (CleanRL/Dopamine habit) or `rmsprop` (Nature DQN / EWC paper: centred, alpha 0.95,
-    eps 0.01)."""
+    eps 0.01 inside the square root as in DeepMind's code; see agents/optim.py)."""
     learning_rate: float = 1e-4
     adam_eps: float = 1.5e-4
     gamma: float = 0.99

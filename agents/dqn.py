@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from agents.consolidation import Consolidation
 from agents.network import QNetwork
+from agents.optim import CentredRMSProp
 from agents.replay import Transitions
 from config import AgentConfig
 
@@ -74,8 +75,8 @@ class UpdateStats:
 def make_optimizer(parameters, config: AgentConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps)
-    if config.optimizer == "rmsprop":  # Nature DQN's centred RMSProp
-        return torch.optim.RMSprop(parameters, lr=config.learning_rate, alpha=0.95, eps=0.01, centered=True)
+    if config.optimizer == "rmsprop":  # Nature DQN's centred RMSProp, eps inside the root
+        return CentredRMSProp(parameters, lr=config.learning_rate, alpha=0.95, eps=0.01)
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adam or rmsprop")
 
 
