@@ -69,7 +69,7 @@ def load_checkpoint(
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: truncated, or not a checkpoint (no whole torch.save archive); refused unread")
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint (not a whole torch.save archive); refused unread")
     if verify:
         _check_crcs(path)
     try:

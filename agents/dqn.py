@@ -46,6 +46,22 @@ def double_dqn_targets(
     return r_t + gamma * discount_t * q_target_next.gather(1, best_next).squeeze(1)
 
 
+@torch.no_grad()
+def epsilon_greedy(
+    network: QNetwork, observations: torch.Tensor, game: str, epsilon: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Epsilon-greedy actions for a batch of observations, chosen on the network's device.
+
+    Each observation independently gets a uniformly random action with probability epsilon and
+    argmax_a Q(s, a) otherwise. Training and evaluation both act through this function.
+    """
+    greedy = network(observations, game).argmax(dim=1)
+    n = observations.shape[0]
+    explore = torch.rand(n, device=greedy.device, generator=generator) < epsilon
+    random = torch.randint(network.num_actions, (n,), device=greedy.device, generator=generator)
+    return torch.where(explore, random, greedy)
+
+
 @dataclass
 class UpdateStats:
     """Device tensors of one update; read them (a GPU sync) only when logging."""
@@ -100,14 +116,9 @@ class DQNLearner:
     def sync_target(self) -> None:
         self.target.load_state_dict(self.online.state_dict())
 
-    @torch.no_grad()
     def act(self, observations: torch.Tensor, game: str, epsilon: float, generator: torch.Generator) -> torch.Tensor:
-        """Epsilon-greedy actions for a batch of observations, chosen on the network's device."""
-        greedy = self.online(observations, game).argmax(dim=1)
-        n = observations.shape[0]
-        explore = torch.rand(n, device=greedy.device, generator=generator) < epsilon
-        random = torch.randint(self.online.num_actions, (n,), device=greedy.device, generator=generator)
-        return torch.where(explore, random, greedy)
+        """Epsilon-greedy actions of the online network (see `epsilon_greedy`)."""
+        return epsilon_greedy(self.online, observations, game, epsilon, generator)
 
     def start_game(self) -> None:
         """A new game: the target starts from the current network, Adam's moments are kept."""

@@ -46,8 +46,26 @@ def git_commit() -> str:
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return _commit_from_git_files() or "unknown"
     return commit + ("-dirty" if dirty else "")
+
+
+def _commit_from_git_files() -> str | None:
+    """HEAD's commit read straight from .git, for images (Docker) that ship .git but no git."""
+    git_dir = PROJECT_ROOT / ".git"
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        if (git_dir / ref).is_file():
+            return (git_dir / ref).read_text().strip()
+        for line in (git_dir / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        return None
+    return None
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

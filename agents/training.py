@@ -88,6 +88,7 @@ class EpisodeTracker:
         self.returns = np.zeros(num_envs)
         self.lengths = np.zeros(num_envs, dtype=np.int64)
         self.resetting = np.zeros(num_envs, dtype=bool)  # this step returns a reset observation
+        self.last_score: float | None = None
 
     def step(self, rewards: np.ndarray, ended: np.ndarray) -> list[tuple[float, int]]:
         live = ~self.resetting
@@ -96,6 +97,8 @@ class EpisodeTracker:
         finished = [(float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(ended)]
         self.returns[ended], self.lengths[ended] = 0.0, 0
         self.resetting = ended.copy()
+        if finished:
+            self.last_score = finished[-1][0]
         return finished
 
 
@@ -219,14 +222,15 @@ class SequenceTrainer:
                 for score, length in episodes.step(rewards, terminated | truncated):
                     self.writer.add_scalar(f"charts/{game}/episodic_return", score, pos.total_steps)
                     self.writer.add_scalar(f"charts/{game}/episodic_length", length, pos.total_steps)
-                    bar.set_postfix_str(f"return {score:g}", refresh=False)
                 pos.step_in_game += num_envs
                 pos.total_steps += num_envs
                 bar.update(num_envs)
                 if self._crossed(config.run.log_every):
-                    clock = self.log_progress(game, epsilon, stats, clock, bar)
+                    clock = self.log_progress(game, epsilon, stats, clock, bar, episodes)
                 if self._crossed(config.run.checkpoint_every) and pos.step_in_game < steps_per_game:
                     self.save_latest(replay)  # at the game's end after_<k>_<game>.pt follows instead
+                if self._crossed(config.eval.eval_every):
+                    self.evaluate_all_games()
         finally:
             bar.close()
             env.close()
@@ -300,7 +304,7 @@ class SequenceTrainer:
             stats.add(self.learner.update(replay.sample(agent.batch_size), game))
             pos.updates_in_game += 1
 
-    def log_progress(self, game, epsilon, stats, clock, bar) -> tuple[float, int]:
+    def log_progress(self, game, epsilon, stats, clock, bar, episodes) -> tuple[float, int]:
         """Scalars every `log_every` steps: losses, epsilon, steps/s, retention of earlier games."""
         step = self.position.total_steps
         now = time.perf_counter()
@@ -321,8 +325,15 @@ class SequenceTrainer:
             if probed_game != game:
                 for name, value in retention(self.learner.online, probe, probed_game).items():
                     self.writer.add_scalar(f"retention/{probed_game}/{name}", value, step)
-        bar.set_postfix_str(f"{steps_per_second:,.0f} steps/s", refresh=False)
+        bar.set_postfix(sps=f"{steps_per_second:,.0f}", last_return=episodes.last_score, refresh=False)
         return now, step
+
+    def evaluate_all_games(self) -> None:
+        """Continual evaluation: score the current network on every game of the run (eval/ tags)."""
+        from agents.evaluation import continual_evaluation  # here, not on top: it imports this module
+
+        for tag, value in continual_evaluation(self.learner.online, self.config).items():
+            self.writer.add_scalar(tag, value, self.position.total_steps)
 
     def finish_game(self, replay: FrameReplay) -> None:
         """Consolidate (Fisher from this game's replay), keep a probe set, save after_<k>_<game>.pt."""

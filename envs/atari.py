@@ -16,15 +16,26 @@ from config import EnvConfig
 
 NUM_ACTIONS = 18
 """The full ALE action set for every game, so one Q-head serves all games (as in the EWC paper)."""
+FRAMESKIP = 4
+"""Emulator frames per agent step. The ALE runs at 60 frames per second, so 15 agent steps are
+one second of play."""
+
+_NETWORK_IMAGES = dict(img_height=84, img_width=84, grayscale=True, stack_num=4, maxpool=True)
+_SCREEN_IMAGES = dict(img_height=210, img_width=160, grayscale=False, stack_num=1, maxpool=False)
 
 
-def make_env(game: str, num_envs: int, env_config: EnvConfig) -> AtariVectorEnv:
+def make_env(game: str, num_envs: int, env_config: EnvConfig, *, screen: bool = False) -> AtariVectorEnv:
     """Vector env for one game, returning raw game scores.
 
     Rewards come back unclipped so that logs show real scores; the trainer clips them to [-1, 1]
     before they enter the replay. No episode ends on a lost life: the EWC paper and the
     Machado et al. protocol play whole games, and evaluation must too.
+
+    `screen=True` returns the full RGB screen (N, 1, 210, 160, 3) of every agent step instead of
+    the network's 84x84 grayscale stacks. Only the images differ: with the same seed and actions
+    it plays the same episode as the default env, which is how an evaluation episode is filmed.
     """
+    images = _SCREEN_IMAGES if screen else _NETWORK_IMAGES
     return AtariVectorEnv(
         game,
         num_envs,
@@ -35,10 +46,6 @@ def make_env(game: str, num_envs: int, env_config: EnvConfig) -> AtariVectorEnv:
         reward_clipping=False,
         episodic_life=False,
         use_fire_reset=True,
-        frameskip=4,
-        stack_num=4,
-        img_height=84,
-        img_width=84,
-        grayscale=True,
-        maxpool=True,
+        frameskip=FRAMESKIP,
+        **images,
     )

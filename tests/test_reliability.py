@@ -21,34 +21,30 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_checkpoint import CreatesFileWhenUnpickled
 
 from agents.checkpoint import FORMAT, load_checkpoint
 from agents.replay import FrameReplay
 from agents.run_dir import resume_point
 from agents.training import Position, SequenceTrainer, replay_capacity
 from config import build_config
+from tests.conftest import ROOT, SUBPROCESS_ENV, run_train
+from tests.test_checkpoint import _CreatesFile
 
-ROOT = Path(__file__).resolve().parent.parent
-TRAIN = str(ROOT / "train.py")
 STEPS = 800
 SMALL = [
-    "--config", str(ROOT / "configs" / "smoke.yaml"), "--device", "cpu",
+    "--config", "configs/smoke.yaml", "--device", "cpu",
     "--set", f"run.steps_per_game={STEPS}", "--set", "agent.learning_starts=200",
     "--set", "consolidation.fisher_samples=32",
 ]
 UPDATES_PER_GAME = (STEPS - 4 - 200) // 4  # one per 4 steps after step 200, made before each vector step
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, TRAIN, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
-
-
 def start_training(run_dir: Path, *args: str) -> subprocess.Popen:
-    """A training subprocess whose stderr (tqdm included) goes to a file, never a full pipe."""
+    """`python train.py` as `run_train` runs it, but in the background; stderr (tqdm included)
+    goes to a file, never a pipe that could fill up."""
     log = (run_dir.parent / f"{run_dir.name}.stderr").open("w")
-    return subprocess.Popen([sys.executable, TRAIN, *SMALL, *args, "--run-dir", str(run_dir)],
-                            cwd=run_dir.parent, stderr=log, stdout=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "train.py", *SMALL, *args, "--run-dir", str(run_dir)],
+                            cwd=ROOT, env=SUBPROCESS_ENV, stderr=log, stdout=subprocess.DEVNULL)
 
 
 def stderr_of(run_dir: Path) -> str:
@@ -130,7 +126,7 @@ def bad_input_results(tmp_path_factory) -> dict[str, tuple[Path, subprocess.Comp
         (folder / "a-file").write_text("")
         args = [arg.format(folder=folder) for arg in BAD_INPUTS[case][0]]
         new_run = [] if "--resume" in args else [*SMALL, "--run-dir", str(folder / "run")]
-        return folder, run_cli(*new_run, *args, cwd=folder)  # a later --run-dir or --device wins
+        return folder, run_train(*new_run, *args)  # a later --run-dir or --device wins
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(zip(BAD_INPUTS, pool.map(run, BAD_INPUTS)))
@@ -145,7 +141,7 @@ def test_bad_input_is_one_line_error_and_writes_nothing(case, bad_input_results)
 
 @pytest.mark.parametrize("value", ["0", "ten"])
 def test_steps_flag_must_be_a_positive_number(value, tmp_path):
-    result = run_cli("--steps-per-game", value, "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    result = run_train("--steps-per-game", value, "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith(f"must be a positive whole number, got '{value}'")
 
@@ -154,7 +150,7 @@ def test_steps_flag_must_be_a_positive_number(value, tmp_path):
 def test_read_only_run_dir(tmp_path):
     folder = tmp_path / "read-only"
     folder.mkdir(mode=0o500)
-    result = run_cli(*SMALL, "--run-dir", str(folder / "run"), cwd=tmp_path)
+    result = run_train(*SMALL, "--run-dir", str(folder / "run"))
     assert_one_line_error(result, "cannot write to run directory", "Permission denied")
 
 
@@ -163,7 +159,7 @@ def test_existing_run_dir_is_refused_without_resume_or_overwrite(tmp_path):
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("run: {}\n")
     before = tree(run_dir)
-    result = run_cli(*SMALL, "--run-dir", str(run_dir), cwd=tmp_path)
+    result = run_train(*SMALL, "--run-dir", str(run_dir))
     assert_one_line_error(result, "already exists", f"--resume {run_dir}", "--overwrite")
     assert tree(run_dir) == before
 
@@ -172,13 +168,13 @@ def test_overwrite_deletes_only_run_directories(tmp_path):
     folder = tmp_path / "thesis"
     folder.mkdir()
     (folder / "chapter1.tex").write_text("years of work")
-    result = run_cli(*SMALL, "--run-dir", str(folder), "--overwrite", cwd=tmp_path)
+    result = run_train(*SMALL, "--run-dir", str(folder), "--overwrite")
     assert_one_line_error(result, "not a run directory")
     assert (folder / "chapter1.tex").read_text() == "years of work"
 
 
 def test_resume_refuses_options_that_change_the_run(tmp_path):
-    result = run_cli("--resume", str(tmp_path), "--games", "pong", "--set", "agent.gamma=0.9", cwd=tmp_path)
+    result = run_train("--resume", str(tmp_path), "--games", "pong", "--set", "agent.gamma=0.9")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith("drop --games, --set")
 
@@ -214,7 +210,7 @@ def interrupted(tmp_path_factory) -> Interrupted:
 def test_sigint_writes_a_resumable_checkpoint(interrupted):
     assert interrupted.returncode == 130, interrupted.stderr
     assert "Traceback" not in interrupted.stderr
-    assert f"resume with: python {TRAIN} --resume {interrupted.snapshot.parent / 'run'}" in interrupted.stderr
+    assert f"resume with: python train.py --resume {interrupted.run_dir}" in interrupted.stderr
     checkpoints = interrupted.snapshot / "checkpoints"
     position = load_checkpoint(checkpoints / "latest.pt")["position"]
     assert position["game_index"] == 1 and 1240 - STEPS <= position["step_in_game"] < STEPS
@@ -256,7 +252,7 @@ def test_resume_restores_the_exact_state(interrupted):
 def test_printed_resume_command_finishes_the_sequence(interrupted):
     command = shlex.split(interrupted.stderr.rsplit("resume with: ", 1)[1].strip())
     assert command[0] == "python"
-    result = subprocess.run([sys.executable, *command[1:]], cwd=interrupted.run_dir.parent,
+    result = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env=SUBPROCESS_ENV,
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert "warning: no replay saved" not in result.stderr  # the saved replay was used
@@ -270,7 +266,7 @@ def test_printed_resume_command_finishes_the_sequence(interrupted):
     resumes = json.loads((interrupted.run_dir / "run.json").read_text())["resumed"]
     assert [entry["command"][1:] for entry in resumes] == [command[2:]]
 
-    again = run_cli("--resume", str(interrupted.run_dir), cwd=interrupted.run_dir.parent)
+    again = run_train("--resume", str(interrupted.run_dir))
     assert again.returncode == 0 and "has finished all 2 games; nothing to resume" in again.stderr
 
 
@@ -318,7 +314,7 @@ def test_resume_from_an_older_checkpoint_hides_the_later_curves(interrupted, tmp
     run_dir = tmp_path / "run"
     shutil.copytree(interrupted.snapshot, run_dir)
     assert 1200 in scalar_steps(run_dir)["charts/SPS"]  # logged in breakout before the stop
-    result = run_cli("--resume", str(run_dir / "checkpoints" / "after_1_pong.pt"), cwd=tmp_path)
+    result = run_train("--resume", str(run_dir / "checkpoints" / "after_1_pong.pt"))
     assert result.returncode == 0, result.stderr
     steps = scalar_steps(run_dir)
     assert steps["charts/SPS"] == [400, 800, 1200, 1600]
@@ -347,7 +343,7 @@ def replace_with_text(path: Path, tmp: Path) -> None:
 
 def replace_with_code(path: Path, tmp: Path) -> None:
     torch.save({"format": FORMAT, "position": {"game_index": 9, "step_in_game": 0},
-                "x": CreatesFileWhenUnpickled(tmp / "created-by-payload")}, path)
+                "x": _CreatesFile(tmp / "created-by-payload")}, path)
 
 
 def replace_with_other_network(path: Path, tmp: Path) -> None:
@@ -356,8 +352,8 @@ def replace_with_other_network(path: Path, tmp: Path) -> None:
 
 
 DAMAGE = {
-    "truncated": (truncate, "truncated, or not a checkpoint"),
-    "not a checkpoint": (replace_with_text, "truncated, or not a checkpoint"),
+    "truncated": (truncate, "not a whole torch.save archive"),
+    "not a checkpoint": (replace_with_text, "not a whole torch.save archive"),
     "corrupt": (flip_bytes, "fails its CRC check"),
     "code": (replace_with_code, "could run code"),
     "other network": (replace_with_other_network, "another shape (layers.2.weight: (128, 64, 3, 3)"),
@@ -374,7 +370,7 @@ def test_damaged_checkpoint_is_refused_on_resume(damage, interrupted, tmp_path):
     spoil(latest, tmp_path)
     before = tree(run_dir)
     target = latest if damage == "other network" else run_dir  # its position (0, 0) is not the newest
-    result = run_cli("--resume", str(target), cwd=tmp_path)
+    result = run_train("--resume", str(target))
     assert_one_line_error(result, str(latest), message)
     assert tree(run_dir) == before
     assert not (tmp_path / "created-by-payload").exists()
@@ -402,7 +398,7 @@ def test_sigkill_while_writing_checkpoints_then_resume_to_the_end(tmp_path):
     assert list(checkpoints.glob(".latest.pt.*.tmp")), "the kill should land in the middle of a write"
     assert load_checkpoint(checkpoints / "latest.pt")["position"]["game_index"] == 1  # whole, CRCs pass
 
-    result = run_cli("--resume", str(run_dir), cwd=tmp_path)
+    result = run_train("--resume", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert "refills it from step" in result.stderr  # no --save-replay: the replay starts again
     assert not list(checkpoints.glob(".*.tmp"))
@@ -418,8 +414,8 @@ def test_sigkill_while_writing_checkpoints_then_resume_to_the_end(tmp_path):
 @pytest.mark.slow
 def test_nan_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli(*SMALL, "--set", "agent.learning_rate=1e30", "--set", "run.checkpoint_every=100",
-                     "--run-dir", str(run_dir), cwd=tmp_path)
+    result = run_train(*SMALL, "--set", "agent.learning_rate=1e30", "--set", "run.checkpoint_every=100",
+                     "--run-dir", str(run_dir))
     assert_one_line_error(result, "became NaN or infinite on pong by step", "are from before it", after_training=True)
     latest = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     assert latest["position"]["step_in_game"] < int(result.stderr.split("by step ")[1].split(";")[0].replace(",", ""))

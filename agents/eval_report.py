@@ -1,0 +1,203 @@
+"""What evaluate.py prints and writes: the matrix as markdown, JSON, CSV and a heatmap.
+
+    <run>/eval/eval.md      the printed report: raw-score and HNS matrices, metrics, errors
+    <run>/eval/eval.json    everything, episode scores included (NaN written as null)
+    <run>/eval/eval.csv     one line per (checkpoint, game) cell
+    <run>/eval/matrix.png   mean HNS heatmap, rows "after game k", columns games
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from agents.eval_run import MatrixRow, RunEvaluation, cell_hns
+
+OUTPUT_FOLDER = "eval"
+
+
+def eval_folder(run_dir: Path) -> Path:
+    return run_dir / OUTPUT_FOLDER
+
+
+def write_outputs(evaluation: RunEvaluation) -> Path:
+    """Write the four files into <run>/eval/ and return that folder."""
+    folder = eval_folder(evaluation.run.path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "eval.md").write_text(matrix_markdown(evaluation))
+    (folder / "eval.json").write_text(json.dumps(_json_ready(as_dict(evaluation)), indent=2) + "\n")
+    write_csv(evaluation, folder / "eval.csv")
+    plot_matrix(evaluation, folder / "matrix.png")
+    return folder
+
+
+def cell_stats(game: str, scores: list[float]) -> dict[str, float]:
+    """Mean and (population) standard deviation over a cell's episodes, in raw score and HNS."""
+    hns = cell_hns(game, scores)
+    return {
+        "score_mean": float(np.mean(scores)),
+        "score_std": float(np.std(scores)),
+        "hns_mean": float(np.mean(hns)),
+        "hns_std": float(np.std(hns)),
+    }
+
+
+def as_dict(evaluation: RunEvaluation) -> dict[str, object]:
+    config, protocol = evaluation.run.config, evaluation.protocol
+    return {
+        "run_dir": str(evaluation.run.path),
+        "sequence": evaluation.run.sequence,
+        "games": evaluation.games,
+        "method": config.consolidation.method,
+        "ewc_lambda": config.consolidation.ewc_lambda,
+        "run_seed": config.run.seed,
+        "protocol": {
+            "episodes": protocol.episodes,
+            "epsilon": protocol.epsilon,
+            "max_episode_frames": protocol.max_episode_frames,
+            "noop_max": config.env.noop_max,
+            "sticky_action_prob": config.env.sticky_action_prob,
+            "seed": evaluation.seed,
+        },
+        "rows": [
+            {
+                "checkpoint": row.checkpoint,
+                "label": row.label,
+                "games_done": row.games_done,
+                "step_in_game": row.step_in_game,
+                "trained_game": row.trained_game,
+                "cells": {game: {"scores": scores, **cell_stats(game, scores)} for game, scores in row.scores.items()},
+            }
+            for row in evaluation.rows
+        ],
+        "metrics": evaluation.metrics(),
+        "errors": evaluation.errors,
+    }
+
+
+def _json_ready(value: object) -> object:
+    """NaN becomes null (JSON has no NaN); dict keys become strings."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(item) for item in value]
+    return value
+
+
+def write_csv(evaluation: RunEvaluation, path: Path) -> None:
+    columns = ["run", "checkpoint", "games_done", "step_in_game", "trained_game", "game", "episodes",
+               "score_mean", "score_std", "hns_mean", "hns_std"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in evaluation.rows:
+            for game, scores in row.scores.items():
+                writer.writerow({
+                    "run": evaluation.run.path.name, "checkpoint": row.checkpoint, "games_done": row.games_done,
+                    "step_in_game": row.step_in_game, "trained_game": row.trained_game, "game": game,
+                    "episodes": len(scores), **cell_stats(game, scores),
+                })
+
+
+def _number(value: float, digits: int) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _table(evaluation: RunEvaluation, cell: Callable[[str, MatrixRow], str]) -> list[str]:
+    lines = ["| checkpoint | " + " | ".join(evaluation.games) + " |", "|---" * (len(evaluation.games) + 1) + "|"]
+    for row in evaluation.rows:
+        lines.append(f"| {row.label} | " + " | ".join(cell(game, row) for game in evaluation.games) + " |")
+    return lines
+
+
+def _score_cell(game: str, row: MatrixRow) -> str:
+    stats = cell_stats(game, row.scores[game])
+    return f"{_number(stats['score_mean'], 1)} ± {_number(stats['score_std'], 1)}"
+
+
+def _hns_cell(game: str, row: MatrixRow) -> str:
+    stats = cell_stats(game, row.scores[game])
+    return f"{_number(stats['hns_mean'], 3)} ± {_number(stats['hns_std'], 3)}"
+
+
+def matrix_markdown(evaluation: RunEvaluation) -> str:
+    """The report evaluate.py prints and saves as eval.md."""
+    protocol, env = evaluation.protocol, evaluation.run.config.env
+    lines = [
+        f"# Evaluation of {evaluation.run.path}",
+        "",
+        f"Sequence: {' -> '.join(evaluation.run.sequence)}. {protocol.episodes} episodes per cell, "
+        f"epsilon {protocol.epsilon:g}, up to {env.noop_max} no-ops, sticky actions {env.sticky_action_prob:g}, "
+        f"episodes cut at {protocol.max_episode_frames:,} frames, seed {evaluation.seed}.",
+        "",
+        "## Raw score (mean ± std over episodes)",
+        "",
+        *_table(evaluation, _score_cell),
+        "",
+        "## Human-normalised score (mean ± std over episodes)",
+        "",
+        *_table(evaluation, _hns_cell),
+        "",
+        *_metric_lines(evaluation.metrics()),
+    ]
+    if evaluation.errors:
+        lines += ["", "## Checkpoints not evaluated", "", *(f"- {error}" for error in evaluation.errors)]
+    return "\n".join(lines) + "\n"
+
+
+def _metric_lines(metrics: dict[str, object]) -> list[str]:
+    if not metrics:
+        return ["No game-end checkpoint was evaluated, so there are no continual-learning metrics."]
+    forgetting = ", ".join(f"{game} {_number(value, 3)}" for game, value in metrics["forgetting"].items())
+    after_each = ", ".join(f"{k}: {_number(value, 3)}" for k, value in metrics["mean_hns_after_game"].items())
+    return [
+        f"## Metrics (HNS, final = after game {metrics['final_after_game']}; definitions in docs/evaluation.md)",
+        "",
+        f"- final mean HNS: {_number(metrics['final_mean_hns'], 3)}",
+        f"- mean forgetting: {_number(metrics['mean_forgetting'], 3)}" + (f" ({forgetting})" if forgetting else ""),
+        f"- backward transfer: {_number(metrics['backward_transfer'], 3)}",
+        f"- mean HNS after each game: {after_each}",
+    ]
+
+
+def comparison_markdown(evaluations: list[RunEvaluation]) -> str:
+    """One line per run: what it did and how it ended, so EWC vs fine-tuning is one table."""
+    lines = [
+        "| run | method | lambda | seed | final mean HNS | mean forgetting | backward transfer |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for evaluation in evaluations:
+        config, metrics = evaluation.run.config, evaluation.metrics()
+        strength = "-" if config.consolidation.method == "finetune" else f"{config.consolidation.ewc_lambda:g}"
+        values = [_number(metrics.get(name, math.nan), 3) for name in ("final_mean_hns", "mean_forgetting", "backward_transfer")]
+        lines.append(f"| {evaluation.run.path.name} | {config.consolidation.method} | {strength} | {config.run.seed} | "
+                     + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_matrix(evaluation: RunEvaluation, path: Path) -> None:
+    """Heatmap of mean HNS: rows are checkpoints, columns games; NaN cells are left blank."""
+    hns = np.array([[cell_stats(game, row.scores[game])["hns_mean"] for game in evaluation.games]
+                    for row in evaluation.rows]).reshape(len(evaluation.rows), len(evaluation.games))
+    figure = Figure(figsize=(max(4.0, 1.0 + 0.9 * len(evaluation.games)), max(2.5, 1.2 + 0.5 * len(evaluation.rows))))
+    axes = figure.add_subplot()
+    image = axes.imshow(np.ma.masked_invalid(hns), cmap="viridis", aspect="auto")
+    figure.colorbar(image, ax=axes, label="human-normalised score")
+    axes.set_xticks(range(len(evaluation.games)), evaluation.games, rotation=45, ha="right")
+    axes.set_yticks(range(len(evaluation.rows)), [row.label for row in evaluation.rows])
+    middle = (image.norm.vmin + image.norm.vmax) / 2 if np.isfinite(hns).any() else 0.0
+    for (i, j), value in np.ndenumerate(hns):
+        if not math.isnan(value):
+            colour = "white" if value < middle else "black"  # readable on viridis's dark and light ends
+            axes.text(j, i, f"{value:.2f}", ha="center", va="center", color=colour, fontsize=8)
+    axes.set_title(f"{evaluation.run.path.name}: HNS after each checkpoint")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)

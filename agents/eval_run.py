@@ -1,0 +1,179 @@
+"""Evaluating a run's checkpoints on a set of games: the matrix behind evaluate.py.
+
+A continual-learning result is a matrix: one row per checkpoint ("after game k"), one column per
+game, each cell the raw scores of some evaluation episodes. The run's own config.yaml says what
+network its checkpoints must hold and which sequence they belong to; a checkpoint that does not
+fit is reported in one line and the others are still evaluated.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents import run_dir as paths
+from agents.checkpoint import CheckpointError, load_checkpoint
+from agents.evaluation import play_episodes
+from agents.metrics import HnsMatrix, summarise
+from agents.network import QNetwork
+from agents.training import build_network
+from agents.video import film_episode
+from config import Config, ConfigError, EvalConfig, config_from_dict, load_yaml
+from envs.games import human_normalised_score
+
+_GAME_END_NAME = re.compile(r"after_(\d+)_.+\.pt")
+
+
+class RunError(ValueError):
+    """A folder that cannot be evaluated as a run; the message names it."""
+
+
+@dataclass
+class Run:
+    """A run directory as evaluate.py needs it: its config and the checkpoints to score."""
+
+    path: Path
+    config: Config
+    checkpoints: list[Path]
+
+    @property
+    def sequence(self) -> list[str]:
+        return self.config.run.games
+
+
+@dataclass
+class MatrixRow:
+    """One checkpoint's scores: game -> raw score of every evaluation episode."""
+
+    checkpoint: str
+    games_done: int
+    """Games of the sequence finished when the checkpoint was saved (k in "after game k")."""
+    step_in_game: int
+    """0 for a game-end checkpoint; the step reached in game k+1 for a mid-game one (latest.pt)."""
+    trained_game: str
+    scores: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def is_game_end(self) -> bool:
+        return self.step_in_game == 0 and self.games_done > 0
+
+    @property
+    def label(self) -> str:
+        if self.is_game_end:
+            return f"after game {self.games_done} ({self.trained_game})"
+        return f"game {self.games_done + 1} ({self.trained_game}) at step {self.step_in_game:,}"
+
+
+@dataclass
+class RunEvaluation:
+    """The matrix of one run, with how it was measured and what could not be."""
+
+    run: Run
+    games: list[str]
+    protocol: EvalConfig
+    seed: int
+    rows: list[MatrixRow] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def hns(self) -> HnsMatrix:
+        """R[k][game], mean HNS, from the game-end rows (the ones the metrics are defined on)."""
+        return {
+            row.games_done: {game: float(np.mean(cell_hns(game, scores))) for game, scores in row.scores.items()}
+            for row in self.rows
+            if row.is_game_end
+        }
+
+    def metrics(self) -> dict[str, object]:
+        return summarise(self.hns(), self.run.sequence)
+
+
+def cell_hns(game: str, scores: list[float]) -> np.ndarray:
+    """HNS of every episode of a cell (NaN for a game without reference scores)."""
+    return np.array([human_normalised_score(game, score) for score in scores])
+
+
+def open_run(path: str | Path, picked: list[str] | None = None) -> Run:
+    """Read a run directory: its config, and its game-end checkpoints in order (or `picked` ones).
+
+    A picked name is a path, or a file name inside the run's checkpoints/ folder.
+    """
+    path = Path(path)
+    if not (path / "config.yaml").is_file():
+        raise RunError(f"{path}: not a run directory (no config.yaml)")
+    try:
+        config = config_from_dict(load_yaml(path / "config.yaml"))
+    except ConfigError as error:
+        raise RunError(f"{path}: {error}") from None
+    folder = paths.checkpoint_dir(path)
+    if picked:
+        checkpoints = [Path(name) if Path(name).exists() else folder / name for name in picked]
+    else:
+        found = [(int(match[1]), file) for file in folder.glob("after_*.pt") if (match := _GAME_END_NAME.fullmatch(file.name))]
+        checkpoints = [file for _, file in sorted(found)]
+    if not checkpoints:
+        raise RunError(f"{path}: no game-end checkpoints in {folder} (checkpoints/after_<k>_<game>.pt)")
+    return Run(path, config, checkpoints)
+
+
+def load_network(run: Run, checkpoint: Path, device: torch.device) -> tuple[QNetwork, dict[str, int]]:
+    """The checkpoint's online network, built as the run's config says, and its position.
+
+    Raises CheckpointError (one line, naming the file) for a file that is not a checkpoint, that
+    belongs to another sequence of games, or whose weights do not fit the run's network.
+    """
+    payload = load_checkpoint(checkpoint, map_location=device)
+    if payload.get("games") != run.sequence:
+        raise CheckpointError(f"{checkpoint}: trained on {payload.get('games')}, not this run's {run.sequence}")
+    network = build_network(run.config).to(device)
+    try:
+        network.load_state_dict(payload["learner"]["online"])
+        position = {key: int(payload["position"][key]) for key in ("game_index", "step_in_game")}
+    except (KeyError, TypeError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{checkpoint}: does not fit the network of the run's config ({reason})") from None
+    return network.eval(), position
+
+
+def evaluate_run(
+    run: Run,
+    games: list[str],
+    protocol: EvalConfig,
+    device: torch.device,
+    seed: int,
+    video_dir: Path | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> RunEvaluation:
+    """Score every checkpoint of `run` on every game in `games`; unusable checkpoints go to errors.
+
+    Every cell uses the same `seed`, so a column compares checkpoints on the same episode starts.
+    With `video_dir`, one more episode per cell is filmed there as <checkpoint>_<game>.mp4.
+    """
+    evaluation = RunEvaluation(run, games, protocol, seed)
+    for checkpoint in run.checkpoints:
+        try:
+            network, position = load_network(run, checkpoint, device)
+        except CheckpointError as error:
+            evaluation.errors.append(str(error))
+            progress(f"error: {error}")
+            continue
+        done = position["game_index"]
+        trained = run.sequence[done - 1 if position["step_in_game"] == 0 else done]
+        row = MatrixRow(checkpoint.name, done, position["step_in_game"], trained)
+        for game in games:
+            started = time.perf_counter()
+            scores = play_episodes(network, game, protocol, run.config.env, seed)
+            row.scores[game] = scores.tolist()
+            progress(f"{run.path.name} {checkpoint.name} on {game}: {scores.mean():.1f} ± {scores.std():.1f} "
+                     f"({len(scores)} episodes, {time.perf_counter() - started:.1f} s)")
+            if video_dir is not None:
+                film = video_dir / f"{checkpoint.stem}_{game}.mp4"
+                progress(f"  filmed {film} (score {film_episode(network, game, protocol, run.config.env, seed, film):.0f})")
+        evaluation.rows.append(row)
+    evaluation.rows.sort(key=lambda row: (row.games_done, row.step_in_game))
+    return evaluation

@@ -1,0 +1,86 @@
+"""Continual-learning metrics of an evaluation matrix, in human-normalised score (HNS).
+
+Notation, for a sequence of T games g_1 .. g_T (a game may come back: pong, breakout, pong):
+
+    R[k][g]   mean HNS on game g of the network saved after the first k games (k = 1 .. T)
+    t_g       the position at which g is first trained (t_pong = 1 above)
+    K         the last position evaluated (T unless fewer checkpoints were picked)
+
+HNS = (score - random) / (human - random) (envs/games.py): 0 plays like random, 1 like a human.
+A game without reference scores has HNS NaN and is left out of every mean below.
+
+- mean HNS after game k:  A_k = mean over the sequence's games g (each once) of R[k][g].
+- final mean HNS:         A_K.
+- forgetting of game g:   F_g = max_{t_g <= k <= K} R[k][g] - R[K][g], for games with t_g < K:
+                          the best it ever was since it was first learned, minus where it ended
+                          (Chaudhry et al., "Riemannian Walk for Incremental Learning", ECCV 2018;
+                          as used by Continual World, Wolczyk et al., NeurIPS 2021). F_g >= 0.
+- mean forgetting:        mean of F_g over those games.
+- backward transfer:      BWT = mean over positions i < K of (R[K][g_i] - R[i][g_i]): how training
+                          the later games changed each game from right after it was trained
+                          (Lopez-Paz & Ranzato, "Gradient Episodic Memory", NeurIPS 2017).
+                          Negative is forgetting; positive means later games helped.
+
+Positions whose checkpoint was not evaluated are skipped in every max and mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+HnsMatrix = Mapping[int, Mapping[str, float]]
+"""R[k][game]: mean HNS on `game` after the first k games of the sequence (k is 1-based)."""
+
+
+def mean_hns(values: Iterable[float]) -> float:
+    """Mean of the values that are not NaN (games with reference scores); NaN if there are none."""
+    kept = [value for value in values if not math.isnan(value)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def mean_hns_after_each_game(hns: HnsMatrix, sequence: Sequence[str]) -> dict[int, float]:
+    """A_k = mean over the sequence's games of R[k][g], for every evaluated position k."""
+    games = list(dict.fromkeys(sequence))
+    return {k: mean_hns(row[g] for g in games if g in row) for k, row in sorted(hns.items())}
+
+
+def forgetting(hns: HnsMatrix, sequence: Sequence[str]) -> dict[str, float]:
+    """F_g = max_{t_g <= k <= K} R[k][g] - R[K][g] for every game first trained before K."""
+    final = max(hns)
+    result: dict[str, float] = {}
+    for game in dict.fromkeys(sequence):
+        first_trained = sequence.index(game) + 1
+        if first_trained >= final or game not in hns[final]:
+            continue
+        since_learned = [row[game] for k, row in hns.items() if k >= first_trained and game in row]
+        result[game] = max(since_learned) - hns[final][game]
+    return result
+
+
+def backward_transfer(hns: HnsMatrix, sequence: Sequence[str]) -> float:
+    """BWT = mean over positions i < K of R[K][g_i] - R[i][g_i]; NaN if no such position."""
+    final = max(hns)
+    changes = [
+        hns[final][game] - hns[position][game]
+        for position, game in enumerate(sequence[: final - 1], start=1)
+        if position in hns and game in hns[position] and game in hns[final]
+    ]
+    return mean_hns(changes)
+
+
+def summarise(hns: HnsMatrix, sequence: Sequence[str]) -> dict[str, object]:
+    """Every metric above, for the report (`final_after_game` is K)."""
+    if not hns:
+        return {}
+    after_each = mean_hns_after_each_game(hns, sequence)
+    per_game_forgetting = forgetting(hns, sequence)
+    final = max(hns)
+    return {
+        "final_after_game": final,
+        "final_mean_hns": after_each[final],
+        "mean_forgetting": mean_hns(per_game_forgetting.values()),
+        "backward_transfer": backward_transfer(hns, sequence),
+        "forgetting": per_game_forgetting,
+        "mean_hns_after_game": after_each,
+    }

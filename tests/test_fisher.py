@@ -1,0 +1,90 @@
+"""Each Fisher estimator against a brute-force loop over single samples (float64)."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from agents.dqn import double_dqn_targets
+from agents.fisher import diagonal_fisher, fisher_summary
+from agents.network import QNetwork
+from agents.replay import Transitions
+
+
+def small_setup(modulated):
+    torch.manual_seed(0)
+    network = QNetwork(modulated_games=["pong"] if modulated else []).double()
+    target = QNetwork(modulated_games=["pong"] if modulated else []).double()
+    with torch.no_grad():  # non-trivial per-game biases and gains
+        for param in network.modulation.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    n = 4
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (n + 1, 4, 84, 84), dtype=torch.uint8, generator=g)
+    batch = Transitions(frames[:n], torch.randint(0, 18, (n,), generator=g),
+                        torch.randn(n, dtype=torch.float64, generator=g),
+                        torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64), frames[1:])
+    return network, target, batch
+
+
+def brute_force(network, target, batch, estimator, game, temperature=1.0, gamma=0.99):
+    """Loop over samples (and actions): F = mean_n sum_a w_a (grad of a scalar)^2."""
+    params = list(network.shared_parameters().values())
+    total = [torch.zeros_like(p) for p in params]
+    n = batch.s_tm1.shape[0]
+    for i in range(n):
+        q = network(batch.s_tm1[i : i + 1], game)[0]
+        a = batch.a_tm1[i]
+        if estimator == "policy":
+            log_pi = torch.log_softmax(q / temperature, 0)
+            terms = [(log_pi[b].exp().detach(), log_pi[b]) for b in range(q.shape[0])]
+        elif estimator == "q-gaussian":
+            terms = [(1.0, q[a])]
+        else:
+            with torch.no_grad():
+                y = double_dqn_targets(network(batch.s_t[i : i + 1], game), target(batch.s_t[i : i + 1], game),
+                                       batch.r_t[i : i + 1], batch.discount_t[i : i + 1], gamma)[0]
+            terms = [(1.0, F.smooth_l1_loss(q[a], y))]
+        for weight, scalar in terms:
+            grads = torch.autograd.grad(scalar, params, retain_graph=True)
+            for acc, grad in zip(total, grads):
+                acc += weight * grad.square() / n
+    return dict(zip(network.shared_parameters(), total))
+
+
+@pytest.mark.parametrize("estimator", ["policy", "q-gaussian", "empirical-td"])
+@pytest.mark.parametrize("modulated", [False, True])
+def test_estimator_equals_per_sample_loop(estimator, modulated):
+    network, target, batch = small_setup(modulated)
+    game = "pong" if modulated else None
+    fast = diagonal_fisher(network, [batch], game, estimator, temperature=0.7 if estimator == "policy" else 1.0,
+                           target_network=target)
+    slow = brute_force(network, target, batch, estimator, game, temperature=0.7)
+    for name in slow:
+        scale = slow[name].abs().max().item()
+        assert scale > 0
+        assert torch.allclose(fast[name], slow[name], rtol=1e-5, atol=1e-5 * scale), name
+
+
+def test_chunking_does_not_change_the_mean():
+    network, target, batch = small_setup(False)
+    whole = diagonal_fisher(network, [batch], None, "policy")
+    halves = [Transitions(*(x[:2] for x in batch)), Transitions(*(x[2:] for x in batch))]
+    split = diagonal_fisher(network, halves, None, "policy")
+    assert all(torch.allclose(whole[k], split[k], rtol=1e-10) for k in whole)
+
+
+def test_mean_of_squares_is_not_square_of_mean():
+    """The bug this module avoids: squaring a minibatch-mean gradient shrinks the Fisher."""
+    network, _, batch = small_setup(False)
+    fisher = diagonal_fisher(network, [batch], None, "q-gaussian")
+    q = network(batch.s_tm1).gather(1, batch.a_tm1.unsqueeze(1)).mean()
+    mean_grad = torch.autograd.grad(q, [network.layers[-1].weight])[0]
+    assert fisher["layers.4.weight"].sum() > 1.5 * mean_grad.square().sum()
+
+
+def test_summary_shares_add_up_to_one():
+    network, _, batch = small_setup(False)
+    summary = fisher_summary(diagonal_fisher(network, [batch], None, "policy"))
+    shares = [v for k, v in summary.items() if k.startswith("share_")]
+    assert len(shares) == 5 and sum(shares) == pytest.approx(1.0)
+    assert summary["max"] >= summary["mean"] > 0

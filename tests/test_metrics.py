@@ -1,0 +1,66 @@
+"""Continual-learning metrics on hand-made HNS matrices whose answers are worked out by hand."""
+
+import math
+
+import pytest
+
+from agents.metrics import backward_transfer, forgetting, mean_hns, mean_hns_after_each_game, summarise
+
+SEQUENCE = ["pong", "breakout", "seaquest"]
+# R[k][game]: Breakout scores 0.9 before it is ever trained; forgetting must not count that.
+MATRIX = {
+    1: {"pong": 0.5, "breakout": 0.9, "seaquest": 0.1},
+    2: {"pong": 0.3, "breakout": 0.8, "seaquest": 0.1},
+    3: {"pong": 0.2, "breakout": 0.6, "seaquest": 0.9},
+}
+
+
+def test_mean_hns_after_each_game_averages_the_sequence_games():
+    assert mean_hns_after_each_game(MATRIX, SEQUENCE) == pytest.approx({1: 0.5, 2: 0.4, 3: 1.7 / 3})
+
+
+def test_forgetting_is_best_since_first_trained_minus_final():
+    # pong: max(0.5, 0.3, 0.2) - 0.2; breakout: max(0.8, 0.6) - 0.6 (row 1 is before its training);
+    # seaquest is trained last and cannot have been forgotten.
+    assert forgetting(MATRIX, SEQUENCE) == pytest.approx({"pong": 0.3, "breakout": 0.2})
+
+
+def test_backward_transfer_compares_final_with_just_trained():
+    # ((0.2 - 0.5) + (0.6 - 0.8)) / 2
+    assert backward_transfer(MATRIX, SEQUENCE) == pytest.approx(-0.25)
+
+
+def test_a_revisited_game_is_measured_from_its_first_training():
+    sequence = ["pong", "breakout", "pong"]
+    matrix = {1: {"pong": 0.6, "breakout": 0.0}, 2: {"pong": 0.1, "breakout": 0.5}, 3: {"pong": 0.7, "breakout": 0.2}}
+    assert forgetting(matrix, sequence) == pytest.approx({"pong": 0.0, "breakout": 0.3})
+    # position 1 (pong): 0.7 - 0.6; position 2 (breakout): 0.2 - 0.5
+    assert backward_transfer(matrix, sequence) == pytest.approx(-0.1)
+    assert mean_hns_after_each_game(matrix, sequence)[3] == pytest.approx(0.45)
+
+
+def test_missing_checkpoints_are_skipped_and_the_last_row_is_final():
+    without_middle = {k: MATRIX[k] for k in (1, 3)}
+    assert forgetting(without_middle, SEQUENCE) == pytest.approx({"pong": 0.3, "breakout": 0.0})
+    assert backward_transfer(without_middle, SEQUENCE) == pytest.approx(-0.3)  # position 1 only
+    first_two = {k: MATRIX[k] for k in (1, 2)}
+    summary = summarise(first_two, SEQUENCE)
+    assert summary["final_after_game"] == 2
+    assert summary["final_mean_hns"] == pytest.approx(0.4)
+    assert summary["forgetting"] == pytest.approx({"pong": 0.2})
+
+
+def test_games_without_reference_scores_are_left_out_of_means():
+    assert mean_hns([0.2, math.nan, 0.4]) == pytest.approx(0.3)
+    assert math.isnan(mean_hns([math.nan]))
+    matrix = {1: {"pong": 0.5, "tetris": math.nan}, 2: {"pong": 0.1, "tetris": math.nan}}
+    summary = summarise(matrix, ["pong", "tetris"])
+    assert summary["final_mean_hns"] == pytest.approx(0.1)
+    assert summary["mean_forgetting"] == pytest.approx(0.4)
+
+
+def test_extra_evaluated_games_do_not_enter_the_sequence_metrics():
+    matrix = {1: {"pong": 0.5, "breakout": 0.1, "seaquest": 5.0}, 2: {"pong": 0.3, "breakout": 0.7, "seaquest": 5.0}}
+    summary = summarise(matrix, ["pong", "breakout"])
+    assert summary["final_mean_hns"] == pytest.approx(0.5)
+    assert set(summary["forgetting"]) == {"pong"}
