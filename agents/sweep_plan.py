@@ -1,0 +1,224 @@
+"""A sweep's plan: the grid of train.py runs (orders x methods x lambda x seeds) and where each stands.
+
+    <sweep>/cells/<cell>/     one ordinary train.py run directory per cell (config.yaml, checkpoints/, eval/)
+    <sweep>/logs/<cell>.log   what its train.py and evaluate.py printed the last time it ran
+    <sweep>/report.md, cells.csv, mean_hns.png   the aggregated report (agents/sweep_report.py)
+
+A cell's name comes from the cell alone, never from the clock, so that running the same sweep again
+finds its cells: an evaluated one is skipped, a finished one only evaluated, an interrupted one
+resumed with `train.py --resume`. Nothing here needs Ray; sweep.py hands the commands built here to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents import run_dir as paths
+from agents.eval_report import eval_folder
+from config import Config, EvalConfig, config_from_dict, load_yaml
+
+ORDER_SEED = 0
+"""Seeds the draw of `N-random` game orders: a re-run, or a larger N, draws the same orders first."""
+EVAL_SEED = 0
+"""Every cell is scored on the same episode starts, so cells differ by their network alone."""
+
+NEW, INTERRUPTED, TRAINED, EVALUATED = "new", "interrupted", "trained", "evaluated"
+"""Where a cell stands: nothing worth keeping yet; has a checkpoint short of the last game; has
+its last game-end checkpoint; has that and its evaluation (eval/eval.json without errors)."""
+
+
+class SweepError(ValueError):
+    """A sweep that cannot be run as asked; the message says which argument or cell."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One train.py run of the sweep."""
+
+    order: tuple[str, ...]
+    method: str
+    ewc_lambda: float | None
+    """None for `finetune`, which has no penalty to weigh."""
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """`<games>-<method>[-lambda<λ>]-s<seed>`, e.g. `pong-breakout-ewc-lambda400-s0`."""
+        strength = "" if self.ewc_lambda is None else f"-lambda{self.ewc_lambda:g}"
+        return f"{order_name(self.order)}-{self.method}{strength}-s{self.seed}"
+
+
+def uses_lambda(method: str) -> bool:
+    """Every method but fine-tuning weighs its penalty with lambda."""
+    return method != "finetune"
+
+
+def order_name(order: tuple[str, ...] | list[str]) -> str:
+    """The games joined by `-`; a long sequence is shortened with a hash, so names stay distinct."""
+    joined = "-".join(order)
+    if len(joined) <= 80:
+        return joined
+    digest = hashlib.sha1(",".join(order).encode()).hexdigest()[:8]
+    return f"{order[0]}-and-{len(order) - 1}-more-{digest}"
+
+
+def expand_orders(games: list[str], spec: str) -> list[tuple[str, ...]]:
+    """The game orders a sweep trains: `given`, `both` (given and reversed) or `N-random`.
+
+    `N-random` draws N distinct orders from a fixed seed, so that the same sweep finds the same
+    cells again and `5-random` extends `3-random` instead of replacing it.
+    """
+    given = tuple(games)
+    if spec == "given":
+        return [given]
+    if spec == "both":
+        return list(dict.fromkeys([given, given[::-1]]))  # a palindrome has one order
+    count, _, kind = spec.partition("-")
+    if kind != "random" or not count.isdigit() or int(count) < 1:
+        raise SweepError(f"--orders must be given, both or N-random (e.g. 3-random), got {spec!r}")
+    possible = distinct_orders(games)
+    if int(count) > possible:
+        raise SweepError(f"--orders {spec}: {', '.join(games)} can be ordered in only {possible} distinct ways")
+    draw, orders = random.Random(ORDER_SEED), []
+    while len(orders) < int(count):
+        order = tuple(draw.sample(games, len(games)))
+        if order not in orders:
+            orders.append(order)
+    return orders
+
+
+def distinct_orders(games: list[str]) -> int:
+    """Distinct permutations of a sequence in which a game may repeat: n! / prod(repeats!)."""
+    repeats = math.prod(math.factorial(count) for count in Counter(games).values())
+    return math.factorial(len(games)) // repeats
+
+
+def expand_grid(orders: list[tuple[str, ...]], methods: list[str], lambdas: list[float], seeds: list[int]) -> list[Cell]:
+    """Every (order, method, lambda, seed); fine-tuning gets one cell per order and seed, not one per lambda."""
+    return [
+        Cell(order, method, strength, seed)
+        for order in orders
+        for method in methods
+        for strength in (lambdas if uses_lambda(method) else [None])
+        for seed in seeds
+    ]
+
+
+def train_arguments(cell: Cell, preset: Path | None, overrides: list[str]) -> list[str]:
+    """The train.py flags of a fresh cell; the sweep's --config and --set go to every cell."""
+    arguments = ["--games", ",".join(cell.order), "--method", cell.method, "--seed", str(cell.seed)]
+    if cell.ewc_lambda is not None:
+        arguments += ["--ewc-lambda", repr(cell.ewc_lambda)]
+    if preset is not None:
+        arguments += ["--config", str(preset)]
+    for assignment in overrides:
+        arguments += ["--set", assignment]
+    return arguments
+
+
+def check_config_is_the_cell(cell: Cell, config: Config) -> None:
+    """Refuse a --set that changes what the cell's name says (it would train another cell under it).
+
+    (`--set run.games` needs no check: train.py's --games, which every cell gets, wins over it.)
+    """
+    named = [
+        ("run.seed", "--seeds", cell.seed, config.run.seed),
+        ("consolidation.method", "--methods", cell.method, config.consolidation.method),
+    ]
+    if cell.ewc_lambda is not None:
+        named.append(("consolidation.ewc_lambda", "--ewc-lambda", cell.ewc_lambda, config.consolidation.ewc_lambda))
+    for key, flag, wanted, got in named:
+        if wanted != got:
+            raise SweepError(f"--set {key} would override the sweep's {flag}; sweep it with {flag} instead")
+
+
+def check_eval_protocol(protocol: EvalConfig) -> None:
+    """The cells' final evaluation uses their eval section; catch what evaluate.py would refuse after training."""
+    if protocol.episodes < 1 or protocol.max_episode_frames < 1 or not 0 <= protocol.epsilon <= 1:
+        raise SweepError("eval.episodes and eval.max_episode_frames must be positive and eval.epsilon in [0, 1]: "
+                         "the sweep evaluates every cell with them")
+
+
+def cell_dir(sweep_dir: Path, cell: Cell) -> Path:
+    return sweep_dir / "cells" / cell.name
+
+
+def log_path(sweep_dir: Path, cell: Cell) -> Path:
+    return sweep_dir / "logs" / f"{cell.name}.log"
+
+
+def final_checkpoint(run_dir: Path, order: tuple[str, ...]) -> Path:
+    return paths.game_end_checkpoint(run_dir, len(order), order[-1])
+
+
+def evaluation_file(run_dir: Path) -> Path:
+    """What evaluate.py writes into a run; the report is made from it."""
+    return eval_folder(run_dir) / "eval.json"
+
+
+def read_evaluation(run_dir: Path) -> dict | None:
+    """A cell's eval.json, or None when it has none that is whole (no rows, or checkpoints it could not score)."""
+    try:
+        evaluation = json.loads(evaluation_file(run_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    return evaluation if evaluation.get("rows") and not evaluation.get("errors") else None
+
+
+def cell_state(run_dir: Path, order: tuple[str, ...]) -> str:
+    """NEW, INTERRUPTED, TRAINED or EVALUATED, read from the files train.py and evaluate.py leave."""
+    if final_checkpoint(run_dir, order).is_file():
+        return EVALUATED if read_evaluation(run_dir) is not None else TRAINED
+    checkpoints = [paths.latest_checkpoint(run_dir), *paths.checkpoint_dir(run_dir).glob("after_*.pt")]
+    if (run_dir / "config.yaml").is_file() and any(path.is_file() for path in checkpoints):
+        return INTERRUPTED
+    return NEW  # a run stopped before its first checkpoint has nothing to resume from
+
+
+def check_saved_config(run_dir: Path, config: Config) -> None:
+    """Refuse to skip or resume a cell that was trained with another config than this sweep's."""
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved, wanted = config_from_dict(load_yaml(saved_file)).to_dict(), config.to_dict()
+    changed = [f"{section}.{key}" for section in wanted for key in wanted[section]
+               if saved[section][key] != wanted[section][key]]
+    if changed:
+        raise SweepError(f"{run_dir} was trained with other settings ({', '.join(changed)}); "
+                         "pass another --sweep-dir, or delete that cell to train it again")
+
+
+def cell_commands(state: str, run_dir: Path, arguments: list[str], config: Config) -> list[list[str]]:
+    """The scripts (with their arguments) a worker runs for a cell in `state`, in order; none once evaluated.
+
+    A fresh start replaces what a run stopped before its first checkpoint left (--overwrite).
+    """
+    if state == EVALUATED:
+        return []
+    train = {
+        NEW: [["train.py", *arguments, "--run-dir", str(run_dir), *(["--overwrite"] if run_dir.exists() else [])]],
+        INTERRUPTED: [["train.py", "--resume", str(run_dir)]],
+        TRAINED: [],
+    }[state]
+    protocol = config.eval
+    evaluate = ["evaluate.py", str(run_dir), "--episodes", str(protocol.episodes), "--epsilon", repr(protocol.epsilon),
+                "--max-episode-frames", str(protocol.max_episode_frames), "--seed", str(EVAL_SEED),
+                "--device", config.run.device]
+    return [*train, evaluate]
+
+
+def last_error(log: Path) -> str:
+    """The line that says why a cell failed: its last `error:` line, else the log's last line."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return f"no log at {log}"
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["(empty log)"])[-1]

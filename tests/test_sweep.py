@@ -1,0 +1,268 @@
+"""Sweeps: the grid and its names, where a cell stands, and a tiny real sweep on Ray, run again.
+
+The real sweep is 2 methods x 2 seeds of pong -> breakout at 128 agent steps a game, evaluated on
+one episode cut at 200 frames: it checks the machinery, not learning.
+"""
+
+import contextlib
+import csv
+import io
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import sweep
+import train
+from agents.sweep_plan import (
+    EVALUATED, INTERRUPTED, NEW, TRAINED, Cell, SweepError, cell_commands, cell_state, expand_grid, expand_orders,
+    last_error,
+)
+from agents.sweep_report import CellResult, mean_and_std, method_tables
+from config import build_config
+from tests.conftest import ROOT, SUBPROCESS_ENV
+
+TINY = [
+    "--games", "pong,breakout", "--config", "configs/smoke.yaml",
+    "--set", "run.steps_per_game=128", "--set", "agent.learning_starts=64", "--set", "consolidation.fisher_samples=32",
+    "--set", "eval.episodes=1", "--set", "eval.max_episode_frames=200", "--set", "run.device=cpu",
+]
+GRID = ["--methods", "ewc,finetune", "--seeds", "0,1", "--ewc-lambda", "100"]
+CELLS = ["pong-breakout-ewc-lambda100-s0", "pong-breakout-ewc-lambda100-s1", "pong-breakout-finetune-s0",
+         "pong-breakout-finetune-s1"]
+
+
+def run_sweep(*args: str) -> subprocess.CompletedProcess:
+    """`python sweep.py ARGS` from the project root, as a user would run it."""
+    return subprocess.run([sys.executable, "sweep.py", *args], cwd=ROOT, env=SUBPROCESS_ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+def spread(values: list[float]) -> str:
+    mean, std = mean_and_std(values)
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def train_supports_resume() -> bool:
+    """`train.py --resume` is being added on another branch; until it lands, resuming cannot be tested."""
+    with contextlib.redirect_stdout(io.StringIO()) as help_text, pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    return "--resume" in help_text.getvalue()
+
+
+# ---- the grid, pure ----
+
+def test_orders_given_both_and_random():
+    games = ["pong", "breakout", "seaquest"]
+    assert expand_orders(games, "given") == [("pong", "breakout", "seaquest")]
+    assert expand_orders(games, "both") == [("pong", "breakout", "seaquest"), ("seaquest", "breakout", "pong")]
+    assert expand_orders(["pong", "breakout", "pong"], "both") == [("pong", "breakout", "pong")]  # its own reverse
+    four = expand_orders(games, "4-random")
+    assert len(set(four)) == 4 and all(sorted(order) == sorted(games) for order in four)
+    assert expand_orders(games, "2-random") == four[:2]  # same draw again, and a larger N extends it
+    assert len(expand_orders(games, "6-random")) == 6  # every ordering of three games
+    with pytest.raises(SweepError, match="only 6 distinct"):
+        expand_orders(games, "7-random")
+    with pytest.raises(SweepError, match="only 3 distinct"):
+        expand_orders(["pong", "pong", "breakout"], "4-random")
+    for bad in ("reversed", "0-random", "x-random", "3-shuffled"):
+        with pytest.raises(SweepError, match="--orders"):
+            expand_orders(games, bad)
+
+
+def test_grid_gives_finetune_one_cell_per_seed_and_every_cell_its_own_name():
+    orders = [("pong", "breakout"), ("breakout", "pong")]
+    cells = expand_grid(orders, ["ewc", "online-ewc", "l2", "finetune"], [100.0, 400.0, 1000.0], [0, 1, 2])
+    assert len(cells) == 2 * (3 * 3 * 3 + 3)
+    assert sum(cell.method == "finetune" for cell in cells) == 2 * 3
+    assert all(cell.ewc_lambda is None for cell in cells if cell.method == "finetune")
+    names = [cell.name for cell in cells]
+    assert len(set(names)) == len(names)
+    assert "pong-breakout-ewc-lambda100-s0" in names and "breakout-pong-online-ewc-lambda1000-s2" in names
+    assert "pong-breakout-finetune-s1" in names
+    assert Cell(("pong",), "l2", 0.5, 3).name == "pong-l2-lambda0.5-s3"
+
+
+def test_long_sequences_keep_distinct_names():
+    games = ["space_invaders", "montezuma_revenge", "private_eye", "chopper_command", "name_this_game"]
+    names = {Cell(order, "ewc", 400.0, 0).name for order in expand_orders(games, "5-random")}
+    assert len(names) == 5 and all(len(name) < 120 for name in names)
+
+
+# ---- where a cell stands, from its files ----
+
+def test_cell_state_follows_the_files_train_and_evaluate_leave(tmp_path):
+    order, run = ("pong", "breakout"), tmp_path / "cell"
+    assert cell_state(run, order) == NEW
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("{}\n")
+    assert cell_state(run, order) == NEW  # stopped before its first checkpoint: nothing to resume
+    (run / "checkpoints" / "latest.pt").write_bytes(b"")
+    assert cell_state(run, order) == INTERRUPTED
+    (run / "checkpoints" / "after_2_breakout.pt").write_bytes(b"")
+    assert cell_state(run, order) == TRAINED
+    (run / "eval").mkdir()
+    (run / "eval" / "eval.json").write_text(json.dumps({"rows": [{}], "errors": ["after_1_pong.pt: unreadable"]}))
+    assert cell_state(run, order) == TRAINED  # an evaluation with errors is done again
+    (run / "eval" / "eval.json").write_text(json.dumps({"rows": [{}], "errors": []}))
+    assert cell_state(run, order) == EVALUATED
+
+
+def test_each_state_gets_its_commands(tmp_path):
+    config, run = build_config(ROOT / "configs" / "smoke.yaml"), tmp_path / "cell"
+    arguments = ["--games", "pong,breakout", "--method", "ewc"]
+    fresh, evaluate = cell_commands(NEW, run, arguments, config)
+    assert fresh == ["train.py", *arguments, "--run-dir", str(run)]
+    assert evaluate[:2] == ["evaluate.py", str(run)] and evaluate[evaluate.index("--episodes") + 1] == "1"
+    run.mkdir()
+    assert cell_commands(NEW, run, arguments, config)[0][-1] == "--overwrite"  # leftovers of a run with no checkpoint
+    assert cell_commands(INTERRUPTED, run, arguments, config) == [["train.py", "--resume", str(run)], evaluate]
+    assert cell_commands(TRAINED, run, arguments, config) == [evaluate]
+    assert cell_commands(EVALUATED, run, arguments, config) == []
+
+
+def test_last_error_prefers_the_error_line(tmp_path):
+    log = tmp_path / "cell.log"
+    log.write_text("$ train.py\n[1/2] pong: 10%\r[1/2] pong: 50%\nerror: no CUDA GPU\nTraceback? no\n")
+    assert last_error(log) == "error: no CUDA GPU"
+    log.write_text("$ train.py\nRuntimeError: boom\n\n")
+    assert last_error(log) == "RuntimeError: boom"
+
+
+def test_mean_and_std_skip_nan_and_need_two_values_for_a_spread():
+    mean, std = mean_and_std([0.1, 0.3, math.nan])
+    assert mean == pytest.approx(0.2) and std == pytest.approx(math.sqrt(0.02))
+    assert math.isnan(mean_and_std([0.4])[1]) and all(math.isnan(v) for v in mean_and_std([math.nan]))
+
+
+def test_tables_are_over_seeds_per_order_then_over_every_order_and_count_what_failed():
+    def result(order, seed, final, forgetting):
+        metrics = None if final is None else {"final_mean_hns": final, "mean_forgetting": forgetting}
+        return CellResult(Cell(order, "ewc", 400.0, seed), Path("cell"), metrics, "" if metrics else "error: boom")
+
+    given, reverse = ("pong", "breakout"), ("breakout", "pong")
+    lines = method_tables([result(given, 0, 0.1, 0.0), result(given, 1, 0.3, 0.2), result(reverse, 0, 0.5, 0.1),
+                           result(reverse, 1, None, None)])
+    assert lines[0] == "## ewc"
+    assert "| 400 | pong → breakout | 2 | 0.200 ± 0.141 | 0.100 ± 0.141 |" in lines
+    assert "| 400 | breakout → pong | 1 of 2 | 0.500 | 0.100 |" in lines
+    assert "| 400 | all 2 orders | 3 of 4 | 0.300 ± 0.200 | 0.100 ± 0.100 |" in lines
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--methods", "ewc,sgd"], "unknown method 'sgd'"),
+    (["--games", "pong,brekout"], "unknown game 'brekout'"),
+    (["--seeds", "0,one"], "--seeds must be a comma list"),
+    (["--ewc-lambda", "-1"], "--ewc-lambda must be >= 0"),
+    (["--orders", "3-random"], "only 2 distinct"),
+    (["--set", "run.seed=5"], "--set run.seed would override the sweep's --seeds"),
+    (["--set", "agent.learning_rat=1e-3"], "unknown config key 'agent.learning_rat'"),
+    (["--set", "eval.episodes=0"], "eval.episodes"),
+    (["--config", "configs/missing.yaml"], "cannot read config"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_anything_is_made(tmp_path, capsys, monkeypatch, arguments, message):
+    monkeypatch.chdir(ROOT)
+    where = tmp_path / "sweep"
+    assert sweep.main([*TINY, *arguments, "--sweep-dir", str(where)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("error:") and message in error, error
+    assert not where.exists()
+
+
+def test_an_address_where_nothing_listens_fails_fast(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert sweep.main([*TINY, "--methods", "finetune", "--sweep-dir", str(tmp_path), "--address", "127.0.0.1:9"]) == 2
+    assert "nothing answers at --address 127.0.0.1:9" in capsys.readouterr().err
+
+
+# ---- a tiny real sweep on Ray ----
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    where = tmp_path_factory.mktemp("sweeps") / "tiny"
+    result = run_sweep(*TINY, *GRID, "--sweep-dir", str(where))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return where, result
+
+
+def test_a_tiny_sweep_trains_evaluates_and_reports_every_cell(tiny_sweep):
+    where, result = tiny_sweep
+    assert sorted(path.name for path in (where / "cells").iterdir()) == CELLS
+    for name in CELLS:
+        assert (where / "cells" / name / "checkpoints" / "after_2_breakout.pt").is_file()
+        assert (where / "logs" / f"{name}.log").read_text().startswith("$ train.py --games pong,breakout")
+
+    rows = {row["cell"]: row for row in csv.DictReader((where / "cells.csv").open())}
+    assert sorted(rows) == CELLS and {row["status"] for row in rows.values()} == {"evaluated"}
+    for name, row in rows.items():  # each cell's numbers are evaluate.py's, untouched
+        metrics = json.loads((where / "cells" / name / "eval" / "eval.json").read_text())["metrics"]
+        assert float(row["final_mean_hns"]) == pytest.approx(metrics["final_mean_hns"])
+        assert float(row["mean_forgetting"]) == pytest.approx(metrics["mean_forgetting"])
+        assert float(row["mean_hns_after_game_1"]) == pytest.approx(metrics["mean_hns_after_game"]["1"])
+    assert rows["pong-breakout-finetune-s0"]["ewc_lambda"] == "" and rows["pong-breakout-ewc-lambda100-s1"]["seed"] == "1"
+
+    report = (where / "report.md").read_text()
+    assert result.stdout == report + "\n"  # printed as written
+    assert "4 cells, 4 evaluated, 0 without an evaluation" in report and "## Cells without an evaluation" not in report
+    tables = (("ewc", "100", "pong-breakout-ewc-lambda100-s"), ("finetune", "-", "pong-breakout-finetune-s"))
+    for method, strength, prefix in tables:
+        cells = [rows[f"{prefix}{seed}"] for seed in (0, 1)]
+        final, forgetting = ([float(row[column]) for row in cells] for column in ("final_mean_hns", "mean_forgetting"))
+        section = report.split(f"## {method}\n", 1)[1].split("\n## ", 1)[0]
+        assert f"| {strength} | pong → breakout | 2 | {spread(final)} | {spread(forgetting)} |" in section, section
+
+    with Image.open(where / "mean_hns.png") as plot:
+        assert plot.format == "PNG" and plot.width > 400 and plot.height > 300
+
+
+def test_the_same_sweep_again_skips_every_evaluated_cell(tiny_sweep, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    where, _ = tiny_sweep
+    files = [*(where / "cells").rglob("*.pt"), *(where / "logs").iterdir()]
+    before = {path: path.stat().st_mtime_ns for path in files}
+    report = (where / "report.md").read_text()
+    assert sweep.main([*TINY, *GRID, "--sweep-dir", str(where)]) == 0  # Ray never starts: nothing to run
+    assert "0 to train, 0 to resume, 0 to evaluate, 4 already evaluated" in capsys.readouterr().err
+    assert {path: path.stat().st_mtime_ns for path in files} == before
+    assert (where / "report.md").read_text() == report
+
+
+def test_a_cell_trained_with_other_settings_is_refused(tiny_sweep, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    where, _ = tiny_sweep
+    assert sweep.main([*TINY, *GRID, "--set", "agent.learning_rate=3e-4", "--sweep-dir", str(where)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "was trained with other settings (agent.learning_rate)" in error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the failure used here is asking for CUDA where there is none")
+def test_a_failing_cell_is_named_in_the_report_and_the_exit_status(tmp_path):
+    where = tmp_path / "failing"
+    result = run_sweep(*TINY, "--methods", "finetune", "--set", "run.device=cuda", "--sweep-dir", str(where))
+    assert result.returncode == 1, result.stderr[-3000:]
+    report = (where / "report.md").read_text()
+    assert "## Cells without an evaluation" in report and "`pong-breakout-finetune-s0`: error:" in report
+    assert "CUDA" in report.split("## Cells without an evaluation", 1)[1]
+    assert [row["status"] for row in csv.DictReader((where / "cells.csv").open())] == ["failed"]
+
+
+@pytest.mark.skipif(not train_supports_resume(), reason="train.py has no --resume yet")
+def test_an_interrupted_cell_is_resumed(tiny_sweep, tmp_path):
+    where = tmp_path / "copy"
+    shutil.copytree(tiny_sweep[0], where)
+    cell = where / "cells" / "pong-breakout-finetune-s1"
+    (cell / "checkpoints" / "after_2_breakout.pt").unlink()  # as if stopped during breakout, after pong ended
+    untouched = where / "cells" / "pong-breakout-finetune-s0" / "checkpoints" / "after_2_breakout.pt"
+    mtime = untouched.stat().st_mtime_ns
+    result = run_sweep(*TINY, *GRID, "--sweep-dir", str(where))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 to resume" in result.stderr
+    assert (where / "logs" / f"{cell.name}.log").read_text().startswith(f"$ train.py --resume {cell}")
+    assert (cell / "checkpoints" / "after_2_breakout.pt").is_file()
+    assert untouched.stat().st_mtime_ns == mtime
