@@ -1,7 +1,7 @@
 """Reliability through the real command line: bad input, SIGINT, SIGKILL, resume, divergence.
 
 Every run here is a real `python train.py` subprocess on real ALE emulators, made small with
-`--set`: two games of 800 agent steps on 4 emulators (about 15 s for the whole sequence on 2 cores).
+`--set`: two games of 400 agent steps on 4 emulators, logged every 200 steps.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from config import build_config
 from tests.conftest import ROOT, SUBPROCESS_ENV, run_train
 from tests.test_checkpoint import _CreatesFile
 
-STEPS = 800
+STEPS = 400
 SMALL = [
     "--config", "configs/smoke.yaml", "--device", "cpu",
-    "--set", f"run.steps_per_game={STEPS}", "--set", "agent.learning_starts=200",
+    "--set", f"run.steps_per_game={STEPS}", "--set", "agent.learning_starts=200", "--set", "run.log_every=200",
     "--set", "consolidation.fisher_samples=32",
 ]
 UPDATES_PER_GAME = (STEPS - 4 - 200) // 4  # one per 4 steps after step 200, made before each vector step
@@ -194,10 +194,10 @@ class Interrupted:
 def interrupted(tmp_path_factory) -> Interrupted:
     """A run with `--save-replay` stopped by SIGINT in its second game, after learning began there.
 
-    latest.pt is first written at total step 1,240 (breakout step 440); SIGINT is sent then.
+    latest.pt is first written at total step 640 (breakout step 240); SIGINT is sent then.
     """
     run_dir = tmp_path_factory.mktemp("interrupted") / "run"
-    process = start_training(run_dir, "--save-replay", "--set", "run.checkpoint_every=1240")
+    process = start_training(run_dir, "--save-replay", "--set", "run.checkpoint_every=640")
     wait_for((run_dir / "checkpoints" / "latest.pt").exists, process)
     process.send_signal(signal.SIGINT)
     process.wait(timeout=120)
@@ -213,7 +213,7 @@ def test_sigint_writes_a_resumable_checkpoint(interrupted):
     assert f"resume with: python train.py --resume {interrupted.run_dir}" in interrupted.stderr
     checkpoints = interrupted.snapshot / "checkpoints"
     position = load_checkpoint(checkpoints / "latest.pt")["position"]
-    assert position["game_index"] == 1 and 1240 - STEPS <= position["step_in_game"] < STEPS
+    assert position["game_index"] == 1 and 640 - STEPS <= position["step_in_game"] < STEPS
     assert position["updates_in_game"] > 0
     assert load_checkpoint(checkpoints / "latest_replay.pt", mmap=True)["position"] == position
 
@@ -261,7 +261,7 @@ def test_printed_resume_command_finishes_the_sequence(interrupted):
     assert final["position"]["total_steps"] == 2 * STEPS
     assert final["learner"]["updates"] == 2 * UPDATES_PER_GAME  # as many as without the stop
     steps = scalar_steps(interrupted.run_dir)
-    assert steps["charts/SPS"] == [400, 800, 1200, 1600]
+    assert steps["charts/SPS"] == [200, 400, 600, 800]
     assert all(len(set(s)) == len(s) for s in steps.values())
     resumes = json.loads((interrupted.run_dir / "run.json").read_text())["resumed"]
     assert [entry["command"][1:] for entry in resumes] == [command[2:]]
@@ -313,11 +313,11 @@ def test_resume_from_an_older_checkpoint_hides_the_later_curves(interrupted, tmp
     """TensorBoard shows each step once: what the first process logged after after_1 is purged."""
     run_dir = tmp_path / "run"
     shutil.copytree(interrupted.snapshot, run_dir)
-    assert 1200 in scalar_steps(run_dir)["charts/SPS"]  # logged in breakout before the stop
+    assert 600 in scalar_steps(run_dir)["charts/SPS"]  # logged in breakout before the stop
     result = run_train("--resume", str(run_dir / "checkpoints" / "after_1_pong.pt"))
     assert result.returncode == 0, result.stderr
     steps = scalar_steps(run_dir)
-    assert steps["charts/SPS"] == [400, 800, 1200, 1600]
+    assert steps["charts/SPS"] == [200, 400, 600, 800]
     assert all(len(set(s)) == len(s) for s in steps.values())
     final = load_checkpoint(run_dir / "checkpoints" / "after_2_breakout.pt")
     assert final["learner"]["updates"] == 2 * UPDATES_PER_GAME
@@ -383,8 +383,7 @@ def test_damaged_checkpoint_is_refused_on_resume(damage, interrupted, tmp_path):
 def test_sigkill_while_writing_checkpoints_then_resume_to_the_end(tmp_path):
     run_dir = tmp_path / "run"
     checkpoints = run_dir / "checkpoints"
-    steps = STEPS // 2  # only the end of the sequence matters here
-    process = start_training(run_dir, "--set", f"run.steps_per_game={steps}", "--set", "run.checkpoint_every=100")
+    process = start_training(run_dir, "--set", "run.checkpoint_every=100")
 
     def rewriting_latest_in_game_two() -> bool:  # the write at total step 600 (breakout step 200)
         game_one_end, latest = checkpoints / "after_1_pong.pt", checkpoints / "latest.pt"
@@ -404,7 +403,7 @@ def test_sigkill_while_writing_checkpoints_then_resume_to_the_end(tmp_path):
     assert not list(checkpoints.glob(".*.tmp"))
     for index, name in ((1, "after_1_pong.pt"), (2, "after_2_breakout.pt")):
         position = load_checkpoint(checkpoints / name)["position"]
-        assert (position["game_index"], position["step_in_game"], position["total_steps"]) == (index, 0, index * steps)
+        assert (position["game_index"], position["step_in_game"], position["total_steps"]) == (index, 0, index * STEPS)
     assert all(len(set(s)) == len(s) for s in scalar_steps(run_dir).values())
 
 
