@@ -119,6 +119,9 @@ class RunConfig:
     """Agent steps between scalar logs (losses are read back from the GPU only then)."""
     checkpoint_every: int = 500_000
     """Agent steps between writes of checkpoints/latest.pt (game ends are always saved)."""
+    save_replay: bool = False
+    """Also save the replay with latest.pt, so a resumed game continues with it (as large as the
+    replay: about 7 GB per million transitions). Without it a resumed game refills its replay."""
 
 
 @dataclass

@@ -3,28 +3,42 @@
     python train.py --games pong,breakout
     python train.py --games pong,breakout,pong --method online-ewc --ewc-lambda 1000 --seed 1
     python train.py --config configs/smoke.yaml --set agent.learning_rate=3e-4
+    python train.py --resume runs/<name>
 
 Every option is a config key (config.py); flags here are shortcuts for the common ones and
 `--set section.key=value` reaches the rest. Precedence: defaults < --config YAML < flags < --set.
+A resumed run takes its own config.yaml. Ctrl-C (SIGINT) or SIGTERM stops after the current update
+with checkpoints/latest.pt written and the resume command printed; the exit status is then 128 +
+the signal number (130, 143). Bad input ends with one `error:` line and status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import shutil
+import signal
 import sys
 from pathlib import Path
+
+import torch
 
 from agents import run_dir as paths
 from agents.checkpoint import CheckpointError
 from agents.consolidation import METHODS
-from agents.device import DeviceError, resolve_device
+from agents.device import DeviceError, free_memory_bytes, resolve_device
 from agents.fisher import ESTIMATORS
-from agents.training import SequenceTrainer, TrainingDiverged
+from agents.replay import replay_bytes
+from agents.training import SequenceTrainer, TrainingDiverged, TrainingInterrupted, replay_capacity
 from config import Config, ConfigError, build_config
 from envs.games import UnknownGameError, available_games, parse_games
 
 USER_ERRORS = (ConfigError, UnknownGameError, DeviceError, CheckpointError, TrainingDiverged, ValueError, OSError)
+RESUME_OPTIONS = ("resume", "device")
+"""The only options `--resume` takes: where the run is, and where to run it now."""
+MEMORY_RESERVE = 1 << 30
+"""Bytes kept free beside the replay for the networks, optimizer, consolidation and emulators."""
 
 
 def positive_int(text: str) -> int:
@@ -50,10 +64,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fisher-samples", type=positive_int, help="replay states per Fisher (default 3,200)")
     parser.add_argument("--run-dir", help="default runs/<games>-<method>-s<seed>-<time>")
     parser.add_argument("--overwrite", action="store_true", help="reuse an existing --run-dir, deleting its contents")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> from its newest checkpoint "
+                        "(or from the checkpoint file given), with its own config.yaml")
+    parser.add_argument("--save-replay", action="store_const", const=True, help="save the replay with every "
+                        "latest.pt so a resumed game keeps it (large: ~7 GB per million transitions)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any config key, e.g. --set agent.learning_rate=3e-4 (repeatable)")
     parser.add_argument("--list-games", action="store_true", help="print the game names and exit")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.resume:
+        defaults = vars(parser.parse_args([]))
+        extra = [name for name, value in vars(args).items() if name not in RESUME_OPTIONS and value != defaults[name]]
+        if extra:
+            flags = ", ".join({"overrides": "--set"}.get(name, "--" + name.replace("_", "-")) for name in extra)
+            parser.error(f"--resume continues a run with its own config.yaml; drop {flags}")
+    return args
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -62,6 +87,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
         "run.steps_per_game": args.steps_per_game, "run.device": args.device, "run.seed": args.seed,
         "consolidation.method": args.method, "consolidation.ewc_lambda": args.ewc_lambda,
         "consolidation.fisher": args.fisher, "consolidation.fisher_samples": args.fisher_samples,
+        "run.save_replay": args.save_replay,
     }
     overrides = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
     config = build_config(args.config, overrides + args.overrides)
@@ -91,18 +117,95 @@ def validate(config: Config) -> None:
             raise ConfigError(message)
 
 
+def check_replay_fits(config: Config, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a replay the device (or, to save it, the host) cannot hold."""
+    capacity = replay_capacity(config)
+    needed = replay_bytes(capacity)
+    places = [device] + ([torch.device("cpu")] if config.run.save_replay and device.type == "cuda" else [])
+    for place in places:
+        free = free_memory_bytes(place)
+        if free is None or needed + MEMORY_RESERVE <= free:
+            continue
+        fitting = max(0, free - MEMORY_RESERVE) // replay_bytes(1) // 10_000 * 10_000
+        where = "the GPU" if place.type == "cuda" else "host memory"
+        fix = f"set agent.replay_capacity={fitting} or lower" if fitting else "free memory or use a larger machine"
+        raise DeviceError(f"the replay of {capacity:,} transitions needs {needed / 1e9:.1f} GB but {where} has "
+                          f"{free / 1e9:.1f} GB free (and {MEMORY_RESERVE >> 30} GB is kept for the rest); {fix}")
+
+
 def prepare_run_dir(config: Config, requested: str | None, overwrite: bool) -> Path:
     """The run directory, refusing to mix a new run into an existing one unless --overwrite."""
     run_dir = Path(requested) if requested else Path("runs") / paths.default_run_name(config)
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
-            raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite to replace it")
+            raise ConfigError(f"run directory {run_dir} already exists; continue it with --resume {run_dir} "
+                              "or pass --overwrite to replace it")
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); --overwrite deletes only runs")
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    probe = run_dir / ".write-test"
-    probe.write_text("")
-    probe.unlink()
+    ensure_writable(run_dir)
     return run_dir
+
+
+def ensure_writable(run_dir: Path) -> None:
+    """Create `run_dir` if needed and prove a file can be written there, before any training."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write to run directory {run_dir}: {error.strerror or error}") from None
+
+
+def start(args: argparse.Namespace) -> SequenceTrainer:
+    """A new run, with every check that can fail done before the run directory is made."""
+    config = resolve_config(args)
+    device = resolve_device(config.run.device)
+    check_replay_fits(config, device)
+    run_dir = prepare_run_dir(config, args.run_dir, args.overwrite)
+    return SequenceTrainer(config, run_dir, device)
+
+
+def resume(args: argparse.Namespace) -> SequenceTrainer:
+    """An earlier run at its newest checkpoint, with its own config.yaml; nothing is written until
+    the checkpoint has loaded into the trainer."""
+    run_dir, checkpoint = paths.resume_point(args.resume)
+    config = build_config(run_dir / "config.yaml")
+    validate(config)
+    device = resolve_device(args.device or config.run.device)
+    check_replay_fits(config, device)
+    trainer = SequenceTrainer.resume(config, run_dir, device, checkpoint)
+    ensure_writable(run_dir)
+    paths.remove_partial_writes(run_dir)
+    print(f"resuming from {checkpoint}", file=sys.stderr)
+    return trainer
+
+
+def resume_command(run_dir: Path, args: argparse.Namespace) -> str:
+    device = f" --device {shlex.quote(args.device)}" if args.resume and args.device else ""
+    return f"python {shlex.quote(sys.argv[0])} --resume {shlex.quote(str(run_dir))}{device}"
+
+
+def train(trainer: SequenceTrainer, resume_hint: str) -> int:
+    """Run to the end; SIGINT/SIGTERM stop it cleanly after the current update (exit 128 + signal)."""
+
+    def stop(signum: int, _frame) -> None:
+        name = signal.Signals(signum).name
+        trainer.request_stop(name)
+        # os.write, not print: the handler may run inside a print to stderr (tqdm), and print is not reentrant
+        os.write(2, f"\n{name}: stopping after the current update to save a checkpoint "
+                    f"(again to quit without one)\n".encode())
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    try:
+        trainer.run()
+    except TrainingInterrupted as stopped:
+        print(f"{stopped}\nresume with: {resume_hint}", file=sys.stderr)
+        return 128 + signal.Signals[trainer.stop_reason]
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,18 +214,18 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(available_games()))
         return 0
     try:
-        config = resolve_config(args)
-        device = resolve_device(config.run.device)
-        run_dir = prepare_run_dir(config, args.run_dir, args.overwrite)
-        print(f"run directory: {run_dir}  (tensorboard --logdir {run_dir.parent})", file=sys.stderr)
-        SequenceTrainer(config, run_dir, device).run()
+        trainer = resume(args) if args.resume else start(args)
+        if trainer.position.game_index >= len(trainer.games):
+            print(f"{trainer.run_dir} has finished all {len(trainer.games)} games; nothing to resume", file=sys.stderr)
+            return 0
+        print(f"run directory: {trainer.run_dir}  (tensorboard --logdir {trainer.run_dir.parent})", file=sys.stderr)
+        return train(trainer, resume_command(trainer.run_dir, args))
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts. Writ
 temporary file in the same folder, which is flushed and fsynced, then renamed over the target:
 a crash or kill -9 at any moment leaves either the old file or the new one, never half of one.
 Reading with `weights_only=True` refuses pickles that would run code, so a checkpoint from a
-stranger can be scored safely.
+stranger can be scored safely. `torch.load` does not check the CRC-32 that `torch.save` stores for
+every record, so a file with flipped bytes would load silently; reading checks them first.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 import torch
 
 FORMAT = "ewc-atari-checkpoint/1"
+TEMPORARY_SUFFIX = ".tmp"
+"""A write in progress is `.<name>.<random>.tmp` beside its target; one left by a kill is garbage."""
 
 
 class CheckpointError(ValueError):
@@ -29,8 +32,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` atomically (temporary file, fsync, rename, fsync of the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
+        os.chmod(descriptor, 0o666 & ~_umask())  # mkstemp makes it private; others may read a checkpoint
         with os.fdopen(descriptor, "wb") as handle:
             torch.save({"format": FORMAT, **payload}, handle)
             handle.flush()
@@ -46,13 +50,30 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         os.close(folder)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely; every failure is a one-line CheckpointError naming the file."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False, verify: bool = True
+) -> dict[str, Any]:
+    """Read a checkpoint safely; every failure is a one-line CheckpointError naming the file.
+
+    `mmap=True` leaves tensors in the file (on the CPU) until they are used: for a large file whose
+    tensors are copied elsewhere once, or only a few small fields are read. `verify=False` skips the
+    CRC pass over the whole file, for peeking at small fields of many large files.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint (not a whole torch.save archive); refused unread")
+    if verify:
+        _check_crcs(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location="cpu" if mmap else map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         reason = str(error).splitlines()[0] if "weights_only" not in str(error) else "it holds objects other than tensors and plain data (refused: loading it could run code)"
         raise CheckpointError(f"{path}: not a safe checkpoint: {reason}") from None
@@ -62,3 +83,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an ewc-atari checkpoint")
     return payload
+
+
+def _check_crcs(path: Path) -> None:
+    """Compare every record of the archive with the CRC-32 written beside it (one read of the file)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({error})") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: corrupt checkpoint (record {damaged} fails its CRC check)")

@@ -1,8 +1,10 @@
-"""Choosing the training device: `auto` is CUDA when present, with a warning when it is not."""
+"""Choosing the training device (`auto` is CUDA when present, with a warning when it is not), and
+how much memory is free on it."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 
@@ -23,3 +25,19 @@ def resolve_device(name: str, *, warn: bool = True) -> torch.device:
     if name != "cpu" and not name.startswith("cuda"):
         raise DeviceError(f"unknown device {name!r}; choose auto, cuda or cpu")
     return torch.device(name)
+
+
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation on `device` can take: free GPU memory, or the host's MemAvailable
+    (None where the host does not say, i.e. outside Linux)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None

@@ -83,6 +83,15 @@ class FrameReplay:
         self.episode_start[:, 0] = True
         self.observations_written = 1
 
+    def add_restart(self, observations: torch.Tensor) -> None:
+        """Begin new episodes in every stream (N, 4, 84, 84) after a resume reset the emulators.
+
+        The newest stored observation then never got its transition, as with a final observation.
+        """
+        self._previous_ended.fill_(True)
+        no_step = torch.zeros(self.num_envs, dtype=torch.bool)
+        self.add(torch.zeros(self.num_envs, dtype=torch.uint8), torch.zeros(self.num_envs), no_step, no_step, observations)
+
     def add(
         self,
         actions: torch.Tensor,

@@ -5,6 +5,7 @@
         run.json               git commit, command line, versions, device, start time
         events.out.tfevents.*  TensorBoard scalars, the config as text and as hparams
         checkpoints/after_<k>_<game>.pt, checkpoints/latest.pt
+        checkpoints/latest_replay.pt  the replay at latest.pt's position (only with run.save_replay)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from agents.checkpoint import TEMPORARY_SUFFIX, CheckpointError, load_checkpoint
 from config import Config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +79,64 @@ def game_end_checkpoint(run_dir: Path, position: int, game: str) -> Path:
 
 def latest_checkpoint(run_dir: Path) -> Path:
     return checkpoint_dir(run_dir) / "latest.pt"
+
+
+def replay_checkpoint(run_dir: Path) -> Path:
+    return checkpoint_dir(run_dir) / "latest_replay.pt"
+
+
+def resume_point(requested: str | Path) -> tuple[Path, Path]:
+    """(run directory, checkpoint to resume) for `--resume`: a run directory or a checkpoint in one.
+
+    For a run directory it is the newest checkpoint by position in the sequence: usually latest.pt,
+    but the game-end checkpoint when the run finished a game after its last latest.pt. A file
+    that cannot be read stops the choice (with the newest readable one named) rather than
+    silently resuming days earlier.
+    """
+    requested = Path(requested)
+    if requested.is_file():
+        run_dir = requested.parent.parent
+        if requested.parent.name != "checkpoints" or not (run_dir / "config.yaml").is_file():
+            raise CheckpointError(f"{requested} is not inside a run directory (<run>/checkpoints/*.pt beside <run>/config.yaml)")
+        return run_dir, requested
+    if not (requested / "config.yaml").is_file():
+        raise CheckpointError(f"{requested} is not a run directory (no config.yaml); pass the folder train.py made")
+    candidates = [latest_checkpoint(requested), *checkpoint_dir(requested).glob("after_*.pt")]
+    positions, unreadable = {}, []
+    for path in filter(Path.is_file, candidates):
+        try:
+            position = load_checkpoint(path, mmap=True, verify=False)["position"]
+            positions[path] = (position["game_index"], position["step_in_game"])
+        except (CheckpointError, KeyError, TypeError) as error:
+            unreadable.append(str(error))
+    newest = max(positions, key=positions.get, default=None)
+    if unreadable:
+        instead = f"; resume from an older one with --resume {newest}" if newest else ""
+        raise CheckpointError(f"{unreadable[0]}{instead}")
+    if newest is None:
+        raise CheckpointError(f"{checkpoint_dir(requested)} holds no checkpoint yet; start the run again instead")
+    return requested, newest
+
+
+def remove_partial_writes(run_dir: Path) -> None:
+    """Delete checkpoint writes a kill interrupted (they can be as large as the replay)."""
+    for temporary in checkpoint_dir(run_dir).glob(f".*{TEMPORARY_SUFFIX}"):
+        temporary.unlink(missing_ok=True)
+
+
+def record_resume(run_dir: Path, checkpoint: Path, total_steps: int) -> dict[str, object]:
+    """Append this resume (when, how, which code, from where) to run.json; returns that entry."""
+    path = run_dir / "run.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    info.setdefault("resumed", []).append({
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": sys.argv,
+        "git_commit": git_commit(),
+        "checkpoint": str(checkpoint),
+        "total_steps": total_steps,
+    })
+    path.write_text(json.dumps(info, indent=2) + "\n")
+    return info["resumed"][-1]
 
 
 def write_run_files(run_dir: Path, config: Config, device: torch.device) -> dict[str, object]:

@@ -1,3 +1,6 @@
+import os
+import pickle
+import threading
 
 import pytest
 import torch
@@ -79,3 +82,44 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not a safe checkpoint"):
         load_checkpoint(evil)
     assert not marker.exists()
+    # The payload is live: an unsafe load does create the file (so the check above means something).
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
+
+
+def test_a_raw_pickle_is_refused_unread(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_CreatesFile(str(marker))))
+    with pytest.raises(CheckpointError, match="not a whole torch.save archive"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+
+
+def test_failed_write_keeps_previous_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "latest.pt"
+    save_checkpoint(path, {"value": torch.arange(1000)})
+    with pytest.raises(TypeError, match="cannot pickle"):  # fails part-way through the write
+        save_checkpoint(path, {"value": torch.zeros(10), "not picklable": threading.Lock()})
+    assert torch.equal(load_checkpoint(path)["value"], torch.arange(1000))
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
+
+
+def test_written_file_is_readable_as_umask_allows(tmp_path):
+    save_checkpoint(tmp_path / "a.pt", {"value": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_flipped_bytes_fail_the_crc_check(tmp_path):
+    """torch.load itself never checks the CRC-32 torch.save stores: flipped bytes would load."""
+    path = tmp_path / "a.pt"
+    save_checkpoint(path, {"value": torch.arange(100_000, dtype=torch.float32)})
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # inside the tensor data
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    path.write_bytes(data)
+    assert torch.load(path, weights_only=True)["value"].sum() != torch.arange(100_000.0).sum()
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
