@@ -31,7 +31,7 @@ from agents.device import DeviceError, free_memory_bytes, resolve_device
 from agents.fisher import ESTIMATORS
 from agents.replay import replay_bytes
 from agents.training import SequenceTrainer, TrainingDiverged, TrainingInterrupted, replay_capacity
-from config import Config, ConfigError, build_config
+from config import Config, ConfigError, apply_override, build_config
 from envs.games import UnknownGameError, available_games, parse_games
 
 USER_ERRORS = (ConfigError, UnknownGameError, DeviceError, CheckpointError, TrainingDiverged, ValueError, OSError)
@@ -90,11 +90,12 @@ def resolve_config(args: argparse.Namespace) -> Config:
         "run.save_replay": args.save_replay,
     }
     overrides = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
-    config = build_config(args.config, overrides + args.overrides)
+    config = build_config(args.config, overrides)
     if args.games is not None:
         config.run.games = parse_games(args.games)
-    else:
-        config.run.games = parse_games(",".join(config.run.games))
+    for assignment in args.overrides:  # --set has the last word, --games included
+        apply_override(config, assignment)
+    config.run.games = parse_games(",".join(config.run.games))
     validate(config)
     return config
 
@@ -111,6 +112,21 @@ def validate(config: Config) -> None:
         (config.consolidation.fisher in ESTIMATORS, f"consolidation.fisher must be one of {', '.join(ESTIMATORS)}"),
         (config.consolidation.ewc_lambda >= 0, "consolidation.ewc_lambda must be >= 0"),
         (config.agent.optimizer in ("adam", "rmsprop"), "agent.optimizer must be adam or rmsprop"),
+        (config.agent.learning_rate > 0, "agent.learning_rate must be positive"),
+        (0 <= config.agent.gamma <= 1, "agent.gamma must be in [0, 1]"),
+        (0 <= config.agent.epsilon_end <= 1 and 0 <= config.agent.epsilon_start <= 1,
+         "agent.epsilon_start and agent.epsilon_end must be in [0, 1]"),
+        (config.agent.replay_capacity >= 6 * config.env.num_envs,
+         f"agent.replay_capacity must be at least 6 x env.num_envs = {6 * config.env.num_envs}"),
+        (config.env.max_episode_frames >= 100, "env.max_episode_frames must be at least 100 (25 agent steps)"),
+        (0 <= config.run.seed < 2**31, "run.seed must be in [0, 2^31)"),
+        (config.consolidation.fisher_samples > 0, "consolidation.fisher_samples must be positive"),
+        (config.consolidation.fisher_batch_size > 0, "consolidation.fisher_batch_size must be positive"),
+        (config.consolidation.policy_temperature > 0, "consolidation.policy_temperature must be positive"),
+        (0 <= config.consolidation.online_gamma <= 1, "consolidation.online_gamma must be in [0, 1]"),
+        (config.consolidation.probe_states >= 0, "consolidation.probe_states must be >= 0"),
+        (config.eval.eval_every == 0 or config.eval.episodes > 0, "eval.episodes must be positive when eval.eval_every > 0"),
+        (0 <= config.eval.epsilon <= 1, "eval.epsilon must be in [0, 1]"),
     ]
     for ok, message in checks:
         if not ok:

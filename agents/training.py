@@ -62,13 +62,17 @@ class Position:
     waits `learning_starts` steps for the refilled buffer instead of catching up all at once."""
 
 
+SEED_LIMIT = 2**31 - 2**16
+"""ale-py takes int32 seeds and gives emulator i of N the seed `seed + i`: stay below 2^31 with room."""
+
+
 def env_seed(seed: int, game_index: int, step_in_game: int = 0) -> int:
     """Distinct, reproducible emulator seeds for every game of a run (N envs get seed..seed+N-1).
 
     Emulator states are not saved, so a game resumed at a later step restarts its episodes from a
     seed of that step: resuming the same checkpoint twice plays the same episodes.
     """
-    return seed * 1_000_003 + game_index * 10_007 + step_in_game
+    return (seed * 1_000_003 + game_index * 10_007 + step_in_game) % SEED_LIMIT
 
 
 def replay_capacity(config: Config) -> int:
@@ -296,7 +300,8 @@ class SequenceTrainer:
     def learn(self, replay: FrameReplay, game: str, stats: StatsAccumulator) -> None:
         """The updates owed so far: one per `steps_per_update` agent steps after `learning_starts`."""
         agent, pos = self.config.agent, self.position
-        due = max(0, (pos.step_in_game - agent.learning_starts) // agent.steps_per_update) - pos.updates_skipped
+        in_flight = pos.step_in_game + self.config.env.num_envs  # the vector step the emulators are taking now
+        due = max(0, (in_flight - agent.learning_starts) // agent.steps_per_update) - pos.updates_skipped
         owed = due - pos.updates_in_game
         if len(replay) < agent.batch_size:
             return

@@ -36,7 +36,7 @@ SMALL = [
     "--set", f"run.steps_per_game={STEPS}", "--set", "agent.learning_starts=200", "--set", "run.log_every=200",
     "--set", "consolidation.fisher_samples=32",
 ]
-UPDATES_PER_GAME = (STEPS - 4 - 200) // 4  # one per 4 steps after step 200, made before each vector step
+UPDATES_PER_GAME = (STEPS - 200) // 4  # one per 4 steps after step 200, the last vector step included
 
 
 def start_training(run_dir: Path, *args: str) -> subprocess.Popen:
