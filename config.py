@@ -74,6 +74,11 @@ class AgentConfig:
     epsilon_decay_steps: int = 0
     """Agent steps over which epsilon falls; 0 means `epsilon_decay_fraction` of the game."""
     epsilon_decay_fraction: float = 0.1
+    update_mode: str = "auto"
+    """How each gradient update runs: `eager`; `cuda-graph`, the whole update (forward, backward,
+    clipping, optimizer step) captured once per game and replayed, which replaces a few hundred
+    kernel launches per update by one (CUDA only); `auto`: `cuda-graph` on CUDA, `eager` elsewhere.
+    Both give the same results."""
 
 
 @dataclass

@@ -7,6 +7,7 @@ knows nothing else about it: EWC, online EWC, L2 and plain fine-tuning differ on
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from agents.consolidation import Consolidation
+from agents.cuda_graph import GraphedStep
 from agents.network import QNetwork
 from agents.replay import Transitions
 from config import AgentConfig
@@ -55,12 +57,43 @@ class UpdateStats:
     q_mean: torch.Tensor
 
 
-def make_optimizer(parameters, config: AgentConfig) -> torch.optim.Optimizer:
+UPDATE_MODES = ("auto", "eager", "cuda-graph")
+
+
+def resolve_update_mode(mode: str, device: torch.device) -> str:
+    """`auto` is `cuda-graph` on a CUDA device and `eager` elsewhere (see AgentConfig.update_mode)."""
+    if mode not in UPDATE_MODES:
+        raise ValueError(f"unknown agent.update_mode {mode!r}; choose one of {', '.join(UPDATE_MODES)}")
+    if mode == "auto":
+        return "cuda-graph" if device.type == "cuda" else "eager"
+    if mode == "cuda-graph" and device.type != "cuda":
+        raise ValueError(f"agent.update_mode=cuda-graph needs a CUDA device, not {device.type}")
+    return mode
+
+
+def make_optimizer(parameters, config: AgentConfig, capturable: bool = False) -> torch.optim.Optimizer:
+    """`capturable` keeps the step counter on the GPU so that the step can run inside a CUDA graph."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps)
+        return torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps, capturable=capturable)
     if config.optimizer == "rmsprop":  # Nature DQN's centred RMSProp
-        return torch.optim.RMSprop(parameters, lr=config.learning_rate, alpha=0.95, eps=0.01, centered=True)
+        return torch.optim.RMSprop(
+            parameters, lr=config.learning_rate, alpha=0.95, eps=0.01, centered=True, capturable=capturable
+        )
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adam or rmsprop")
+
+
+def set_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
+    """Make a loaded optimizer state fit this learner's update mode, whichever mode saved it.
+
+    A capturable optimizer keeps each `step` counter on its parameter's device, a plain one on the
+    host; `load_state_dict` keeps the saving run's choice, which the other mode cannot step with.
+    """
+    for group in optimizer.param_groups:
+        group["capturable"] = capturable
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if "step" in state:
+                state["step"] = state["step"].to(param.device if capturable else "cpu", torch.float32)
 
 
 class DQNLearner:
@@ -71,8 +104,11 @@ class DQNLearner:
         self.target = copy.deepcopy(network).requires_grad_(False)
         self.config = config
         self.consolidation = consolidation
-        self.optimizer = make_optimizer(network.parameters(), config)
+        self.update_mode = resolve_update_mode(config.update_mode, network.layers[0].weight.device)
+        self.optimizer = make_optimizer(network.parameters(), config, capturable=self.update_mode == "cuda-graph")
         self.updates = 0
+        self._graph: GraphedStep | None = None  # captured for `_graph_game`; dropped by start_game()
+        self._graph_game: str | None = None
 
     def td_loss(self, batch: Transitions, game: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Huber loss between Q(s, a) and the Double DQN target; also returns Q(s, a)."""
@@ -84,18 +120,32 @@ class DQNLearner:
             )
         return F.smooth_l1_loss(q_taken, targets), q_taken
 
-    def update(self, batch: Transitions, game: str) -> UpdateStats:
-        """One gradient step on TD loss + consolidation term; syncs the target when due."""
-        td_loss, q_taken = self.td_loss(batch, game)
+    def gradient_step(self, game: str, *batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """TD loss + consolidation term, backward, clipping, optimizer step: what a CUDA graph captures.
+
+        Returns the device tensors of UpdateStats (td_loss, consolidation, q_mean), in that order.
+        """
+        td_loss, q_taken = self.td_loss(Transitions(*batch), game)
         penalty = self.consolidation.penalty(self.online)
         self.optimizer.zero_grad(set_to_none=True)
         (td_loss + penalty).backward()
         nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
+        return td_loss.detach(), penalty.detach(), q_taken.detach().mean()
+
+    def update(self, batch: Transitions, game: str) -> UpdateStats:
+        """One gradient step (eager or a replayed CUDA graph); syncs the target when due."""
+        if self.update_mode == "cuda-graph":
+            if self._graph is None or self._graph_game != game:
+                step = functools.partial(self.gradient_step, game)
+                self._graph, self._graph_game = GraphedStep(step, batch, self.online, self.optimizer), game
+            stats = self._graph(*batch)
+        else:
+            stats = self.gradient_step(game, *batch)
         self.updates += 1
         if self.updates % self.config.target_update_every == 0:
-            self.sync_target()
-        return UpdateStats(td_loss.detach(), penalty.detach(), q_taken.detach().mean())
+            self.sync_target()  # copies into the target's weights in place: a captured graph stays valid
+        return UpdateStats(*stats)
 
     def sync_target(self) -> None:
         self.target.load_state_dict(self.online.state_dict())
@@ -110,8 +160,12 @@ class DQNLearner:
         return torch.where(explore, random, greedy)
 
     def start_game(self) -> None:
-        """A new game: the target starts from the current network, Adam's moments are kept."""
+        """A new game: the target starts from the current network, Adam's moments are kept.
+
+        A captured update is dropped: the consolidation term may hold new tensors since the last game.
+        """
         self.sync_target()
+        self._graph = None
 
     def get_state(self) -> dict[str, object]:
         return {
@@ -125,4 +179,6 @@ class DQNLearner:
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
+        set_capturable(self.optimizer, self.update_mode == "cuda-graph")
         self.updates = int(state["updates"])
+        self._graph = None  # the optimizer state tensors were replaced
