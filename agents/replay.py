@@ -115,8 +115,8 @@ class FrameReplay:
 
         In a stack whose newest frame is e, frame j is kept only when no episode starts in (j, e];
         otherwise it is zero. Counting episode starts along the 5-frame window once decides every
-        layer of both stacks, and one indexing op reads all their frames: about ten kernels per
-        batch instead of seventy, which matters on a GPU, where each launch costs more than its work.
+        layer of both stacks, and one indexing op reads all their frames: about ten ops per batch
+        instead of seventy, which matters on a GPU, where each launch costs more than its work.
         """
         window = (t.unsqueeze(1) + self._window) % self.slots  # (B, 5): positions t-3 .. t+1
         starts_so_far = self.episode_start[env.unsqueeze(1), window].cumsum(dim=1)  # (B, 5)

@@ -2,9 +2,10 @@
 
     python -m bench                                  # standard settings on CUDA, small ones on a CPU
     python -m bench --quick --out runs/bench.json    # about half as long
-    python -m bench.throughput --device cpu
+    python -m bench.throughput --device cpu --threads 1
 
-Everything is measured in one process, in one run, so every ratio compares like with like:
+Everything is measured in one process, in one run, so every ratio compares like with like, and
+every rate is the best of a few runs (on a shared machine, the one least disturbed by other work):
 - environment only: agent steps/s of the vector env across num_envs, random actions, no learner;
 - learner only: updates/s of "sample a batch from the frame-once replay on the device + one
   update", eager and (on CUDA) as a replayed CUDA graph;
@@ -15,8 +16,9 @@ Everything is measured in one process, in one run, so every ratio compares like 
   peak host and GPU memory.
 
 The learner is set up as from the second game of a sequence on: the EWC penalty is active.
-Settings are those of config.py (Nature CNN, 18 actions, batch 32, one update per 4 agent steps,
-Adam) unless the table below says otherwise. Nothing is hard-coded: the only figure not measured
+Settings are config.py's defaults (Nature CNN, 18 actions, batch 32, one update per 4 agent steps,
+Adam), with learning from the first step; `Settings` holds how long each part runs, and the JSON
+record holds the settings. Nothing is hard-coded: the only figure not measured
 directly, the Fisher over 3,200 samples on a CPU (where that takes minutes), is extrapolated from
 fewer samples and labelled so.
 """
@@ -29,7 +31,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -52,6 +53,8 @@ PIPELINE_TARGET = 0.8
 """End to end must reach this share of min(env only, 4 x learner only) (issue 5)."""
 FISHER_REFERENCE_SAMPLES = 3_200
 """The EWC paper's Fisher: 100 minibatches of 32 replay states."""
+LEARNER_ROUNDS = 4
+"""Learner-only rounds per learner (alternating between learners); the fastest counts."""
 
 
 @dataclass(frozen=True)
@@ -61,13 +64,16 @@ class Settings:
     env_counts: tuple[int, ...]
     """num_envs values of the environment-only sweep (the end-to-end num_envs is always included)."""
     env_seconds: float
-    """Seconds per environment-only point."""
+    """Seconds per environment-only point (each is measured twice; the faster counts)."""
     num_envs: int
     """Emulators of the end-to-end training loop."""
     end_to_end_steps: int
     naive_steps: int
+    end_to_end_rounds: int
+    """The training loop and the naive loop run alternately this many times each; the best run of
+    each counts (on a shared machine, the one least disturbed by other work)."""
     learner_updates: int
-    """Updates per learner-only round (3 rounds, median)."""
+    """Updates per learner-only round (4 rounds; the fastest counts, as for every figure here)."""
     fisher_samples: int
     replay_transitions: int
     """Capacity of the replay allocated to measure bytes per transition (and device memory)."""
@@ -78,14 +84,14 @@ class Settings:
         """Standard settings on CUDA (a 16-core GPU host); small ones on a CPU (2 to 4 minutes on 2 cores)."""
         if device.type == "cuda":
             settings = Settings(
-                env_counts=(1, 2, 4, 8, 16, 32), env_seconds=3.0, num_envs=16, end_to_end_steps=150_000,
-                naive_steps=8_000, learner_updates=500, fisher_samples=FISHER_REFERENCE_SAMPLES,
+                env_counts=(1, 2, 4, 8, 16, 32), env_seconds=2.0, num_envs=16, end_to_end_steps=100_000,
+                naive_steps=6_000, end_to_end_rounds=2, learner_updates=250, fisher_samples=FISHER_REFERENCE_SAMPLES,
                 replay_transitions=1_000_000,
             )
         else:
             settings = Settings(
-                env_counts=(1, 2, 4, 8, 16), env_seconds=1.5, num_envs=8, end_to_end_steps=6_000,
-                naive_steps=3_000, learner_updates=40, fisher_samples=128, replay_transitions=50_000,
+                env_counts=(1, 2, 4, 8, 16), env_seconds=1.5, num_envs=8, end_to_end_steps=3_000,
+                naive_steps=1_500, end_to_end_rounds=2, learner_updates=20, fisher_samples=128, replay_transitions=50_000,
             )
         if quick:
             settings = dataclasses.replace(
@@ -173,38 +179,41 @@ def env_steps_per_second(settings: Settings, num_envs: int, config: Config) -> f
 # --- learner only -------------------------------------------------------------------------------
 
 
-def update_rounds(learner: DQNLearner, replay: FrameReplay, game: str, updates: int, rounds: int = 3) -> list[float]:
-    """Seconds per update (sample + update) of each round, after warm-up updates (and graph capture)."""
-    device, batch_size = replay.device, learner.config.batch_size
-    for _ in range(5):
-        learner.update(replay.sample(batch_size), game)
-    synchronize(device)
-    seconds = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(updates):
+def seconds_per_update(learners: list[DQNLearner], replay: FrameReplay, game: str, updates: int) -> list[list[float]]:
+    """Seconds per update (sample + update) of each learner in each round, after warm-up updates
+    (and graph capture). Rounds alternate between the learners, so a busy moment hits them alike."""
+    device, batch_size = replay.device, learners[0].config.batch_size
+    for learner in learners:
+        for _ in range(5):
             learner.update(replay.sample(batch_size), game)
-        synchronize(device)
-        seconds.append((time.perf_counter() - start) / updates)
+    synchronize(device)
+    seconds: list[list[float]] = [[] for _ in learners]
+    for _ in range(LEARNER_ROUNDS):
+        for learner, rounds in zip(learners, seconds):
+            start = time.perf_counter()
+            for _ in range(updates):
+                learner.update(replay.sample(batch_size), game)
+            synchronize(device)
+            rounds.append((time.perf_counter() - start) / updates)
     return seconds
 
 
 def learner_figures(config: Config, device: torch.device, settings: Settings, replay: FrameReplay) -> dict:
-    """Updates/s for each update mode this device has; the penalty's share from with/without runs."""
+    """Updates/s for each update mode this device has; the EWC penalty's share of an update is the
+    time it adds: learners with and without it, measured in alternating rounds."""
     modes = ["eager", "cuda-graph"] if device.type == "cuda" else ["eager"]
     figures: dict[str, object] = {}
     for mode in modes:
-        with_penalty = update_rounds(make_learner(config, device, mode), replay, settings.game, settings.learner_updates)
-        without = update_rounds(
-            make_learner(config, device, mode, penalty=False), replay, settings.game, settings.learner_updates
-        )
-        per_update, per_update_plain = statistics.median(with_penalty), statistics.median(without)
+        learners = [make_learner(config, device, mode), make_learner(config, device, mode, penalty=False)]
+        with_penalty, without = seconds_per_update(learners, replay, settings.game, settings.learner_updates)
+        per_update, per_update_plain = min(with_penalty), min(without)
         figures[mode] = {
             "updates_per_s": 1.0 / per_update,
             "ms_per_update": 1e3 * per_update,
             "ms_per_update_without_penalty": 1e3 * per_update_plain,
             "penalty_share": (per_update - per_update_plain) / per_update,
             "round_ms": [1e3 * s for s in with_penalty],
+            "round_ms_without_penalty": [1e3 * s for s in without],
         }
     if device.type != "cuda":
         figures["cuda-graph"] = "n/a (CPU)"
@@ -363,24 +372,29 @@ def run(device: torch.device, settings: Settings, say=print) -> dict:
     started = time.perf_counter()
 
     counts = sorted(set(settings.env_counts) | {settings.num_envs})
-    say(f"environment only ({settings.env_seconds:g} s per num_envs) ...")
-    record["env_only_steps_per_s"] = {n: env_steps_per_second(settings, n, config) for n in counts}
+    say(f"environment only (2 x {settings.env_seconds:g} s per num_envs) ...")
+    record["env_only_steps_per_s"] = {n: max(env_steps_per_second(settings, n, config) for _ in range(2)) for n in counts}
 
     say(f"replay ({settings.replay_transitions:,} transitions) ...")
     record["replay"], big_replay = replay_figures(settings, device)
     del big_replay
     replay = random_replay(8_192, 8, device)
 
-    say(f"learner only ({settings.learner_updates} updates x 3 rounds per mode, with and without penalty) ...")
+    say(f"learner only ({settings.learner_updates} updates x {LEARNER_ROUNDS} rounds per mode, with and without penalty) ...")
     record["learner"] = learner_figures(config, device, settings, replay)
 
     say(f"policy Fisher ({settings.fisher_samples} samples) ...")
     record["fisher"] = fisher_figures(config, device, settings, replay)
 
-    say(f"end to end: training loop, {settings.num_envs} envs, {settings.end_to_end_steps:,} agent steps ...")
-    loop, mode = loop_steps_per_second(config, device)
-    say(f"end to end: naive loop, 1 env, {settings.naive_steps:,} agent steps ...")
-    naive = naive_steps_per_second(config, device, settings.naive_steps)
+    loops, naives = [], []
+    for round_ in range(1, settings.end_to_end_rounds + 1):
+        say(f"end to end {round_}/{settings.end_to_end_rounds}: training loop, {settings.num_envs} envs, "
+            f"{settings.end_to_end_steps:,} agent steps ...")
+        loop, mode = loop_steps_per_second(config, device)
+        say(f"end to end {round_}/{settings.end_to_end_rounds}: naive loop, 1 env, {settings.naive_steps:,} agent steps ...")
+        loops.append(loop)
+        naives.append(naive_steps_per_second(config, device, settings.naive_steps))
+    loop, naive = max(loops), max(naives)
 
     env_only = record["env_only_steps_per_s"][settings.num_envs]
     learner_bound = config.agent.steps_per_update * record["learner"][mode]["updates_per_s"]
@@ -389,6 +403,8 @@ def run(device: torch.device, settings: Settings, say=print) -> dict:
         "loop_steps_per_s": loop,
         "loop_update_mode": mode,
         "naive_steps_per_s": naive,
+        "loop_rounds_steps_per_s": loops,
+        "naive_rounds_steps_per_s": naives,
         "speedup_over_naive": loop / naive,
     }
     record["pipeline"] = {
@@ -400,6 +416,7 @@ def run(device: torch.device, settings: Settings, say=print) -> dict:
         "passed": loop >= PIPELINE_TARGET * bound,
     }
     record["memory"] = peak_memory(device)
+    record["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     record["seconds"] = time.perf_counter() - started
     return record
 
@@ -414,7 +431,8 @@ def report(record: dict) -> str:
     env = record["env_only_steps_per_s"]
     lines = [
         f"device: {m['device']} | {m['cpu_cores']} CPU cores, torch {m['torch']} ({m['torch_threads']} threads), "
-        f"ale-py {m['ale_py']} | load average {m['load_average_1min_at_start']:.1f} at start",
+        f"ale-py {m['ale_py']} | load average {m['load_average_1min_at_start']:.1f} at start, "
+        f"{m['load_average_1min_at_end']:.1f} at end",
         f"game {st['game']}, Nature CNN, 18 actions, batch 32, one update per 4 agent steps, EWC penalty on",
         "",
         "environment only, agent steps/s (send/recv, random actions)",
@@ -432,9 +450,10 @@ def report(record: dict) -> str:
             lines.append(f"  {mode:<11} {value}")
     lines += [
         "",
-        "end to end, agent steps/s",
-        f"  training loop ({st['num_envs']} envs, send/recv overlap, {e2e['loop_update_mode']})  {e2e['loop_steps_per_s']:>9,.0f}",
-        f"  naive loop (1 env, synchronous, replay in host memory)  {e2e['naive_steps_per_s']:>9,.0f}",
+        f"end to end, agent steps/s (best of {st['end_to_end_rounds']} alternating runs each)",
+        f"  {'training loop (' + str(st['num_envs']) + ' envs, send/recv overlap, ' + e2e['loop_update_mode'] + ')':<58}"
+        f"{e2e['loop_steps_per_s']:>9,.0f}",
+        f"  {'naive loop (1 env, synchronous, replay in host memory)':<58}{e2e['naive_steps_per_s']:>9,.0f}",
         f"  speed-up over naive: {e2e['speedup_over_naive']:.2f}x",
         "",
         f"pipeline: end to end {e2e['loop_steps_per_s']:,.0f} vs min(env only {pipe['env_only_steps_per_s']:,.0f}, "

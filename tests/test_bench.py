@@ -11,7 +11,7 @@ import torch
 from bench.throughput import Settings, main, report, run, steady_steps_per_second
 
 TINY = Settings(
-    env_counts=(1, 2), env_seconds=0.05, num_envs=2, end_to_end_steps=160, naive_steps=100,
+    env_counts=(1, 2), env_seconds=0.05, num_envs=2, end_to_end_steps=160, naive_steps=100, end_to_end_rounds=1,
     learner_updates=2, fisher_samples=16, replay_transitions=1_000,
 )
 
@@ -25,7 +25,14 @@ def test_steady_rate_leaves_out_the_first_interval():
 
 @pytest.fixture(scope="module")
 def record() -> dict:
-    return run(torch.device("cpu"), TINY, say=lambda text: None)
+    """A tiny benchmark run. One torch thread: the run measures nothing here, and on a busy machine
+    two threads waiting for each other make it several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run(torch.device("cpu"), TINY, say=lambda text: None)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_benchmark_measures_every_figure_on_cpu(record):
