@@ -71,29 +71,45 @@ def resolve_update_mode(mode: str, device: torch.device) -> str:
     return mode
 
 
-def make_optimizer(parameters, config: AgentConfig, capturable: bool = False) -> torch.optim.Optimizer:
-    """`capturable` keeps the step counter on the GPU so that the step can run inside a CUDA graph."""
+def optimizer_flags(config: AgentConfig, device: torch.device, update_mode: str) -> dict[str, bool]:
+    """How the optimizer's step runs (never what it computes).
+
+    `capturable` keeps the step counter on the GPU, so that the step can run inside a CUDA graph.
+    On a CPU, Adam's `fused` kernel is about 8x faster than its default loop over tensors (0.9 ms
+    instead of 7.5 ms per step for the Nature CNN) and agrees with it to float rounding.
+    """
+    if update_mode == "cuda-graph":
+        return {"capturable": True}
+    if device.type == "cpu" and config.optimizer == "adam":
+        return {"fused": True}
+    return {}
+
+
+def make_optimizer(parameters, config: AgentConfig, **flags: bool) -> torch.optim.Optimizer:
+    """The optimizer of `config`, run as `flags` (from `optimizer_flags`) say."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps, capturable=capturable)
+        return torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps, **flags)
     if config.optimizer == "rmsprop":  # Nature DQN's centred RMSProp
-        return torch.optim.RMSprop(
-            parameters, lr=config.learning_rate, alpha=0.95, eps=0.01, centered=True, capturable=capturable
-        )
+        return torch.optim.RMSprop(parameters, lr=config.learning_rate, alpha=0.95, eps=0.01, centered=True, **flags)
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adam or rmsprop")
 
 
-def set_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
-    """Make a loaded optimizer state fit this learner's update mode, whichever mode saved it.
+def set_optimizer_flags(optimizer: torch.optim.Optimizer, flags: dict[str, bool]) -> None:
+    """Make a loaded optimizer state run as this learner runs it, whatever device or mode saved it.
 
-    A capturable optimizer keeps each `step` counter on its parameter's device, a plain one on the
-    host; `load_state_dict` keeps the saving run's choice, which the other mode cannot step with.
+    `load_state_dict` keeps the saving run's `capturable`/`fused` choice, which may not work here (a
+    capturable step fails on a CPU); those keep each `step` counter on its parameter's device, the
+    default implementation on the host.
     """
     for group in optimizer.param_groups:
-        group["capturable"] = capturable
+        group["capturable"] = flags.get("capturable", False)
+        if "fused" in group:
+            group["fused"] = flags.get("fused")
+        on_device = group["capturable"] or group.get("fused")
         for param in group["params"]:
             state = optimizer.state.get(param, {})
             if "step" in state:
-                state["step"] = state["step"].to(param.device if capturable else "cpu", torch.float32)
+                state["step"] = state["step"].to(param.device if on_device else "cpu", torch.float32)
 
 
 class DQNLearner:
@@ -104,8 +120,10 @@ class DQNLearner:
         self.target = copy.deepcopy(network).requires_grad_(False)
         self.config = config
         self.consolidation = consolidation
-        self.update_mode = resolve_update_mode(config.update_mode, network.layers[0].weight.device)
-        self.optimizer = make_optimizer(network.parameters(), config, capturable=self.update_mode == "cuda-graph")
+        device = network.layers[0].weight.device
+        self.update_mode = resolve_update_mode(config.update_mode, device)
+        self.optimizer_flags = optimizer_flags(config, device, self.update_mode)
+        self.optimizer = make_optimizer(network.parameters(), config, **self.optimizer_flags)
         self.updates = 0
         self._graph: GraphedStep | None = None  # captured for `_graph_game`; dropped by start_game()
         self._graph_game: str | None = None
@@ -179,6 +197,6 @@ class DQNLearner:
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
-        set_capturable(self.optimizer, self.update_mode == "cuda-graph")
+        set_optimizer_flags(self.optimizer, self.optimizer_flags)
         self.updates = int(state["updates"])
         self._graph = None  # the optimizer state tensors were replaced

@@ -4,8 +4,9 @@
     python -m bench --quick --out runs/bench.json    # about half as long
     python -m bench.throughput --device cpu --threads 1
 
-Everything is measured in one process, in one run, so every ratio compares like with like, and
-every rate is the best of a few runs (on a shared machine, the one least disturbed by other work):
+Everything is measured in one process, in one run, so every ratio compares like with like. On a
+shared machine other work disturbs some runs: rates of one part alone are the best of a few runs,
+and the end-to-end ratios are medians over rounds that measure every part back to back:
 - environment only: agent steps/s of the vector env across num_envs, random actions, no learner;
 - learner only: updates/s of "sample a batch from the frame-once replay on the device + one
   update", eager and (on CUDA) as a replayed CUDA graph;
@@ -31,6 +32,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -42,7 +44,7 @@ import torch
 
 from agents.consolidation import make_consolidation
 from agents.device import DeviceError, resolve_device
-from agents.dqn import DQNLearner, epsilon_at
+from agents.dqn import DQNLearner, epsilon_at, resolve_update_mode
 from agents.fisher import diagonal_fisher, replay_batches
 from agents.replay import FrameReplay, Transitions
 from agents.training import SequenceTrainer, build_network
@@ -70,10 +72,10 @@ class Settings:
     end_to_end_steps: int
     naive_steps: int
     end_to_end_rounds: int
-    """The training loop and the naive loop run alternately this many times each; the best run of
-    each counts (on a shared machine, the one least disturbed by other work)."""
+    """Rounds of env only, learner only, training loop and naive loop, back to back; the end-to-end
+    figures and ratios are medians over rounds."""
     learner_updates: int
-    """Updates per learner-only round (4 rounds; the fastest counts, as for every figure here)."""
+    """Updates per learner-only round (LEARNER_ROUNDS of them per learner, and one per end-to-end round)."""
     fisher_samples: int
     replay_transitions: int
     """Capacity of the replay allocated to measure bytes per transition (and device memory)."""
@@ -84,14 +86,14 @@ class Settings:
         """Standard settings on CUDA (a 16-core GPU host); small ones on a CPU (2 to 4 minutes on 2 cores)."""
         if device.type == "cuda":
             settings = Settings(
-                env_counts=(1, 2, 4, 8, 16, 32), env_seconds=2.0, num_envs=16, end_to_end_steps=100_000,
-                naive_steps=6_000, end_to_end_rounds=2, learner_updates=250, fisher_samples=FISHER_REFERENCE_SAMPLES,
+                env_counts=(1, 2, 4, 8, 16, 32), env_seconds=1.5, num_envs=16, end_to_end_steps=60_000,
+                naive_steps=3_000, end_to_end_rounds=3, learner_updates=250, fisher_samples=FISHER_REFERENCE_SAMPLES,
                 replay_transitions=1_000_000,
             )
         else:
             settings = Settings(
-                env_counts=(1, 2, 4, 8, 16), env_seconds=1.5, num_envs=8, end_to_end_steps=3_000,
-                naive_steps=1_500, end_to_end_rounds=2, learner_updates=20, fisher_samples=128, replay_transitions=50_000,
+                env_counts=(1, 2, 4, 8, 16), env_seconds=1.5, num_envs=8, end_to_end_steps=2_000,
+                naive_steps=1_000, end_to_end_rounds=3, learner_updates=20, fisher_samples=128, replay_transitions=50_000,
             )
         if quick:
             settings = dataclasses.replace(
@@ -179,7 +181,9 @@ def env_steps_per_second(settings: Settings, num_envs: int, config: Config) -> f
 # --- learner only -------------------------------------------------------------------------------
 
 
-def seconds_per_update(learners: list[DQNLearner], replay: FrameReplay, game: str, updates: int) -> list[list[float]]:
+def seconds_per_update(
+    learners: list[DQNLearner], replay: FrameReplay, game: str, updates: int, rounds: int = LEARNER_ROUNDS
+) -> list[list[float]]:
     """Seconds per update (sample + update) of each learner in each round, after warm-up updates
     (and graph capture). Rounds alternate between the learners, so a busy moment hits them alike."""
     device, batch_size = replay.device, learners[0].config.batch_size
@@ -188,13 +192,13 @@ def seconds_per_update(learners: list[DQNLearner], replay: FrameReplay, game: st
             learner.update(replay.sample(batch_size), game)
     synchronize(device)
     seconds: list[list[float]] = [[] for _ in learners]
-    for _ in range(LEARNER_ROUNDS):
-        for learner, rounds in zip(learners, seconds):
+    for _ in range(rounds):
+        for learner, per_round in zip(learners, seconds):
             start = time.perf_counter()
             for _ in range(updates):
                 learner.update(replay.sample(batch_size), game)
             synchronize(device)
-            rounds.append((time.perf_counter() - start) / updates)
+            per_round.append((time.perf_counter() - start) / updates)
     return seconds
 
 
@@ -283,6 +287,33 @@ def naive_steps_per_second(config: Config, device: torch.device, steps: int) -> 
     return (steps - steps // 5 + 1) / elapsed
 
 
+def end_to_end_rounds(config: Config, device: torch.device, settings: Settings, replay: FrameReplay, say) -> list[dict]:
+    """Rounds of: environment only at the loop's num_envs, learner only in the loop's update mode,
+    the training loop, the naive loop, back to back. Ratios are taken within a round, so that a
+    machine that gets busier or quieter during the benchmark does not bias them."""
+    mode = resolve_update_mode(config.agent.update_mode, device)
+    learner = make_learner(config, device, mode)
+    rounds = []
+    for index in range(1, settings.end_to_end_rounds + 1):
+        say(f"end to end, round {index}/{settings.end_to_end_rounds}: env only, learner only, training loop "
+            f"({settings.num_envs} envs, {settings.end_to_end_steps:,} steps), naive loop ({settings.naive_steps:,} steps) ...")
+        env_only = env_steps_per_second(settings, settings.num_envs, config)
+        (seconds,) = seconds_per_update([learner], replay, settings.game, settings.learner_updates, rounds=1)
+        learner_bound = config.agent.steps_per_update / seconds[0]
+        loop, loop_mode = loop_steps_per_second(config, device)
+        naive = naive_steps_per_second(config, device, settings.naive_steps)
+        rounds.append({
+            "env_only_steps_per_s": env_only,
+            "learner_bound_steps_per_s": learner_bound,
+            "loop_steps_per_s": loop,
+            "loop_update_mode": loop_mode,
+            "naive_steps_per_s": naive,
+            "speedup_over_naive": loop / naive,
+            "pipeline_efficiency": loop / min(env_only, learner_bound),
+        })
+    return rounds
+
+
 # --- Fisher and memory --------------------------------------------------------------------------
 
 
@@ -365,15 +396,20 @@ def machine(device: torch.device) -> dict:
 # --- the whole run ------------------------------------------------------------------------------
 
 
-def run(device: torch.device, settings: Settings, say=print) -> dict:
-    """Every measurement, in an order that keeps the slow ones for last; returns the JSON record."""
+def run(device: torch.device, settings: Settings, say=print, save=lambda record: None) -> dict:
+    """Every measurement, in an order that keeps the slow ones for last; returns the JSON record.
+
+    `save` gets the record after every section (`complete` false until the end), so a run cut
+    short by a time limit still leaves what it measured.
+    """
     config = benchmark_config(settings)
-    record: dict[str, object] = {"machine": machine(device), "settings": dataclasses.asdict(settings)}
+    record: dict[str, object] = {"complete": False, "machine": machine(device), "settings": dataclasses.asdict(settings)}
     started = time.perf_counter()
 
     counts = sorted(set(settings.env_counts) | {settings.num_envs})
     say(f"environment only (2 x {settings.env_seconds:g} s per num_envs) ...")
     record["env_only_steps_per_s"] = {n: max(env_steps_per_second(settings, n, config) for _ in range(2)) for n in counts}
+    save(record)
 
     say(f"replay ({settings.replay_transitions:,} transitions) ...")
     record["replay"], big_replay = replay_figures(settings, device)
@@ -382,42 +418,27 @@ def run(device: torch.device, settings: Settings, say=print) -> dict:
 
     say(f"learner only ({settings.learner_updates} updates x {LEARNER_ROUNDS} rounds per mode, with and without penalty) ...")
     record["learner"] = learner_figures(config, device, settings, replay)
+    save(record)
 
     say(f"policy Fisher ({settings.fisher_samples} samples) ...")
     record["fisher"] = fisher_figures(config, device, settings, replay)
+    save(record)
 
-    loops, naives = [], []
-    for round_ in range(1, settings.end_to_end_rounds + 1):
-        say(f"end to end {round_}/{settings.end_to_end_rounds}: training loop, {settings.num_envs} envs, "
-            f"{settings.end_to_end_steps:,} agent steps ...")
-        loop, mode = loop_steps_per_second(config, device)
-        say(f"end to end {round_}/{settings.end_to_end_rounds}: naive loop, 1 env, {settings.naive_steps:,} agent steps ...")
-        loops.append(loop)
-        naives.append(naive_steps_per_second(config, device, settings.naive_steps))
-    loop, naive = max(loops), max(naives)
-
-    env_only = record["env_only_steps_per_s"][settings.num_envs]
-    learner_bound = config.agent.steps_per_update * record["learner"][mode]["updates_per_s"]
-    bound = min(env_only, learner_bound)
+    rounds = end_to_end_rounds(config, device, settings, replay, say)
     record["end_to_end"] = {
-        "loop_steps_per_s": loop,
-        "loop_update_mode": mode,
-        "naive_steps_per_s": naive,
-        "loop_rounds_steps_per_s": loops,
-        "naive_rounds_steps_per_s": naives,
-        "speedup_over_naive": loop / naive,
+        "loop_update_mode": rounds[0]["loop_update_mode"],
+        "loop_steps_per_s": statistics.median(r["loop_steps_per_s"] for r in rounds),
+        "naive_steps_per_s": statistics.median(r["naive_steps_per_s"] for r in rounds),
+        "speedup_over_naive": statistics.median(r["speedup_over_naive"] for r in rounds),
+        "rounds": rounds,
     }
-    record["pipeline"] = {
-        "env_only_steps_per_s": env_only,
-        "learner_bound_steps_per_s": learner_bound,
-        "bound_steps_per_s": bound,
-        "efficiency": loop / bound,
-        "target": PIPELINE_TARGET,
-        "passed": loop >= PIPELINE_TARGET * bound,
-    }
+    efficiency = statistics.median(r["pipeline_efficiency"] for r in rounds)
+    record["pipeline"] = {"efficiency": efficiency, "target": PIPELINE_TARGET, "passed": efficiency >= PIPELINE_TARGET}
     record["memory"] = peak_memory(device)
     record["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     record["seconds"] = time.perf_counter() - started
+    record["complete"] = True
+    save(record)
     return record
 
 
@@ -428,6 +449,11 @@ def report(record: dict) -> str:
     """The record as a table a person reads (the JSON holds the same figures, unrounded)."""
     m, st, learner = record["machine"], record["settings"], record["learner"]
     e2e, pipe, fisher, replay, memory = (record[key] for key in ("end_to_end", "pipeline", "fisher", "replay", "memory"))
+    rounds = e2e["rounds"]
+
+    def per_round(key: str, spec: str) -> str:
+        return ", ".join(format(r[key], spec) for r in rounds)
+
     env = record["env_only_steps_per_s"]
     lines = [
         f"device: {m['device']} | {m['cpu_cores']} CPU cores, torch {m['torch']} ({m['torch_threads']} threads), "
@@ -450,16 +476,17 @@ def report(record: dict) -> str:
             lines.append(f"  {mode:<11} {value}")
     lines += [
         "",
-        f"end to end, agent steps/s (best of {st['end_to_end_rounds']} alternating runs each)",
+        f"end to end, agent steps/s (median of {len(rounds)} rounds; each round measures everything below back to back)",
         f"  {'training loop (' + str(st['num_envs']) + ' envs, send/recv overlap, ' + e2e['loop_update_mode'] + ')':<58}"
-        f"{e2e['loop_steps_per_s']:>9,.0f}",
-        f"  {'naive loop (1 env, synchronous, replay in host memory)':<58}{e2e['naive_steps_per_s']:>9,.0f}",
-        f"  speed-up over naive: {e2e['speedup_over_naive']:.2f}x",
+        f"{e2e['loop_steps_per_s']:>9,.0f}   rounds: {per_round('loop_steps_per_s', ',.0f')}",
+        f"  {'naive loop (1 env, synchronous, replay in host memory)':<58}{e2e['naive_steps_per_s']:>9,.0f}"
+        f"   rounds: {per_round('naive_steps_per_s', ',.0f')}",
+        f"  speed-up over naive: {e2e['speedup_over_naive']:.2f}x   rounds: {per_round('speedup_over_naive', '.2f')}",
         "",
-        f"pipeline: end to end {e2e['loop_steps_per_s']:,.0f} vs min(env only {pipe['env_only_steps_per_s']:,.0f}, "
-        f"4 x learner {pipe['learner_bound_steps_per_s']:,.0f}) = {pipe['bound_steps_per_s']:,.0f}: "
-        f"{100 * pipe['efficiency']:.0f}% (target >= {100 * pipe['target']:.0f}%) "
-        + ("PASS" if pipe["passed"] else "FAIL"),
+        "pipeline: end to end / min(env only, 4 x learner only), per round: "
+        + "; ".join(f"{r['loop_steps_per_s']:,.0f} / min({r['env_only_steps_per_s']:,.0f}, {r['learner_bound_steps_per_s']:,.0f})"
+                    f" = {100 * r['pipeline_efficiency']:.0f}%" for r in rounds),
+        f"  median {100 * pipe['efficiency']:.0f}% (target >= {100 * pipe['target']:.0f}%) " + ("PASS" if pipe["passed"] else "FAIL"),
         "",
         f"policy Fisher: {fisher['samples']:,} samples in {fisher['seconds']:.2f} s ({fisher['ms_per_sample']:.1f} ms/sample); "
         f"{FISHER_REFERENCE_SAMPLES:,} samples: {fisher[f'seconds_for_{FISHER_REFERENCE_SAMPLES}']:.1f} s "
@@ -494,10 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.for_device(device, args.quick)
     overrides = {"num_envs": args.num_envs, "fisher_samples": args.fisher_samples}
     settings = dataclasses.replace(settings, **{key: value for key, value in overrides.items() if value is not None})
-    record = run(device, settings, say=lambda text: print(text, file=sys.stderr, flush=True))
     out = Path(args.out or f"runs/bench/throughput-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    record = run(device, settings, say=lambda text: print(text, file=sys.stderr, flush=True),
+                 save=lambda record: out.write_text(json.dumps(record, indent=2) + "\n"))
     print(report(record))
     print(f"JSON: {out}")
     return 0

@@ -55,7 +55,7 @@ step "throughput benchmark (standard settings)" 210 "$OUT/throughput.txt" \
 step "Pong, 200k agent steps" 140 "$OUT/pong-run.log" \
     "$PYTHON" train.py --games pong --steps-per-game 200000 --device cuda --fisher-samples 640 \
     --run-dir "$OUT/pong-run" --overwrite \
-    --set env.num_envs=16 --set agent.learning_starts=20000 --set run.log_every=20000
+    --set env.num_envs=16 --set agent.learning_starts=20000 --set run.log_every=20000 --set eval.eval_every=0
 step "Pong figures" 30 "$OUT/pong-figures.txt" "$PYTHON" - "$OUT/pong-run" <<'PY'
 # The Pong run's own figures, read back from its TensorBoard events.
 import sys

@@ -95,17 +95,18 @@ def test_update_modes_resolve_per_device():
         resolve_update_mode("compiled", torch.device("cpu"))
 
 
-def test_capturable_checkpoint_resumes_in_eager_mode():
-    """A CUDA-graph run saves `capturable` optimizer groups; an eager learner must still step."""
+def test_checkpoint_from_a_cuda_graph_run_resumes_on_cpu():
+    """A CUDA-graph run saves `capturable` (not fused) Adam groups; on a CPU the learner runs fused Adam."""
     saved = make_learner("cpu", "eager")
+    assert saved.optimizer.param_groups[0]["fused"] and not saved.optimizer.param_groups[0]["capturable"]
     batch = random_batches(1, "cpu")[0]
     saved.update(batch, "pong")
     state = copy.deepcopy(saved.get_state())  # as torch.load would give it: no tensor shared with `saved`
     for group in state["optimizer"]["param_groups"]:
-        group["capturable"] = True
+        group["capturable"], group["fused"] = True, None
     loaded = make_learner("cpu", "eager")
     loaded.set_state(state)
-    assert not any(group["capturable"] for group in loaded.optimizer.param_groups)
+    assert all(group["fused"] and not group["capturable"] for group in loaded.optimizer.param_groups)
     loaded.update(batch, "pong")  # a capturable group would fail here on CPU tensors
     saved.update(batch, "pong")
     assert_same_learners(loaded, saved, atol=0)
@@ -171,7 +172,7 @@ def test_cuda_graph_recaptures_for_a_new_game_and_penalty():
 @needs_cuda
 @pytest.mark.usefixtures("deterministic_cuda")
 def test_cuda_graph_checkpoint_round_trips_between_modes():
-    """A CUDA-graph learner's state resumes in eager mode on the GPU and on the CPU, and back."""
+    """A CUDA-graph learner's state resumes in eager mode on the GPU and on the CPU, and back from both."""
     graphed = make_learner("cuda", "cuda-graph")
     batches = random_batches(3, "cuda")
     graphed.update(batches[0], "pong")
@@ -182,10 +183,13 @@ def test_cuda_graph_checkpoint_round_trips_between_modes():
     on_cpu.set_state(state)
     regraphed = make_learner("cuda", "cuda-graph")
     regraphed.set_state(copy.deepcopy(eager.get_state()))
+    from_cpu = make_learner("cuda", "cuda-graph")
+    from_cpu.set_state(copy.deepcopy(on_cpu.get_state()))  # fused Adam state, step counters on the host
     for batch in batches[1:]:
-        for learner in (graphed, eager, regraphed):
+        for learner in (graphed, eager, regraphed, from_cpu):
             learner.update(batch, "pong")
         on_cpu.update(Transitions(*(tensor.cpu() for tensor in batch)), "pong")
     assert_same_learners(eager, graphed, atol=1e-5)
     assert_same_learners(regraphed, graphed, atol=1e-5)
+    assert_same_learners(from_cpu, graphed, atol=1e-5)
     assert_same_learners(on_cpu, graphed, atol=1e-4)
