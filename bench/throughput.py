@@ -322,7 +322,7 @@ def fisher_figures(config: Config, device: torch.device, settings: Settings, rep
     learner = make_learner(config, device, "eager")
     cons, game = config.consolidation, settings.game
 
-    def run(samples: int) -> float:
+    def timed(samples: int) -> float:
         synchronize(device)
         start = time.perf_counter()
         diagonal_fisher(learner.online, replay_batches(replay, samples, cons.fisher_batch_size), game,
@@ -330,8 +330,8 @@ def fisher_figures(config: Config, device: torch.device, settings: Settings, rep
         synchronize(device)
         return time.perf_counter() - start
 
-    run(16)  # first-call set-up, paid once per process
-    seconds = run(settings.fisher_samples)
+    timed(16)  # first-call set-up, paid once per process
+    seconds = timed(settings.fisher_samples)
     reference = seconds * FISHER_REFERENCE_SAMPLES / settings.fisher_samples
     exact = settings.fisher_samples == FISHER_REFERENCE_SAMPLES
     return {
