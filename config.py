@@ -74,6 +74,12 @@ class AgentConfig:
     epsilon_decay_steps: int = 0
     """Agent steps over which epsilon falls; 0 means `epsilon_decay_fraction` of the game."""
     epsilon_decay_fraction: float = 0.1
+    update_mode: str = "eager"
+    """How each gradient update runs: `eager`; `cuda-graph`, the whole update (forward, backward,
+    clipping, optimizer step) captured once per game and replayed, which replaces a few hundred
+    kernel launches per update by one (CUDA only); `auto`: `cuda-graph` on CUDA, `eager` elsewhere.
+    Both are meant to give the same results. The default stays `eager` until `scripts/gpu_check.sh`
+    has run the CUDA-graph tests on a GPU: no GPU was at hand when it was written."""
 
 
 @dataclass

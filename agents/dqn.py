@@ -7,6 +7,7 @@ knows nothing else about it: EWC, online EWC, L2 and plain fine-tuning differ on
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from agents.consolidation import Consolidation
+from agents.cuda_graph import GraphedStep
 from agents.network import QNetwork
 from agents.optim import CentredRMSProp
 from agents.replay import Transitions
@@ -72,12 +74,60 @@ class UpdateStats:
     q_mean: torch.Tensor
 
 
-def make_optimizer(parameters, config: AgentConfig) -> torch.optim.Optimizer:
+UPDATE_MODES = ("auto", "eager", "cuda-graph")
+
+
+def resolve_update_mode(mode: str, device: torch.device) -> str:
+    """`auto` is `cuda-graph` on a CUDA device and `eager` elsewhere (see AgentConfig.update_mode)."""
+    if mode not in UPDATE_MODES:
+        raise ValueError(f"unknown agent.update_mode {mode!r}; choose one of {', '.join(UPDATE_MODES)}")
+    if mode == "auto":
+        return "cuda-graph" if device.type == "cuda" else "eager"
+    if mode == "cuda-graph" and device.type != "cuda":
+        raise ValueError(f"agent.update_mode=cuda-graph needs a CUDA device, not {device.type}")
+    return mode
+
+
+def optimizer_flags(config: AgentConfig, device: torch.device, update_mode: str) -> dict[str, bool]:
+    """How the optimizer's step runs (never what it computes).
+
+    `capturable` keeps the step counter on the GPU, so that the step can run inside a CUDA graph.
+    On a CPU, Adam's `fused` kernel is about 8x faster than its default loop over tensors (0.9 ms
+    instead of 7.5 ms per step for the Nature CNN) and agrees with it to float rounding.
+    """
+    if update_mode == "cuda-graph":
+        return {"capturable": True}
+    if device.type == "cpu" and config.optimizer == "adam":
+        return {"fused": True}
+    return {}
+
+
+def make_optimizer(parameters, config: AgentConfig, **flags: bool) -> torch.optim.Optimizer:
+    """The optimizer of `config`, run as `flags` (from `optimizer_flags`) say."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps)
-    if config.optimizer == "rmsprop":  # Nature DQN's centred RMSProp, eps inside the root
+        return torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps, **flags)
+    if config.optimizer == "rmsprop":
+        # Nature DQN's centred RMSProp (eps inside the root); no host-side state, so capturable as is
         return CentredRMSProp(parameters, lr=config.learning_rate, alpha=0.95, eps=0.01)
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adam or rmsprop")
+
+
+def set_optimizer_flags(optimizer: torch.optim.Optimizer, flags: dict[str, bool]) -> None:
+    """Make a loaded optimizer state run as this learner runs it, whatever device or mode saved it.
+
+    `load_state_dict` keeps the saving run's `capturable`/`fused` choice, which may not work here (a
+    capturable step fails on a CPU); those keep each `step` counter on its parameter's device, the
+    default implementation on the host.
+    """
+    for group in optimizer.param_groups:
+        group["capturable"] = flags.get("capturable", False)
+        if "fused" in group:
+            group["fused"] = flags.get("fused")
+        on_device = group["capturable"] or group.get("fused")
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if "step" in state:
+                state["step"] = state["step"].to(param.device if on_device else "cpu", torch.float32)
 
 
 class DQNLearner:
@@ -88,8 +138,13 @@ class DQNLearner:
         self.target = copy.deepcopy(network).requires_grad_(False)
         self.config = config
         self.consolidation = consolidation
-        self.optimizer = make_optimizer(network.parameters(), config)
+        device = network.layers[0].weight.device
+        self.update_mode = resolve_update_mode(config.update_mode, device)
+        self.optimizer_flags = optimizer_flags(config, device, self.update_mode)
+        self.optimizer = make_optimizer(network.parameters(), config, **self.optimizer_flags)
         self.updates = 0
+        self._graph: GraphedStep | None = None  # captured for `_graph_game`; dropped by start_game()
+        self._graph_game: str | None = None
 
     def td_loss(self, batch: Transitions, game: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Huber loss between Q(s, a) and the Double DQN target; also returns Q(s, a)."""
@@ -101,18 +156,32 @@ class DQNLearner:
             )
         return F.smooth_l1_loss(q_taken, targets), q_taken
 
-    def update(self, batch: Transitions, game: str) -> UpdateStats:
-        """One gradient step on TD loss + consolidation term; syncs the target when due."""
-        td_loss, q_taken = self.td_loss(batch, game)
+    def gradient_step(self, game: str, *batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """TD loss + consolidation term, backward, clipping, optimizer step: what a CUDA graph captures.
+
+        Returns the device tensors of UpdateStats (td_loss, consolidation, q_mean), in that order.
+        """
+        td_loss, q_taken = self.td_loss(Transitions(*batch), game)
         penalty = self.consolidation.penalty(self.online)
         self.optimizer.zero_grad(set_to_none=True)
         (td_loss + penalty).backward()
         nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
+        return td_loss.detach(), penalty.detach(), q_taken.detach().mean()
+
+    def update(self, batch: Transitions, game: str) -> UpdateStats:
+        """One gradient step (eager or a replayed CUDA graph); syncs the target when due."""
+        if self.update_mode == "cuda-graph":
+            if self._graph is None or self._graph_game != game:
+                step = functools.partial(self.gradient_step, game)
+                self._graph, self._graph_game = GraphedStep(step, batch, self.online, self.optimizer), game
+            stats = self._graph(*batch)
+        else:
+            stats = self.gradient_step(game, *batch)
         self.updates += 1
         if self.updates % self.config.target_update_every == 0:
-            self.sync_target()
-        return UpdateStats(td_loss.detach(), penalty.detach(), q_taken.detach().mean())
+            self.sync_target()  # copies into the target's weights in place: a captured graph stays valid
+        return UpdateStats(*stats)
 
     def sync_target(self) -> None:
         self.target.load_state_dict(self.online.state_dict())
@@ -122,8 +191,12 @@ class DQNLearner:
         return epsilon_greedy(self.online, observations, game, epsilon, generator)
 
     def start_game(self) -> None:
-        """A new game: the target starts from the current network, Adam's moments are kept."""
+        """A new game: the target starts from the current network, Adam's moments are kept.
+
+        A captured update is dropped: the consolidation term may hold new tensors since the last game.
+        """
         self.sync_target()
+        self._graph = None
 
     def get_state(self) -> dict[str, object]:
         return {
@@ -137,4 +210,6 @@ class DQNLearner:
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
+        set_optimizer_flags(self.optimizer, self.optimizer_flags)
         self.updates = int(state["updates"])
+        self._graph = None  # the optimizer state tensors were replaced

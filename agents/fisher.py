@@ -25,7 +25,8 @@ How it is computed, exactly and without materialising per-sample gradients of al
 for a layer z = Wx + b, the gradient of u.Q for one sample is delta x^T with delta = d(u.Q)/dz.
 One backward pass per direction (batched with `is_grads_batched`) gives every delta; then
 - linear:  sum_{n,d} (delta x^T)^2 = sum_{n,d} delta^2 (x^2)^T              (no outer products)
-- conv:    per-sample weight gradient = delta_(out x positions) @ unfold(x)^T, squared and summed
+- conv:    per-sample weight gradient = delta_(out x positions) @ unfold(x)^T, squared and summed,
+           a few samples at a time (on a CPU, gradients that stay in cache square 2-4x faster)
 - bias:    sum_{n,d} (sum over positions of delta)^2.
 Per-game biases and gains sit after z, so this holds with them too (they are not consolidated).
 """
@@ -42,6 +43,10 @@ from agents.network import QNetwork
 from agents.replay import FrameReplay, Transitions
 
 ESTIMATORS = ("policy", "q-gaussian", "empirical-td")
+
+CPU_CHUNK_BYTES = 8 << 20
+"""On a CPU, per-sample conv gradients are squared a few samples at a time, about a cache's worth
+(2-4x faster than a whole batch at once); a GPU takes the whole batch."""
 
 
 def output_directions(
@@ -88,9 +93,14 @@ def _squared_gradient_sums(
         return weight, delta.square().sum(dim=(0, 1))
     # Conv2d: delta (D, N, out, h, w); unfold(x) (N, in*k*k, h*w) lines up with weight.view(out, -1)
     patches = F.unfold(x, layer.kernel_size, stride=layer.stride, padding=layer.padding)
-    per_sample = torch.einsum("dnol,nkl->dnok", delta.flatten(3), patches)
-    weight = per_sample.square().sum(dim=(0, 1)).view_as(layer.weight)
-    return weight, delta.sum(dim=(3, 4)).square().sum(dim=(0, 1))
+    delta_flat = delta.flatten(3)
+    per_sample_bytes = delta.shape[0] * layer.weight.numel() * delta.element_size()
+    chunk = max(1, CPU_CHUNK_BYTES // per_sample_bytes) if x.device.type == "cpu" else x.shape[0]
+    weight = torch.zeros_like(layer.weight).view(layer.out_channels, -1)
+    for start in range(0, x.shape[0], chunk):
+        per_sample = torch.einsum("dnol,nkl->dnok", delta_flat[:, start : start + chunk], patches[start : start + chunk])
+        weight += per_sample.square_().sum(dim=(0, 1))
+    return weight.view_as(layer.weight), delta.sum(dim=(3, 4)).square().sum(dim=(0, 1))
 
 
 def diagonal_fisher(

@@ -1,0 +1,535 @@
+"""Throughput benchmark: how fast each part of training runs, and how well the loop overlaps them.
+
+    python -m bench                                  # standard settings on CUDA, small ones on a CPU
+    python -m bench --quick --out runs/bench.json    # about half as long
+    python -m bench.throughput --device cpu --threads 1
+
+Everything is measured in one process, in one run, so every ratio compares like with like. On a
+shared machine other work disturbs some runs: rates of one part alone are the best of a few runs,
+and the end-to-end ratios are medians over rounds that measure every part back to back:
+- environment only: agent steps/s of the vector env across num_envs, random actions, no learner;
+- learner only: updates/s of "sample a batch from the frame-once replay on the device + one
+  update", eager and (on CUDA) as a replayed CUDA graph;
+- end to end: agent steps/s of the real training loop (`SequenceTrainer.train_game`), and of a
+  naive loop (1 emulator stepped synchronously, replay in host memory, eager updates), with the ratio;
+- the pipeline check: end to end >= 80% of min(env only at the same num_envs, 4 x learner only);
+- the policy Fisher's time, the EWC penalty's share of an update, replay bytes per transition,
+  peak host and GPU memory.
+
+The learner is set up as from the second game of a sequence on: the EWC penalty is active.
+Settings are config.py's defaults (Nature CNN, 18 actions, batch 32, one update per 4 agent steps,
+Adam), with learning from the first step; `Settings` holds how long each part runs, and the JSON
+record holds the settings. Nothing is hard-coded: the only figure not measured
+directly, the Fisher over 3,200 samples on a CPU (where that takes minutes), is extrapolated from
+fewer samples and labelled so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.consolidation import make_consolidation
+from agents.device import DeviceError, resolve_device
+from agents.dqn import DQNLearner, epsilon_at, resolve_update_mode
+from agents.fisher import diagonal_fisher, replay_batches
+from agents.replay import FrameReplay, Transitions
+from agents.training import SequenceTrainer, build_network
+from config import Config
+from envs.atari import NUM_ACTIONS, make_env
+
+PIPELINE_TARGET = 0.8
+"""End to end must reach this share of min(env only, 4 x learner only) (issue 5)."""
+FISHER_REFERENCE_SAMPLES = 3_200
+"""The EWC paper's Fisher: 100 minibatches of 32 replay states."""
+LEARNER_ROUNDS = 4
+"""Learner-only rounds per learner (alternating between learners); the fastest counts."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much of each measurement to run; `for_device` picks them."""
+
+    env_counts: tuple[int, ...]
+    """num_envs values of the environment-only sweep (the end-to-end num_envs is always included)."""
+    env_seconds: float
+    """Seconds per environment-only point (each is measured twice; the faster counts)."""
+    num_envs: int
+    """Emulators of the end-to-end training loop."""
+    end_to_end_steps: int
+    naive_steps: int
+    end_to_end_rounds: int
+    """Rounds of env only, learner only, training loop and naive loop, back to back; the end-to-end
+    figures and ratios are medians over rounds."""
+    learner_updates: int
+    """Updates per learner-only round (LEARNER_ROUNDS of them per learner, and one per end-to-end round)."""
+    fisher_samples: int
+    replay_transitions: int
+    """Capacity of the replay allocated to measure bytes per transition (and device memory)."""
+    game: str = "pong"
+
+    @staticmethod
+    def for_device(device: torch.device, quick: bool) -> Settings:
+        """Standard settings on CUDA (a 16-core GPU host); small ones on a CPU (2 to 4 minutes on 2 cores)."""
+        if device.type == "cuda":
+            settings = Settings(
+                env_counts=(1, 2, 4, 8, 16, 32), env_seconds=1.5, num_envs=16, end_to_end_steps=60_000,
+                naive_steps=3_000, end_to_end_rounds=3, learner_updates=250, fisher_samples=FISHER_REFERENCE_SAMPLES,
+                replay_transitions=1_000_000,
+            )
+        else:
+            settings = Settings(
+                env_counts=(1, 2, 4, 8, 16), env_seconds=1.5, num_envs=8, end_to_end_steps=2_000,
+                naive_steps=1_000, end_to_end_rounds=3, learner_updates=20, fisher_samples=128, replay_transitions=50_000,
+            )
+        if quick:
+            settings = dataclasses.replace(
+                settings, env_seconds=settings.env_seconds / 2, end_to_end_steps=settings.end_to_end_steps // 2,
+                naive_steps=settings.naive_steps // 2, learner_updates=settings.learner_updates // 2,
+                fisher_samples=max(64, settings.fisher_samples // 2),
+            )
+        return settings
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a clock read after it counts that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def benchmark_config(settings: Settings) -> Config:
+    """config.py's defaults, with learning from the first step on (so every step of the loop pays
+    the full replay ratio) and logging often enough to time the loop's steady state."""
+    config = Config()
+    config.run.games = [settings.game]
+    config.run.steps_per_game = settings.end_to_end_steps
+    config.run.log_every = max(settings.num_envs, settings.end_to_end_steps // 5)
+    config.run.checkpoint_every = 0
+    config.env.num_envs = settings.num_envs
+    config.agent.learning_starts = 0
+    config.agent.update_mode = "auto"  # the CUDA-graph update on a GPU (still opt-in for training)
+    return config
+
+
+def activate_penalty(learner: DQNLearner) -> None:
+    """Give the learner's EWC a finished earlier game, as from the second game of a sequence on."""
+    learner.consolidation.end_game(
+        "earlier-game", learner.online,
+        lambda: {name: torch.rand_like(p) for name, p in learner.online.shared_parameters().items()},
+    )
+
+
+def make_learner(config: Config, device: torch.device, update_mode: str, penalty: bool = True) -> DQNLearner:
+    torch.manual_seed(config.run.seed)
+    network = build_network(config).to(device)
+    consolidation = make_consolidation("ewc" if penalty else "finetune", config.consolidation.ewc_lambda)
+    learner = DQNLearner(network, dataclasses.replace(config.agent, update_mode=update_mode), consolidation)
+    if penalty:
+        activate_penalty(learner)
+    return learner
+
+
+def random_replay(transitions: int, num_envs: int, device: torch.device) -> FrameReplay:
+    """A frame-once replay filled with random frames and a few episode ends (speed does not depend
+    on what the frames show)."""
+    replay = FrameReplay(transitions, num_envs, device)
+
+    def frames() -> torch.Tensor:
+        return torch.randint(0, 256, (num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+
+    replay.add_first(frames())
+    no = torch.zeros(num_envs, dtype=torch.bool, device=device)
+    for _ in range(replay.slots - 1):
+        actions = torch.randint(NUM_ACTIONS, (num_envs,), device=device)
+        replay.add(actions, torch.zeros(num_envs, device=device), torch.rand(num_envs, device=device) < 0.01, no, frames())
+    return replay
+
+
+# --- environment only ---------------------------------------------------------------------------
+
+
+def env_steps_per_second(settings: Settings, num_envs: int, config: Config) -> float:
+    """The vector env alone, stepped with send/recv and random actions, as the training loop steps it."""
+    env = make_env(settings.game, num_envs, config.env)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    for _ in range(10):  # the first steps pay thread start-up
+        env.send(rng.integers(NUM_ACTIONS, size=num_envs))
+        env.recv()
+    rounds, start = 0, time.perf_counter()
+    while time.perf_counter() - start < settings.env_seconds:
+        env.send(rng.integers(NUM_ACTIONS, size=num_envs))
+        env.recv()
+        rounds += 1
+    elapsed = time.perf_counter() - start
+    env.close()
+    return rounds * num_envs / elapsed
+
+
+# --- learner only -------------------------------------------------------------------------------
+
+
+def seconds_per_update(
+    learners: list[DQNLearner], replay: FrameReplay, game: str, updates: int, rounds: int = LEARNER_ROUNDS
+) -> list[list[float]]:
+    """Seconds per update (sample + update) of each learner in each round, after warm-up updates
+    (and graph capture). Rounds alternate between the learners, so a busy moment hits them alike."""
+    device, batch_size = replay.device, learners[0].config.batch_size
+    for learner in learners:
+        for _ in range(5):
+            learner.update(replay.sample(batch_size), game)
+    synchronize(device)
+    seconds: list[list[float]] = [[] for _ in learners]
+    for _ in range(rounds):
+        for learner, per_round in zip(learners, seconds):
+            start = time.perf_counter()
+            for _ in range(updates):
+                learner.update(replay.sample(batch_size), game)
+            synchronize(device)
+            per_round.append((time.perf_counter() - start) / updates)
+    return seconds
+
+
+def learner_figures(config: Config, device: torch.device, settings: Settings, replay: FrameReplay) -> dict:
+    """Updates/s for each update mode this device has; the EWC penalty's share of an update is the
+    time it adds: learners with and without it, measured in alternating rounds."""
+    modes = ["eager", "cuda-graph"] if device.type == "cuda" else ["eager"]
+    figures: dict[str, object] = {}
+    for mode in modes:
+        learners = [make_learner(config, device, mode), make_learner(config, device, mode, penalty=False)]
+        with_penalty, without = seconds_per_update(learners, replay, settings.game, settings.learner_updates)
+        per_update, per_update_plain = min(with_penalty), min(without)
+        figures[mode] = {
+            "updates_per_s": 1.0 / per_update,
+            "ms_per_update": 1e3 * per_update,
+            "ms_per_update_without_penalty": 1e3 * per_update_plain,
+            "penalty_share": (per_update - per_update_plain) / per_update,
+            "round_ms": [1e3 * s for s in with_penalty],
+            "round_ms_without_penalty": [1e3 * s for s in without],
+        }
+    if device.type != "cuda":
+        figures["cuda-graph"] = "n/a (CPU)"
+    figures["compiled"] = "not implemented: the CUDA graph captures the same update without a compiler toolchain"
+    return figures
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+class ScalarRecorder:
+    """Stands in for the trainer's SummaryWriter and keeps the scalars it is given."""
+
+    def __init__(self):
+        self.scalars: dict[str, list[tuple[int, float]]] = {}
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.scalars.setdefault(tag, []).append((step, float(value)))
+
+
+def steady_steps_per_second(sps_log: list[tuple[int, float]]) -> float:
+    """Agent steps/s over every logged interval but the first (start-up, warm-up, graph capture)."""
+    bounds = [0] + [step for step, _ in sps_log]
+    intervals = [(end - begin, sps) for begin, end, (_, sps) in zip(bounds, bounds[1:], sps_log)]
+    kept = intervals[1:] or intervals
+    return sum(steps for steps, _ in kept) / sum(steps / sps for steps, sps in kept)
+
+
+def loop_steps_per_second(config: Config, device: torch.device) -> tuple[float, str]:
+    """The real training loop (`SequenceTrainer.train_game`) on one game, from its own SPS logs;
+    also returns the update mode it ran with."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = SequenceTrainer(config, Path(run_dir), device)
+        activate_penalty(trainer.learner)
+        trainer.writer = ScalarRecorder()
+        trainer.train_game()
+        return steady_steps_per_second(trainer.writer.scalars["charts/SPS"]), trainer.learner.update_mode
+
+
+def naive_steps_per_second(config: Config, device: torch.device, steps: int) -> float:
+    """The baseline the loop must beat (CleanRL's dqn_atari pattern): one emulator stepped
+    synchronously, one action chosen per step, the replay in host memory (each batch copied to the
+    device), eager updates. Same network, optimizer, replay ratio and EWC penalty as the loop;
+    timed after its first fifth, as the loop is timed after its first log interval."""
+    game, agent = config.run.games[0], config.agent
+    env = make_env(game, 1, config.env)
+    observations, _ = env.reset(seed=0)
+    learner = make_learner(config, device, "eager")
+    replay = FrameReplay(steps + 16, 1, "cpu")
+    replay.add_first(torch.from_numpy(observations))
+    generator = torch.Generator(device=device)
+    for step in range(1, steps + 1):
+        if step == steps // 5:
+            synchronize(device)
+            start = time.perf_counter()
+        epsilon = epsilon_at(step, agent, steps)
+        action = learner.act(torch.from_numpy(observations).to(device), game, epsilon, generator).cpu()
+        observations, rewards, terminated, truncated, _ = env.step(action.numpy())
+        replay.add(action, torch.from_numpy(np.clip(rewards, -1, 1)), torch.from_numpy(terminated),
+                   torch.from_numpy(truncated), torch.from_numpy(observations))
+        if step % agent.steps_per_update == 0 and len(replay) >= agent.batch_size:
+            batch = Transitions(*(tensor.to(device) for tensor in replay.sample(agent.batch_size)))
+            learner.update(batch, game)
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    env.close()
+    return (steps - steps // 5 + 1) / elapsed
+
+
+def end_to_end_rounds(config: Config, device: torch.device, settings: Settings, replay: FrameReplay, say) -> list[dict]:
+    """Rounds of: environment only at the loop's num_envs, learner only in the loop's update mode,
+    the training loop, the naive loop, back to back. Ratios are taken within a round, so that a
+    machine that gets busier or quieter during the benchmark does not bias them."""
+    mode = resolve_update_mode(config.agent.update_mode, device)
+    learner = make_learner(config, device, mode)
+    rounds = []
+    for index in range(1, settings.end_to_end_rounds + 1):
+        say(f"end to end, round {index}/{settings.end_to_end_rounds}: env only, learner only, training loop "
+            f"({settings.num_envs} envs, {settings.end_to_end_steps:,} steps), naive loop ({settings.naive_steps:,} steps) ...")
+        env_only = env_steps_per_second(settings, settings.num_envs, config)
+        (seconds,) = seconds_per_update([learner], replay, settings.game, settings.learner_updates, rounds=1)
+        learner_bound = config.agent.steps_per_update / seconds[0]
+        loop, loop_mode = loop_steps_per_second(config, device)
+        naive = naive_steps_per_second(config, device, settings.naive_steps)
+        rounds.append({
+            "env_only_steps_per_s": env_only,
+            "learner_bound_steps_per_s": learner_bound,
+            "loop_steps_per_s": loop,
+            "loop_update_mode": loop_mode,
+            "naive_steps_per_s": naive,
+            "speedup_over_naive": loop / naive,
+            "pipeline_efficiency": loop / min(env_only, learner_bound),
+        })
+    return rounds
+
+
+# --- Fisher and memory --------------------------------------------------------------------------
+
+
+def fisher_figures(config: Config, device: torch.device, settings: Settings, replay: FrameReplay) -> dict:
+    """Seconds of the policy Fisher (exact, all 18 actions) over `fisher_samples` replay states."""
+    learner = make_learner(config, device, "eager")
+    cons, game = config.consolidation, settings.game
+
+    def timed(samples: int) -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        diagonal_fisher(learner.online, replay_batches(replay, samples, cons.fisher_batch_size), game,
+                        "policy", temperature=cons.policy_temperature)
+        synchronize(device)
+        return time.perf_counter() - start
+
+    timed(16)  # first-call set-up, paid once per process
+    seconds = timed(settings.fisher_samples)
+    reference = seconds * FISHER_REFERENCE_SAMPLES / settings.fisher_samples
+    exact = settings.fisher_samples == FISHER_REFERENCE_SAMPLES
+    return {
+        "samples": settings.fisher_samples,
+        "batch_size": cons.fisher_batch_size,
+        "seconds": seconds,
+        "ms_per_sample": 1e3 * seconds / settings.fisher_samples,
+        f"seconds_for_{FISHER_REFERENCE_SAMPLES}": reference,
+        f"seconds_for_{FISHER_REFERENCE_SAMPLES}_is": "measured" if exact else
+        f"extrapolated linearly from {settings.fisher_samples} samples",
+    }
+
+
+def tensor_bytes(obj: object) -> int:
+    return sum(value.nbytes for value in vars(obj).values() if isinstance(value, torch.Tensor))
+
+
+def replay_figures(settings: Settings, device: torch.device) -> tuple[dict, FrameReplay]:
+    """Bytes per transition of a FrameReplay as allocated (and, on CUDA, as the allocator saw it)."""
+    synchronize(device)
+    allocated_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    replay = FrameReplay(settings.replay_transitions, settings.num_envs, device)
+    per_transition = tensor_bytes(replay) / replay.capacity
+    figures = {
+        "capacity": replay.capacity,
+        "bytes_per_transition": per_transition,
+        "gb_per_million_transitions": per_transition * 1e6 / 1e9,
+    }
+    if device.type == "cuda":
+        figures["device_gb_allocated"] = (torch.cuda.memory_allocated(device) - allocated_before) / 1e9
+    return figures, replay
+
+
+def peak_memory(device: torch.device) -> dict:
+    figures = {"peak_host_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
+    if device.type == "cuda":
+        figures["peak_gpu_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+        figures["peak_gpu_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 1e9
+    return figures
+
+
+def machine(device: torch.device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import ale_py
+
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu}",
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min_at_start": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ale_py": ale_py.__version__,
+    }
+
+
+# --- the whole run ------------------------------------------------------------------------------
+
+
+def run(device: torch.device, settings: Settings, say=print, save=lambda record: None) -> dict:
+    """Every measurement, in an order that keeps the slow ones for last; returns the JSON record.
+
+    `save` gets the record after every section (`complete` false until the end), so a run cut
+    short by a time limit still leaves what it measured.
+    """
+    config = benchmark_config(settings)
+    record: dict[str, object] = {"complete": False, "machine": machine(device), "settings": dataclasses.asdict(settings)}
+    started = time.perf_counter()
+
+    counts = sorted(set(settings.env_counts) | {settings.num_envs})
+    say(f"environment only (2 x {settings.env_seconds:g} s per num_envs) ...")
+    record["env_only_steps_per_s"] = {n: max(env_steps_per_second(settings, n, config) for _ in range(2)) for n in counts}
+    save(record)
+
+    say(f"replay ({settings.replay_transitions:,} transitions) ...")
+    record["replay"], big_replay = replay_figures(settings, device)
+    del big_replay
+    replay = random_replay(8_192, 8, device)
+
+    say(f"learner only ({settings.learner_updates} updates x {LEARNER_ROUNDS} rounds per mode, with and without penalty) ...")
+    record["learner"] = learner_figures(config, device, settings, replay)
+    save(record)
+
+    say(f"policy Fisher ({settings.fisher_samples} samples) ...")
+    record["fisher"] = fisher_figures(config, device, settings, replay)
+    save(record)
+
+    rounds = end_to_end_rounds(config, device, settings, replay, say)
+    record["end_to_end"] = {
+        "loop_update_mode": rounds[0]["loop_update_mode"],
+        "loop_steps_per_s": statistics.median(r["loop_steps_per_s"] for r in rounds),
+        "naive_steps_per_s": statistics.median(r["naive_steps_per_s"] for r in rounds),
+        "speedup_over_naive": statistics.median(r["speedup_over_naive"] for r in rounds),
+        "rounds": rounds,
+    }
+    efficiency = statistics.median(r["pipeline_efficiency"] for r in rounds)
+    record["pipeline"] = {"efficiency": efficiency, "target": PIPELINE_TARGET, "passed": efficiency >= PIPELINE_TARGET}
+    record["memory"] = peak_memory(device)
+    record["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
+    record["seconds"] = time.perf_counter() - started
+    record["complete"] = True
+    save(record)
+    return record
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def report(record: dict) -> str:
+    """The record as a table a person reads (the JSON holds the same figures, unrounded)."""
+    m, st, learner = record["machine"], record["settings"], record["learner"]
+    e2e, pipe, fisher, replay, memory = (record[key] for key in ("end_to_end", "pipeline", "fisher", "replay", "memory"))
+    rounds = e2e["rounds"]
+
+    def per_round(key: str, spec: str) -> str:
+        return ", ".join(format(r[key], spec) for r in rounds)
+
+    env = record["env_only_steps_per_s"]
+    lines = [
+        f"device: {m['device']} | {m['cpu_cores']} CPU cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"ale-py {m['ale_py']} | load average {m['load_average_1min_at_start']:.1f} at start, "
+        f"{m['load_average_1min_at_end']:.1f} at end",
+        f"game {st['game']}, Nature CNN, 18 actions, batch 32, one update per 4 agent steps, EWC penalty on",
+        "",
+        "environment only, agent steps/s (send/recv, random actions)",
+        "  num_envs  " + "".join(f"{n:>9}" for n in env),
+        "  steps/s   " + "".join(f"{v:>9,.0f}" for v in env.values()),
+        "",
+        "learner only, sample + update",
+    ]
+    for mode in ("eager", "cuda-graph", "compiled"):
+        value = learner[mode]
+        if isinstance(value, dict):
+            lines.append(f"  {mode:<11} {value['updates_per_s']:>9,.1f} updates/s  {value['ms_per_update']:7.2f} ms/update"
+                         f"  (EWC penalty {100 * value['penalty_share']:.1f}% of it)")
+        else:
+            lines.append(f"  {mode:<11} {value}")
+    lines += [
+        "",
+        f"end to end, agent steps/s (median of {len(rounds)} rounds; each round measures everything below back to back)",
+        f"  {'training loop (' + str(st['num_envs']) + ' envs, send/recv overlap, ' + e2e['loop_update_mode'] + ')':<58}"
+        f"{e2e['loop_steps_per_s']:>9,.0f}   rounds: {per_round('loop_steps_per_s', ',.0f')}",
+        f"  {'naive loop (1 env, synchronous, replay in host memory)':<58}{e2e['naive_steps_per_s']:>9,.0f}"
+        f"   rounds: {per_round('naive_steps_per_s', ',.0f')}",
+        f"  speed-up over naive: {e2e['speedup_over_naive']:.2f}x   rounds: {per_round('speedup_over_naive', '.2f')}",
+        "",
+        "pipeline: end to end / min(env only, 4 x learner only), per round: "
+        + "; ".join(f"{r['loop_steps_per_s']:,.0f} / min({r['env_only_steps_per_s']:,.0f}, {r['learner_bound_steps_per_s']:,.0f})"
+                    f" = {100 * r['pipeline_efficiency']:.0f}%" for r in rounds),
+        f"  median {100 * pipe['efficiency']:.0f}% (target >= {100 * pipe['target']:.0f}%) " + ("PASS" if pipe["passed"] else "FAIL"),
+        "",
+        f"policy Fisher: {fisher['samples']:,} samples in {fisher['seconds']:.2f} s ({fisher['ms_per_sample']:.1f} ms/sample); "
+        f"{FISHER_REFERENCE_SAMPLES:,} samples: {fisher[f'seconds_for_{FISHER_REFERENCE_SAMPLES}']:.1f} s "
+        f"({fisher[f'seconds_for_{FISHER_REFERENCE_SAMPLES}_is']})",
+        f"replay: {replay['bytes_per_transition']:,.0f} B per transition -> {replay['gb_per_million_transitions']:.2f} GB "
+        f"per 1M transitions (allocated {replay['capacity']:,})"
+        + (f", {replay['device_gb_allocated']:.2f} GB on the GPU" if "device_gb_allocated" in replay else ""),
+        f"memory: peak host RSS {memory['peak_host_rss_gb']:.2f} GB"
+        + (f", peak GPU {memory['peak_gpu_allocated_gb']:.2f} GB allocated / {memory['peak_gpu_reserved_gb']:.2f} GB reserved"
+           if "peak_gpu_allocated_gb" in memory else ""),
+        f"benchmark time: {record['seconds']:.0f} s",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cuda or cpu")
+    parser.add_argument("--quick", action="store_true", help="about half the steps of every measurement")
+    parser.add_argument("--num-envs", type=int, help="emulators of the end-to-end loop (default 16 on CUDA, 8 on a CPU)")
+    parser.add_argument("--fisher-samples", type=int, help="states of the timed Fisher (default 3,200 on CUDA, 128 on a CPU)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice, one per core)")
+    parser.add_argument("--out", help="where to write the JSON record (default runs/bench/throughput-<cpu|cuda>.json)")
+    args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device, warn=False)
+    except DeviceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = Settings.for_device(device, args.quick)
+    overrides = {"num_envs": args.num_envs, "fisher_samples": args.fisher_samples}
+    settings = dataclasses.replace(settings, **{key: value for key, value in overrides.items() if value is not None})
+    out = Path(args.out or f"runs/bench/throughput-{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = run(device, settings, say=lambda text: print(text, file=sys.stderr, flush=True),
+                 save=lambda record: out.write_text(json.dumps(record, indent=2) + "\n"))
+    print(report(record))
+    print(f"JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
