@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from agents.dqn import epsilon_greedy
+from agents.episodes import EpisodeTracker
 from agents.metrics import mean_hns
 from agents.network import QNetwork
-from agents.training import EpisodeTracker
 from config import Config, EnvConfig, EvalConfig
 from envs.atari import make_env
 from envs.games import human_normalised_score

@@ -33,6 +33,8 @@ from agents import run_dir as paths
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agents.consolidation import make_consolidation
 from agents.dqn import DQNLearner, UpdateStats, epsilon_at
+from agents.episodes import EpisodeTracker
+from agents.evaluation import continual_evaluation
 from agents.fisher import diagonal_fisher, fisher_summary, replay_batches
 from agents.network import QNetwork
 from agents.probes import ProbeSet, make_probe_set, retention
@@ -83,27 +85,6 @@ def replay_capacity(config: Config) -> int:
 def build_network(config: Config) -> QNetwork:
     games = config.run.games if config.network.per_game_modulation else []
     return QNetwork(config.network.architecture, NUM_ACTIONS, games)
-
-
-class EpisodeTracker:
-    """Raw game score and length of the episode running in each emulator."""
-
-    def __init__(self, num_envs: int):
-        self.returns = np.zeros(num_envs)
-        self.lengths = np.zeros(num_envs, dtype=np.int64)
-        self.resetting = np.zeros(num_envs, dtype=bool)  # this step returns a reset observation
-        self.last_score: float | None = None
-
-    def step(self, rewards: np.ndarray, ended: np.ndarray) -> list[tuple[float, int]]:
-        live = ~self.resetting
-        self.returns[live] += rewards[live]
-        self.lengths[live] += 1
-        finished = [(float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(ended)]
-        self.returns[ended], self.lengths[ended] = 0.0, 0
-        self.resetting = ended.copy()
-        if finished:
-            self.last_score = finished[-1][0]
-        return finished
 
 
 class StatsAccumulator:
@@ -335,8 +316,6 @@ class SequenceTrainer:
 
     def evaluate_all_games(self) -> None:
         """Continual evaluation: score the current network on every game of the run (eval/ tags)."""
-        from agents.evaluation import continual_evaluation  # here, not on top: it imports this module
-
         for tag, value in continual_evaluation(self.learner.online, self.config).items():
             self.writer.add_scalar(tag, value, self.position.total_steps)
 
