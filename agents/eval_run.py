@@ -8,7 +8,6 @@ fit is reported in one line and the others are still evaluated.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +25,6 @@ from agents.training import build_network
 from agents.video import film_episode
 from config import Config, ConfigError, EvalConfig, config_from_dict, load_yaml
 from envs.games import human_normalised_score
-
-_GAME_END_NAME = re.compile(r"after_(\d+)_.+\.pt")
 
 
 class RunError(ValueError):
@@ -114,8 +111,7 @@ def open_run(path: str | Path, picked: list[str] | None = None) -> Run:
     if picked:
         checkpoints = [Path(name) if Path(name).exists() else folder / name for name in picked]
     else:
-        found = [(int(match[1]), file) for file in folder.glob("after_*.pt") if (match := _GAME_END_NAME.fullmatch(file.name))]
-        checkpoints = [file for _, file in sorted(found)]
+        checkpoints = paths.game_end_checkpoints(path)
     if not checkpoints:
         raise RunError(f"{path}: no game-end checkpoints in {folder} (checkpoints/after_<k>_<game>.pt)")
     return Run(path, config, checkpoints)

@@ -59,7 +59,6 @@ class FrameReplay:
         self.episode_start = torch.zeros(shape, dtype=torch.bool, device=self.device)
         self.observations_written = 0  # per stream; all streams advance together
         self._previous_ended = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
-        self._rows = torch.arange(num_envs, device=self.device)
         # Sampling reads frames t-3 .. t+1; row 0 of _layers indexes o_t's layers in that window, row 1 o_t+1's.
         self._window = torch.arange(-(STACK - 1), 2, device=self.device)
         self._layers = torch.arange(STACK, device=self.device) + torch.arange(2, device=self.device).unsqueeze(1)

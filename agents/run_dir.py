@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -77,6 +78,22 @@ def game_end_checkpoint(run_dir: Path, position: int, game: str) -> Path:
     return checkpoint_dir(run_dir) / f"after_{position}_{game}.pt"
 
 
+_GAME_END_NAME = re.compile(r"after_(\d+)_.+\.pt")
+
+
+def game_end_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's `after_<k>_<game>.pt` files, in sequence order (k numerically: 10 after 9)."""
+    found = [(int(match[1]), file) for file in checkpoint_dir(run_dir).glob("after_*.pt")
+             if (match := _GAME_END_NAME.fullmatch(file.name))]
+    return [file for _, file in sorted(found)]
+
+
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """Every checkpoint the run has on disk: latest.pt (if any) and its game-end checkpoints."""
+    latest = latest_checkpoint(run_dir)
+    return ([latest] if latest.is_file() else []) + game_end_checkpoints(run_dir)
+
+
 def latest_checkpoint(run_dir: Path) -> Path:
     return checkpoint_dir(run_dir) / "latest.pt"
 
@@ -101,9 +118,8 @@ def resume_point(requested: str | Path) -> tuple[Path, Path]:
         return run_dir, requested
     if not (requested / "config.yaml").is_file():
         raise CheckpointError(f"{requested} is not a run directory (no config.yaml); pass the folder train.py made")
-    candidates = [latest_checkpoint(requested), *checkpoint_dir(requested).glob("after_*.pt")]
     positions, unreadable = {}, []
-    for path in filter(Path.is_file, candidates):
+    for path in run_checkpoints(requested):
         try:
             position = load_checkpoint(path, mmap=True, verify=False)["position"]
             positions[path] = (position["game_index"], position["step_in_game"])

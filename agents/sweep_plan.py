@@ -175,8 +175,7 @@ def cell_state(run_dir: Path, order: tuple[str, ...]) -> str:
     """NEW, INTERRUPTED, TRAINED or EVALUATED, read from the files train.py and evaluate.py leave."""
     if final_checkpoint(run_dir, order).is_file():
         return EVALUATED if read_evaluation(run_dir) is not None else TRAINED
-    checkpoints = [paths.latest_checkpoint(run_dir), *paths.checkpoint_dir(run_dir).glob("after_*.pt")]
-    if (run_dir / "config.yaml").is_file() and any(path.is_file() for path in checkpoints):
+    if (run_dir / "config.yaml").is_file() and paths.run_checkpoints(run_dir):
         return INTERRUPTED
     return NEW  # a run stopped before its first checkpoint has nothing to resume from
 
