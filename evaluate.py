@@ -15,26 +15,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.checkpoint import CheckpointError
-from agents.device import DeviceError, resolve_device
-from agents.eval_report import comparison_markdown, eval_folder, matrix_markdown, write_outputs
-from agents.eval_run import RunError, evaluate_run, open_run
-from agents.video import VideoError, check_video_support
-from config import EvalConfig
-from envs.games import UnknownGameError, parse_games
-from train import positive_int
+from envs.games import parse_games
+from ewc_evaluation.config import EvalConfig
+from ewc_evaluation.video import check_video_support
+from ewc_experiments.cli import USER_ERRORS, fail, positive_int, probability
+from ewc_experiments.eval_matrix import evaluate_run, open_run
+from ewc_experiments.eval_report import comparison_markdown, eval_folder, matrix_markdown, write_outputs
+from ewc_training.device import resolve_device
 
-USER_ERRORS = (RunError, CheckpointError, DeviceError, UnknownGameError, VideoError, OSError)
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text!r}")
-    return value
+PROTOCOL = EvalConfig()
+"""Defaults of the flags: the same protocol continual evaluation uses while training."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,10 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (runs/<name>)")
     parser.add_argument("--games", help="comma list of games to score on (default: the run's own; all57 allowed)")
     parser.add_argument("--checkpoints", help="comma list of checkpoint files (default: every checkpoints/after_*.pt)")
-    parser.add_argument("--episodes", type=positive_int, default=10, help="episodes per cell (default 10)")
-    parser.add_argument("--epsilon", type=probability, default=0.05, help="exploration while scored (default 0.05, Nature DQN)")
-    parser.add_argument("--max-episode-frames", type=positive_int, default=108_000,
-                        help="cut episodes after this many emulator frames (default 108,000 = 30 minutes)")
+    parser.add_argument("--episodes", type=positive_int, default=PROTOCOL.episodes,
+                        help=f"episodes per cell (default {PROTOCOL.episodes})")
+    parser.add_argument("--epsilon", type=probability, default=PROTOCOL.epsilon,
+                        help=f"exploration while scored (default {PROTOCOL.epsilon:g}, Nature DQN)")
+    parser.add_argument("--max-episode-frames", type=positive_int, default=PROTOCOL.max_episode_frames,
+                        help=f"cut episodes after this many emulator frames (default {PROTOCOL.max_episode_frames:,} = 30 minutes)")
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when present), cuda or cpu")
     parser.add_argument("--seed", type=int, default=0, help="seeds the emulators and exploration (default 0)")
     parser.add_argument("--video", action="store_true", help="also film one episode per cell to <run>/eval/videos/")
@@ -79,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(evaluations) > 1:
             print(comparison_markdown([evaluation for evaluation in evaluations if evaluation.rows]))
     except USER_ERRORS as error:
-        report(f"error: {error}")
-        return 2
+        return fail(error)
     except KeyboardInterrupt:
         report("interrupted")
         return 130

@@ -25,6 +25,25 @@ import torch
 
 Step = Callable[..., Sequence[torch.Tensor]]
 
+UPDATE_MODES = {
+    "eager": "each update runs op by op",
+    "cuda-graph": "the whole update captured once per game and replayed (CUDA only)",
+    "auto": "cuda-graph on CUDA, eager elsewhere",
+}
+"""`agent.update_mode` -> what it does."""
+
+
+def resolve_update_mode(mode: str, device: torch.device) -> str:
+    """`auto` is `cuda-graph` on a CUDA device and `eager` elsewhere (see AgentConfig.update_mode)."""
+    if mode not in UPDATE_MODES:
+        raise ValueError(f"unknown agent.update_mode {mode!r}; choose one of {', '.join(UPDATE_MODES)}")
+    if mode == "auto":
+        return "cuda-graph" if device.type == "cuda" else "eager"
+    if mode == "cuda-graph" and device.type != "cuda":
+        raise ValueError(f"agent.update_mode=cuda-graph needs a CUDA device, not {device.type}")
+    return mode
+
+
 WARMUP_STEPS = 3
 """Eager steps before capture (PyTorch's documented recipe): they create cuBLAS/cuDNN workspaces and
 the optimizer's state outside the graph."""

@@ -1,6 +1,6 @@
 """Double DQN: targets, loss, one gradient update, epsilon-greedy acting and the epsilon schedule.
 
-The learner adds whatever its consolidation (agents/consolidation.py) asks for to the TD loss and
+The learner adds whatever its consolidation (agents/ewc/methods.py) asks for to the TD loss and
 knows nothing else about it: EWC, online EWC, L2 and plain fine-tuning differ only there.
 """
 
@@ -14,12 +14,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from agents.consolidation import Consolidation
-from agents.cuda_graph import GraphedStep
+from agents.config import AgentConfig
+from agents.cuda_graph import GraphedStep, resolve_update_mode
+from agents.ewc.methods import Consolidation
 from agents.network import QNetwork
-from agents.optim import CentredRMSProp
+from agents.optim import make_optimizer
 from agents.replay import Transitions
-from config import AgentConfig
 
 
 def epsilon_at(step_in_game: int, config: AgentConfig, steps_per_game: int) -> float:
@@ -74,20 +74,6 @@ class UpdateStats:
     q_mean: torch.Tensor
 
 
-UPDATE_MODES = ("auto", "eager", "cuda-graph")
-
-
-def resolve_update_mode(mode: str, device: torch.device) -> str:
-    """`auto` is `cuda-graph` on a CUDA device and `eager` elsewhere (see AgentConfig.update_mode)."""
-    if mode not in UPDATE_MODES:
-        raise ValueError(f"unknown agent.update_mode {mode!r}; choose one of {', '.join(UPDATE_MODES)}")
-    if mode == "auto":
-        return "cuda-graph" if device.type == "cuda" else "eager"
-    if mode == "cuda-graph" and device.type != "cuda":
-        raise ValueError(f"agent.update_mode=cuda-graph needs a CUDA device, not {device.type}")
-    return mode
-
-
 def optimizer_flags(config: AgentConfig, device: torch.device, update_mode: str) -> dict[str, bool]:
     """How the optimizer's step runs (never what it computes).
 
@@ -100,16 +86,6 @@ def optimizer_flags(config: AgentConfig, device: torch.device, update_mode: str)
     if device.type == "cpu" and config.optimizer == "adam":
         return {"fused": True}
     return {}
-
-
-def make_optimizer(parameters, config: AgentConfig, **flags: bool) -> torch.optim.Optimizer:
-    """The optimizer of `config`, run as `flags` (from `optimizer_flags`) say."""
-    if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=config.learning_rate, eps=config.adam_eps, **flags)
-    if config.optimizer == "rmsprop":
-        # Nature DQN's centred RMSProp (eps inside the root); no host-side state, so capturable as is
-        return CentredRMSProp(parameters, lr=config.learning_rate, alpha=0.95, eps=0.01)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adam or rmsprop")
 
 
 def set_optimizer_flags(optimizer: torch.optim.Optimizer, flags: dict[str, bool]) -> None:
@@ -141,7 +117,8 @@ class DQNLearner:
         device = network.layers[0].weight.device
         self.update_mode = resolve_update_mode(config.update_mode, device)
         self.optimizer_flags = optimizer_flags(config, device, self.update_mode)
-        self.optimizer = make_optimizer(network.parameters(), config, **self.optimizer_flags)
+        self.optimizer = make_optimizer(network.parameters(), config.optimizer, config.learning_rate, config.adam_eps,
+                                        **self.optimizer_flags)
         self.updates = 0
         self._graph: GraphedStep | None = None  # captured for `_graph_game`; dropped by start_game()
         self._graph_game: str | None = None

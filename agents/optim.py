@@ -11,6 +11,8 @@ so it steps about ten times further at the same learning rate. Hence this class.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 
 
@@ -39,3 +41,24 @@ class CentredRMSProp(torch.optim.Optimizer):
                 denominator = square_avg.addcmul(grad_avg, grad_avg, value=-1).add_(eps).sqrt_()
                 param.addcdiv_(grad, denominator, value=-lr)
         return loss
+
+
+def adam(params: Iterable[torch.nn.Parameter], learning_rate: float, adam_eps: float, **flags: bool) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=learning_rate, eps=adam_eps, **flags)
+
+
+def centred_rmsprop(params: Iterable[torch.nn.Parameter], learning_rate: float, adam_eps: float, **flags: bool) -> torch.optim.Optimizer:
+    """Nature DQN's settings (alpha 0.95, eps 0.01 inside the root); no host-side state, so capturable as is."""
+    return CentredRMSProp(params, lr=learning_rate, alpha=0.95, eps=0.01)
+
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adam": adam, "rmsprop": centred_rmsprop}
+"""`agent.optimizer` -> factory(params, learning_rate, adam_eps, **flags)."""
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], name: str, learning_rate: float, adam_eps: float,
+                   **flags: bool) -> torch.optim.Optimizer:
+    """The optimizer called `name`, run as `flags` say (see agents/dqn.py's `optimizer_flags`)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](params, learning_rate, adam_eps, **flags)

@@ -1,5 +1,53 @@
+"""Throughput benchmark: `python -m bench` (see bench/measure.py for what it measures).
+
+    python -m bench                                  # standard settings on CUDA, small ones on a CPU
+    python -m bench --quick --out runs/bench.json    # about half as long
+    python -m bench --device cpu --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
 import sys
+from pathlib import Path
 
-from bench.throughput import main
+import torch
 
-sys.exit(main())
+from bench.measure import run
+from bench.report import report
+from bench.settings import Settings
+from ewc_training.device import DeviceError, resolve_device
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cuda or cpu")
+    parser.add_argument("--quick", action="store_true", help="about half the steps of every measurement")
+    parser.add_argument("--num-envs", type=int, help="emulators of the end-to-end loop (default 16 on CUDA, 8 on a CPU)")
+    parser.add_argument("--fisher-samples", type=int, help="states of the timed Fisher (default 3,200 on CUDA, 128 on a CPU)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice, one per core)")
+    parser.add_argument("--out", help="where to write the JSON record (default runs/bench/throughput-<cpu|cuda>.json)")
+    args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device, warn=False)
+    except DeviceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = Settings.for_device(device, args.quick)
+    overrides = {"num_envs": args.num_envs, "fisher_samples": args.fisher_samples}
+    settings = dataclasses.replace(settings, **{key: value for key, value in overrides.items() if value is not None})
+    out = Path(args.out or f"runs/bench/throughput-{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = run(device, settings, say=lambda text: print(text, file=sys.stderr, flush=True),
+                 save=lambda record: out.write_text(json.dumps(record, indent=2) + "\n"))
+    print(report(record))
+    print(f"JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,1 @@
-"""Atari environments (ale-py's C++ vector environment) and per-game metadata."""
+"""Environments: vector Atari games, their names and reference scores, and episode bookkeeping."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ale_py.vector_env import AtariVectorEnv
 
-from config import EnvConfig
+from envs.config import EnvConfig
 
 NUM_ACTIONS = 18
 """The full ALE action set for every game, so one Q-head serves all games (as in the EWC paper)."""

@@ -8,7 +8,10 @@ import json
 import pytest
 import torch
 
-from bench.throughput import Settings, main, report, run, steady_steps_per_second
+from bench.__main__ import main
+from bench.measure import run, steady_steps_per_second
+from bench.report import report
+from bench.settings import Settings
 
 TINY = Settings(
     env_counts=(1, 2), env_seconds=0.05, num_envs=2, end_to_end_steps=160, naive_steps=100, end_to_end_rounds=1,

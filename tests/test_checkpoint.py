@@ -5,12 +5,12 @@ import threading
 import pytest
 import torch
 
-from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from agents.consolidation import make_consolidation
+from ewc_training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from agents.ewc.methods import make_consolidation
 from agents.dqn import DQNLearner
 from agents.network import QNetwork
 from agents.replay import Transitions
-from config import AgentConfig
+from agents.config import AgentConfig
 
 
 def trained_learner(method="ewc"):

@@ -1,6 +1,6 @@
 import pytest
 
-from config import Config, ConfigError, apply_override, build_config, config_from_dict
+from ewc_training.config import Config, ConfigError, apply_override, build_config, config_from_dict
 from tests.conftest import ROOT
 
 

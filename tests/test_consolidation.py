@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from agents.consolidation import EWC, L2, Consolidation, OnlineEWC, make_consolidation
+from agents.ewc.methods import EWC, L2, Consolidation, OnlineEWC, make_consolidation
 from agents.network import QNetwork
 
 

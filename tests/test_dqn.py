@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from agents.consolidation import Consolidation
+from agents.ewc.methods import Consolidation
 from agents.dqn import DQNLearner, double_dqn_targets, epsilon_at
 from agents.network import QNetwork
 from agents.replay import Transitions
-from config import AgentConfig
+from agents.config import AgentConfig
 
 
 def test_double_dqn_target_hand_computed():

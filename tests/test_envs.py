@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from config import EnvConfig
+from envs.config import EnvConfig
 from envs.atari import NUM_ACTIONS, make_env
 from envs.games import (
     ATARI_57, REFERENCE_SCORES, UnknownGameError, available_games, canonical_game,

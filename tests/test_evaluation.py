@@ -17,13 +17,14 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import agents.evaluation as evaluation
+import ewc_evaluation.protocol as evaluation
 import evaluate
-from agents.checkpoint import load_checkpoint, save_checkpoint
-from agents.evaluation import episode_quotas, play_episodes
+from ewc_training.checkpoint import load_checkpoint, save_checkpoint
+from ewc_evaluation.protocol import episode_quotas, play_episodes
 from agents.network import QNetwork
-from agents.video import SCALE, film_episode
-from config import EnvConfig, EvalConfig
+from ewc_evaluation.video import SCALE, film_episode
+from envs.config import EnvConfig
+from ewc_evaluation.config import EvalConfig
 from envs.atari import make_env
 from envs.games import human_normalised_score
 from tests.conftest import ROOT, SUBPROCESS_ENV

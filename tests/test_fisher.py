@@ -5,7 +5,7 @@ import torch
 from torch.nn import functional as F
 
 from agents.dqn import double_dqn_targets
-from agents.fisher import diagonal_fisher, fisher_summary
+from agents.ewc.fisher import diagonal_fisher, fisher_summary
 from agents.network import QNetwork
 from agents.replay import Transitions
 

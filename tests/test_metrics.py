@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from agents.metrics import backward_transfer, forgetting, mean_hns, mean_hns_after_each_game, summarise
+from ewc_evaluation.metrics import backward_transfer, forgetting, mean_hns, mean_hns_after_each_game, summarise
 
 SEQUENCE = ["pong", "breakout", "seaquest"]
 # R[k][game]: Breakout scores 0.9 before it is ever trained; forgetting must not count that.

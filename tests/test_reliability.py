@@ -22,11 +22,15 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.checkpoint import FORMAT, load_checkpoint
+from ewc_training.checkpoint import FORMAT, load_checkpoint
 from agents.replay import FrameReplay
-from agents.run_dir import resume_point
-from agents.training import Position, SequenceTrainer, replay_capacity
-from config import build_config
+from ewc_training.run_dir import resume_point
+from ewc_training.config import build_config
+from ewc_training.schedule import replay_capacity
+from ewc_training.logger import MemoryLogger
+from ewc_training.run_dir import replay_checkpoint
+from ewc_training.schema import Position, restore_replay
+from ewc_training.trainer import SequenceTrainer
 from tests.conftest import ROOT, SUBPROCESS_ENV, run_train
 from tests.test_checkpoint import _CreatesFile
 
@@ -225,7 +229,7 @@ def test_resume_restores_the_exact_state(interrupted):
     checkpoint = run_dir / "checkpoints" / "latest.pt"
     saved = load_checkpoint(checkpoint)
     config = build_config(run_dir / "config.yaml")
-    trainer = SequenceTrainer.resume(config, run_dir, torch.device("cpu"), checkpoint)
+    trainer = SequenceTrainer.resume(config, run_dir, torch.device("cpu"), MemoryLogger(), checkpoint)
 
     restored = trainer.get_state()
     for key in ("format", "git_commit"):
@@ -243,8 +247,8 @@ def test_resume_restores_the_exact_state(interrupted):
     assert explicit > 0
     assert trainer.learner.consolidation.penalty(trainer.learner.online).item() == pytest.approx(explicit, rel=1e-4)
 
-    replay = FrameReplay(replay_capacity(config), config.env.num_envs)
-    assert trainer.restore_replay(replay)
+    replay = FrameReplay(replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs), config.env.num_envs)
+    assert restore_replay(replay_checkpoint(run_dir), trainer.position, replay)
     assert_same(replay.get_state(), load_checkpoint(run_dir / "checkpoints" / "latest_replay.pt")["replay"])
 
 
@@ -292,7 +296,7 @@ def test_replay_restart_never_joins_episodes_across_a_resume():
 def test_resume_picks_the_newest_checkpoint_by_position(tmp_path):
     """A game-end checkpoint written after the last latest.pt is the newer one, whatever the names."""
     config = build_config(ROOT / "configs" / "smoke.yaml")
-    trainer = SequenceTrainer(config, tmp_path, torch.device("cpu"))
+    trainer = SequenceTrainer(config, tmp_path, torch.device("cpu"), MemoryLogger())
     (tmp_path / "config.yaml").write_text("")
     checkpoints = tmp_path / "checkpoints"
 
@@ -348,7 +352,7 @@ def replace_with_code(path: Path, tmp: Path) -> None:
 
 def replace_with_other_network(path: Path, tmp: Path) -> None:
     config = build_config(path.parent.parent / "config.yaml", ["network.architecture=large"])
-    SequenceTrainer(config, tmp, torch.device("cpu")).save(path)
+    SequenceTrainer(config, tmp, torch.device("cpu"), MemoryLogger()).save(path)
 
 
 DAMAGE = {

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from config import EnvConfig
+from envs.config import EnvConfig
 from agents.replay import FrameReplay, replay_bytes
 from envs.atari import make_env
 

@@ -19,13 +19,13 @@ import torch
 from PIL import Image
 
 import sweep
-import train
-from agents.sweep_plan import (
+from ewc_experiments.sweep_plan import (
     EVALUATED, INTERRUPTED, NEW, TRAINED, Cell, SweepError, cell_commands, cell_state, expand_grid, expand_orders,
     last_error,
 )
-from agents.sweep_report import CellResult, mean_and_std, method_tables
-from config import build_config
+from ewc_experiments.sweep_report import CellResult, mean_and_std, method_tables
+from ewc_experiments.cli import parse_train_args
+from ewc_training.config import build_config
 from tests.conftest import ROOT, SUBPROCESS_ENV
 
 TINY = [
@@ -52,7 +52,7 @@ def spread(values: list[float]) -> str:
 def train_supports_resume() -> bool:
     """`train.py --resume` is being added on another branch; until it lands, resuming cannot be tested."""
     with contextlib.redirect_stdout(io.StringIO()) as help_text, pytest.raises(SystemExit):
-        train.parse_args(["--help"])
+        parse_train_args(["--help"])
     return "--resume" in help_text.getvalue()
 
 

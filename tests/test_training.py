@@ -4,10 +4,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.checkpoint import load_checkpoint
-from agents.probes import retention
-from agents.training import SequenceTrainer
-from config import build_config
+from ewc_training.checkpoint import load_checkpoint
+from agents.ewc.probes import retention
+from ewc_training.logger import MemoryLogger
+from ewc_training.trainer import SequenceTrainer
+from ewc_training.config import build_config
 from tests.conftest import run_train
 
 
@@ -59,9 +60,9 @@ def train_pong_then_breakout(method, strength, seed, tmp_path):
         "consolidation.fisher_samples=256", "consolidation.probe_states=256",
         "run.log_every=100000", "run.checkpoint_every=0", "run.device=cpu", f"run.seed={seed}",
     ])
-    trainer = SequenceTrainer(config, tmp_path / f"{method}-{seed}", torch.device("cpu"))
+    trainer = SequenceTrainer(config, tmp_path / f"{method}-{seed}", torch.device("cpu"), MemoryLogger())
     trainer.run()
-    return retention(trainer.learner.online, trainer.probes["pong"], "pong")
+    return retention(trainer.learner.online, trainer.state.probes["pong"], "pong")
 
 
 @pytest.mark.slow

@@ -2,13 +2,13 @@
 
 import pytest
 
-import train
-from agents.training import SEED_LIMIT, env_seed
-from config import ConfigError
+from ewc_experiments.cli import config_from_train_args, parse_train_args
+from ewc_training.config import ConfigError
+from ewc_training.schedule import SEED_LIMIT, env_seed
 
 
 def resolve(*argv):
-    return train.resolve_config(train.parse_args(list(argv)))
+    return config_from_train_args(parse_train_args(list(argv)))
 
 
 @pytest.mark.parametrize("assignment, key", [

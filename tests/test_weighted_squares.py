@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from agents.consolidation import WeightedSquares, make_consolidation
+from agents.ewc.methods import WeightedSquares, make_consolidation
 from agents.network import QNetwork
 
 

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from agents.dqn import epsilon_greedy
-from agents.evaluation import evaluation_env_config
 from agents.network import QNetwork
-from config import EnvConfig, EvalConfig
 from envs.atari import FRAMESKIP, make_env
+from envs.config import EnvConfig
+from ewc_evaluation.config import EvalConfig
+from ewc_evaluation.protocol import evaluation_env_config
 
 try:
     import av

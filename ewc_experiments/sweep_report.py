@@ -20,7 +20,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from agents.sweep_plan import EVALUATED, Cell, cell_state, read_evaluation
+from ewc_experiments.sweep_plan import EVALUATED, Cell, cell_state, read_evaluation
 
 REPORT, PLOT, TABLE = "report.md", "mean_hns.png", "cells.csv"
 

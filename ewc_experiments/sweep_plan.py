@@ -2,7 +2,7 @@
 
     <sweep>/cells/<cell>/     one ordinary train.py run directory per cell (config.yaml, checkpoints/, eval/)
     <sweep>/logs/<cell>.log   what its train.py and evaluate.py printed the last time it ran
-    <sweep>/report.md, cells.csv, mean_hns.png   the aggregated report (agents/sweep_report.py)
+    <sweep>/report.md, cells.csv, mean_hns.png   the aggregated report (ewc_experiments/sweep_report.py)
 
 A cell's name comes from the cell alone, never from the clock, so that running the same sweep again
 finds its cells: an evaluated one is skipped, a finished one only evaluated, an interrupted one
@@ -11,6 +11,7 @@ resumed with `train.py --resume`. Nothing here needs Ray; sweep.py hands the com
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
@@ -19,9 +20,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents import run_dir as paths
-from agents.eval_report import eval_folder
-from config import Config, EvalConfig, config_from_dict, load_yaml
+from agents.ewc.methods import METHODS
+from envs.games import parse_games
+from ewc_experiments.cli import config_from_train_args, parse_train_args
+
+from ewc_evaluation.config import EvalConfig
+from ewc_experiments.eval_report import eval_folder
+from ewc_training import run_dir as paths
+from ewc_training.config import Config, build_config, config_from_dict, load_yaml
 
 ORDER_SEED = 0
 """Seeds the draw of `N-random` game orders: a re-run, or a larger N, draws the same orders first."""
@@ -221,3 +227,71 @@ def last_error(log: Path) -> str:
     lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors or lines or ["(empty log)"])[-1]
+
+
+def comma_list(text: str, kind: type, flag: str) -> list:
+    """A comma list of `kind`, repeats dropped; a bad item is a SweepError naming the flag."""
+    try:
+        values = [kind(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise SweepError(f"{flag} must be a comma list of {kind.__name__} values, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = comma_list(text, str, "--methods")
+    for method in methods:
+        if method not in METHODS:
+            raise SweepError(f"unknown method {method!r} in --methods; choose from {', '.join(METHODS)}")
+    return methods
+
+
+def parse_lambdas(text: str | None, preset: Path | None, overrides: list[str]) -> list[float]:
+    """--ewc-lambda, or the one lambda the config gives (so that the cells' names still say it)."""
+    if text is None:
+        return [build_config(preset, overrides).consolidation.ewc_lambda]
+    lambdas = comma_list(text, float, "--ewc-lambda")
+    if any(strength < 0 for strength in lambdas):
+        raise SweepError(f"--ewc-lambda must be >= 0, got {text!r}")
+    return lambdas
+
+
+@dataclass
+class PlannedCell:
+    cell: Cell
+    run_dir: Path
+    log: Path
+    state: str
+    commands: list[list[str]]
+    """What a worker runs (train or resume, then evaluate); empty once the cell is evaluated."""
+
+
+def plan_sweep(args: argparse.Namespace) -> tuple[Path, list[PlannedCell]]:
+    """Every cell of sweep.py's `args`, its config resolved as train.py will resolve it, checked
+    before anything runs."""
+    preset = Path(args.config).resolve() if args.config else None  # workers run from the project root
+    orders = expand_orders(parse_games(args.games), args.orders)
+    grid = expand_grid(orders, parse_methods(args.methods), parse_lambdas(args.ewc_lambda, preset, args.overrides),
+                       comma_list(args.seeds, int, "--seeds"))
+    sweep_dir = Path(args.sweep_dir or Path("sweeps") / order_name(orders[0])).resolve()
+    planned = []
+    for cell in grid:
+        arguments = train_arguments(cell, preset, args.overrides)
+        config = config_from_train_args(parse_train_args(arguments))
+        check_config_is_the_cell(cell, config)
+        check_eval_protocol(config.eval)
+        run_dir = cell_dir(sweep_dir, cell)
+        check_saved_config(run_dir, config)
+        state = cell_state(run_dir, cell.order)
+        commands = cell_commands(state, run_dir, arguments, config)
+        planned.append(PlannedCell(cell, run_dir, log_path(sweep_dir, cell), state, commands))
+    (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
+    return sweep_dir, planned
+
+
+def describe(sweep_dir: Path, planned: list[PlannedCell]) -> str:
+    count = {state: sum(p.state == state for p in planned) for state in (NEW, INTERRUPTED, TRAINED, EVALUATED)}
+    return (f"sweep {sweep_dir}: {len(planned)} cells, {count[NEW]} to train, {count[INTERRUPTED]} to resume, "
+            f"{count[TRAINED]} to evaluate, {count[EVALUATED]} already evaluated")

@@ -16,12 +16,13 @@ import numpy as np
 import torch
 
 from agents.dqn import epsilon_greedy
-from agents.episodes import EpisodeTracker
-from agents.metrics import mean_hns
 from agents.network import QNetwork
-from config import Config, EnvConfig, EvalConfig
 from envs.atari import make_env
+from envs.config import EnvConfig
+from envs.episodes import EpisodeTracker
 from envs.games import human_normalised_score
+from ewc_evaluation.config import EvalConfig
+from ewc_evaluation.metrics import mean_hns
 
 MAX_PARALLEL_EPISODES = 16
 """Emulators per evaluation; more episodes than this are shared out among them."""
@@ -76,7 +77,9 @@ def play_episodes(
     return np.array(scores)
 
 
-def continual_evaluation(network: QNetwork, config: Config) -> dict[str, float]:
+def continual_evaluation(
+    network: QNetwork, games: list[str], protocol: EvalConfig, env_config: EnvConfig, seed: int
+) -> dict[str, float]:
     """One evaluation of the current network on every game of the run, as TensorBoard scalars.
 
     Returns `eval/<game>/score` (mean raw score), `eval/<game>/hns`, `eval/mean_hns` (over the
@@ -88,8 +91,8 @@ def continual_evaluation(network: QNetwork, config: Config) -> dict[str, float]:
     started = time.perf_counter()
     scalars: dict[str, float] = {}
     hns_by_game: dict[str, float] = {}
-    for game in dict.fromkeys(config.run.games):
-        score = float(play_episodes(network, game, config.eval, config.env, config.run.seed).mean())
+    for game in dict.fromkeys(games):
+        score = float(play_episodes(network, game, protocol, env_config, seed).mean())
         hns_by_game[game] = human_normalised_score(game, score)
         scalars[f"eval/{game}/score"] = score
         scalars[f"eval/{game}/hns"] = hns_by_game[game]

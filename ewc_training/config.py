@@ -1,5 +1,8 @@
 """One typed configuration tree for a run: defaults here, YAML presets over them, flags over both.
 
+Each package owns its section (envs.config, agents.config, agents.ewc.config, ewc_evaluation.config)
+with a docstring per key and a `problems()` check; this module joins them into one tree.
+
 `configs/*.yaml` hold only what a preset changes; `--set section.key=value` changes any key from
 the command line. The resolved tree is written to every run directory (`config.yaml`), so a run
 can be read, repeated and resumed from its own folder.
@@ -16,102 +19,14 @@ from typing import Any
 
 import yaml
 
+from agents.config import AgentConfig, NetworkConfig
+from agents.ewc.config import ConsolidationConfig
+from envs.config import EnvConfig
+from ewc_evaluation.config import EvalConfig
+
 
 class ConfigError(ValueError):
     """A config file or override that cannot be applied; the message names the key."""
-
-
-@dataclass
-class EnvConfig:
-    """Atari environments (ale-py's C++ vector environment with its built-in preprocessing)."""
-
-    num_envs: int = 8
-    """Parallel emulators. The replay ratio (one update per `agent.steps_per_update` steps) holds
-    whatever this is: with 8 envs one vector step is 8 agent steps and 2 updates."""
-    sticky_action_prob: float = 0.0
-    """Repeat-action probability. 0.0 is the EWC paper's (and Nature DQN's) protocol; 0.25 is the
-    stochastic protocol recommended by Machado et al. (JAIR 2018)."""
-    max_episode_frames: int = 108_000
-    """Episodes are cut (truncated, not terminated) after this many emulator frames (30 minutes)."""
-    noop_max: int = 30
-    """Up to this many no-op actions at the start of each episode."""
-
-
-@dataclass
-class NetworkConfig:
-    architecture: str = "nature"
-    """`nature`: Mnih et al. 2015 (conv 32-64-64, fc 512). `large`: the EWC paper's
-    (conv 32-64-128, fc 1024)."""
-    per_game_modulation: bool = False
-    """Give every layer per-game biases and gains, y = (Wx + b + b_g) * g_g (EWC paper). They
-    belong to one game each and are never consolidated."""
-
-
-@dataclass
-class AgentConfig:
-    """Double DQN learner."""
-
-    optimizer: str = "adam"
-    """`adam` (CleanRL/Dopamine habit) or `rmsprop` (Nature DQN / EWC paper: centred, alpha 0.95,
-    eps 0.01 inside the square root as in DeepMind's code; see agents/optim.py)."""
-    learning_rate: float = 1e-4
-    adam_eps: float = 1.5e-4
-    gamma: float = 0.99
-    batch_size: int = 32
-    steps_per_update: int = 4
-    """Agent steps per gradient update (replay ratio 8 = batch 32 every 4 steps)."""
-    replay_capacity: int = 1_000_000
-    """Transitions kept per game (each 84x84 frame is stored once: about 7 GB per million)."""
-    learning_starts: int = 80_000
-    """Agent steps of each game before its first update; the count restarts at every game."""
-    target_update_every: int = 2_000
-    """Gradient updates between target-network syncs (2,000 updates = 8,000 agent steps)."""
-    max_grad_norm: float = 10.0
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.01
-    epsilon_decay_start: int = 0
-    """Agent steps into each game at which epsilon starts to fall."""
-    epsilon_decay_steps: int = 0
-    """Agent steps over which epsilon falls; 0 means `epsilon_decay_fraction` of the game."""
-    epsilon_decay_fraction: float = 0.1
-    update_mode: str = "eager"
-    """How each gradient update runs: `eager`; `cuda-graph`, the whole update (forward, backward,
-    clipping, optimizer step) captured once per game and replayed, which replaces a few hundred
-    kernel launches per update by one (CUDA only); `auto`: `cuda-graph` on CUDA, `eager` elsewhere.
-    Both are meant to give the same results. The default stays `eager` until `scripts/gpu_check.sh`
-    has run the CUDA-graph tests on a GPU: no GPU was at hand when it was written."""
-
-
-@dataclass
-class ConsolidationConfig:
-    """What keeps earlier games: `finetune` (nothing), `ewc`, `online-ewc` or `l2`."""
-
-    method: str = "ewc"
-    ewc_lambda: float = 400.0
-    """Strength lambda of the penalty sum_g (lambda/2) sum_i F_g,i (theta_i - theta*_g,i)^2."""
-    fisher: str = "policy"
-    """Diagonal Fisher estimator: `policy`, `q-gaussian` or `empirical-td` (see agents/fisher.py)."""
-    fisher_samples: int = 3_200
-    """Replay states per Fisher (the EWC paper's 100 minibatches of 32)."""
-    fisher_batch_size: int = 64
-    """States per chunk while computing the Fisher (memory, not result)."""
-    policy_temperature: float = 1.0
-    """tau of the Boltzmann policy softmax(Q/tau) whose Fisher `policy` computes."""
-    online_gamma: float = 1.0
-    """Decay of the accumulated Fisher in `online-ewc`: F* <- gamma F* + F_new."""
-    probe_states: int = 512
-    """Replay states kept per game to measure forgetting (greedy-action agreement, |dQ|)."""
-
-
-@dataclass
-class EvalConfig:
-    """Continual evaluation on every game of the sequence while training."""
-
-    eval_every: int = 250_000
-    """Agent steps between evaluations; 0 turns them off."""
-    episodes: int = 8
-    epsilon: float = 0.05
-    max_episode_frames: int = 108_000
 
 
 @dataclass
@@ -129,6 +44,13 @@ class RunConfig:
     """Also save the replay with latest.pt, so a resumed game continues with it (as large as the
     replay: about 7 GB per million transitions). Without it a resumed game refills its replay."""
 
+    def problems(self) -> list[str]:
+        checks = [
+            (self.steps_per_game > 0, "run.steps_per_game must be positive"),
+            (0 <= self.seed < 2**31, "run.seed must be in [0, 2^31)"),
+        ]
+        return [message for ok, message in checks if not ok]
+
 
 @dataclass
 class Config:
@@ -141,6 +63,22 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """`section.key` -> value, as TensorBoard's hyperparameter table shows it."""
+        return {f"{section}.{key}": value for section, values in self.to_dict().items() for key, value in values.items()}
+
+    def validate(self) -> None:
+        """Reject settings that would fail later (after an hour of training), with the key named.
+
+        Each section checks its own keys (`problems()`); what spans sections is checked here.
+        """
+        problems = [message for section in dataclasses.fields(self) for message in getattr(self, section.name).problems()]
+        minimum_replay = 6 * self.env.num_envs
+        if self.agent.replay_capacity < minimum_replay:
+            problems.append(f"agent.replay_capacity must be at least 6 x env.num_envs = {minimum_replay}")
+        if problems:
+            raise ConfigError(problems[0])
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:

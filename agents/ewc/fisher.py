@@ -33,7 +33,8 @@ Per-game biases and gains sit after z, so this holds with them too (they are not
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
@@ -42,46 +43,63 @@ from agents.dqn import double_dqn_targets
 from agents.network import QNetwork
 from agents.replay import FrameReplay, Transitions
 
-ESTIMATORS = ("policy", "q-gaussian", "empirical-td")
+@dataclass
+class DirectionContext:
+    """What some estimators need beside the Q-values and the batch."""
+
+    network: QNetwork
+    game: str | None
+    temperature: float = 1.0
+    target_network: QNetwork | None = None
+    gamma: float = 0.99
+
 
 CPU_CHUNK_BYTES = 8 << 20
 """On a CPU, per-sample conv gradients are squared a few samples at a time, about a cache's worth
 (2-4x faster than a whole batch at once); a GPU takes the whole batch."""
 
 
-def output_directions(
-    estimator: str,
-    q_values: torch.Tensor,
-    batch: Transitions,
-    *,
-    network: QNetwork,
-    game: str | None,
-    temperature: float = 1.0,
-    target_network: QNetwork | None = None,
-    gamma: float = 0.99,
-) -> torch.Tensor:
+def policy_directions(q_values: torch.Tensor, batch: Transitions, context: DirectionContext) -> torch.Tensor:
+    """u_a = sqrt(pi_a) (e_a - pi) / tau for every action a: the exact Fisher of softmax(Q/tau)."""
+    tau = context.temperature
+    pi = torch.softmax(q_values / tau, dim=1)  # (N, A)
+    eye = torch.eye(q_values.shape[1], device=q_values.device, dtype=q_values.dtype)
+    centred = eye.unsqueeze(1) - pi.unsqueeze(0)  # (D=A, N, A): e_a - pi
+    return pi.T.sqrt().unsqueeze(2) * centred / tau
+
+
+def q_gaussian_directions(q_values: torch.Tensor, batch: Transitions, context: DirectionContext) -> torch.Tensor:
+    """u = e_a for the replay's action a: F = E (grad Q(s, a))^2."""
+    return F.one_hot(batch.a_tm1, q_values.shape[1]).to(q_values.dtype).unsqueeze(0)
+
+
+def empirical_td_directions(q_values: torch.Tensor, batch: Transitions, context: DirectionContext) -> torch.Tensor:
+    """u = huber'(Q(s, a) - y) e_a, the Double DQN target y held fixed: F = E (grad l_TD)^2."""
+    if context.target_network is None:
+        raise ValueError("the empirical-td Fisher needs the target network")
+    network, game = context.network, context.game
+    with torch.no_grad():
+        targets = double_dqn_targets(
+            network(batch.s_t, game), context.target_network(batch.s_t, game), batch.r_t, batch.discount_t, context.gamma
+        )
+    q_taken = q_values.gather(1, batch.a_tm1.unsqueeze(1)).squeeze(1)
+    huber_slope = (q_taken - targets).clamp(-1.0, 1.0)  # d/dq of smooth_l1 with beta 1
+    return huber_slope.view(1, -1, 1) * q_gaussian_directions(q_values, batch, context)
+
+
+ESTIMATORS: dict[str, Callable[[torch.Tensor, Transitions, DirectionContext], torch.Tensor]] = {
+    "policy": policy_directions,
+    "q-gaussian": q_gaussian_directions,
+    "empirical-td": empirical_td_directions,
+}
+"""`--fisher` -> its output directions u (D, N, A). A new estimator is a function and a line here."""
+
+
+def output_directions(estimator: str, q_values: torch.Tensor, batch: Transitions, context: DirectionContext) -> torch.Tensor:
     """The directions u (D, N, A) whose per-sample squared gradients make up the estimator."""
-    q_values = q_values.detach()
-    num_actions = q_values.shape[1]
-    if estimator == "policy":
-        pi = torch.softmax(q_values / temperature, dim=1)  # (N, A)
-        eye = torch.eye(num_actions, device=q_values.device, dtype=q_values.dtype)
-        centred = eye.unsqueeze(1) - pi.unsqueeze(0)  # (D=A, N, A): e_a - pi
-        return pi.T.sqrt().unsqueeze(2) * centred / temperature
-    one_hot = F.one_hot(batch.a_tm1, num_actions).to(q_values.dtype)  # (N, A)
-    if estimator == "q-gaussian":
-        return one_hot.unsqueeze(0)
-    if estimator == "empirical-td":
-        if target_network is None:
-            raise ValueError("the empirical-td Fisher needs the target network")
-        with torch.no_grad():
-            targets = double_dqn_targets(
-                network(batch.s_t, game), target_network(batch.s_t, game), batch.r_t, batch.discount_t, gamma
-            )
-        q_taken = q_values.gather(1, batch.a_tm1.unsqueeze(1)).squeeze(1)
-        huber_slope = (q_taken - targets).clamp(-1.0, 1.0)  # d/dq of smooth_l1 with beta 1
-        return (huber_slope.unsqueeze(1) * one_hot).unsqueeze(0)
-    raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    return ESTIMATORS[estimator](q_values.detach(), batch, context)
 
 
 def _squared_gradient_sums(
@@ -116,15 +134,13 @@ def diagonal_fisher(
     """Diagonal Fisher of `network.shared_parameters()`, averaged over every state in `batches`."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    context = DirectionContext(network, game, temperature, target_network, gamma)
     sums = {name: torch.zeros_like(param) for name, param in network.shared_parameters().items()}
     count = 0
     for batch in batches:
         taps: list = []
         q_values = network(batch.s_tm1, game, taps)
-        directions = output_directions(
-            estimator, q_values, batch, network=network, game=game,
-            temperature=temperature, target_network=target_network, gamma=gamma,
-        )
+        directions = output_directions(estimator, q_values, batch, context)
         deltas = torch.autograd.grad(
             q_values, [z for _, z in taps], grad_outputs=directions, is_grads_batched=True
         )

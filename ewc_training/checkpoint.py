@@ -15,9 +15,12 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import torch
+
+from ewc_training.errors import first_line
 
 FORMAT = "ewc-atari-checkpoint/1"
 TEMPORARY_SUFFIX = ".tmp"
@@ -28,15 +31,16 @@ class CheckpointError(ValueError):
     """A file that cannot be used as a checkpoint; the message names it and says why."""
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically (temporary file, fsync, rename, fsync of the folder)."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file atomically: `write` fills a temporary file beside `path`, which is flushed,
+    fsynced and renamed over `path`, then the folder is fsynced. Checkpoints and run.json use it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
-        os.chmod(descriptor, 0o666 & ~_umask())  # mkstemp makes it private; others may read a checkpoint
+        os.chmod(descriptor, 0o666 & ~_umask())  # mkstemp makes it private; others may read a run's files
         with os.fdopen(descriptor, "wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -48,6 +52,11 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` atomically (see `atomic_write`)."""
+    atomic_write(path, lambda handle: torch.save({"format": FORMAT, **payload}, handle))
 
 
 def _umask() -> int:
@@ -75,11 +84,10 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location="cpu" if mmap else map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0] if "weights_only" not in str(error) else "it holds objects other than tensors and plain data (refused: loading it could run code)"
+        reason = first_line(error) if "weights_only" not in str(error) else "it holds objects other than tensors and plain data (refused: loading it could run code)"
         raise CheckpointError(f"{path}: not a safe checkpoint: {reason}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({first_line})") from None
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({first_line(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an ewc-atari checkpoint")
     return payload

@@ -27,7 +27,6 @@ import torch
 from agents.network import QNetwork
 
 Fisher = dict[str, torch.Tensor]
-METHODS = ("ewc", "online-ewc", "l2", "finetune")
 
 
 def _detached(network: QNetwork) -> dict[str, torch.Tensor]:
@@ -171,14 +170,17 @@ class OnlineEWC(QuadraticConsolidation):
         return fisher
 
 
+METHODS: dict[str, Callable[[float, float], Consolidation]] = {
+    "ewc": lambda strength, online_gamma: EWC(strength),
+    "online-ewc": OnlineEWC,
+    "l2": lambda strength, online_gamma: L2(strength),
+    "finetune": lambda strength, online_gamma: Consolidation(),
+}
+"""`--method` -> factory(lambda, online_gamma). A new method is a class above and a line here."""
+
+
 def make_consolidation(method: str, strength: float, online_gamma: float = 1.0) -> Consolidation:
     """The consolidation for `--method`."""
-    if method == "finetune":
-        return Consolidation()
-    if method == "ewc":
-        return EWC(strength)
-    if method == "l2":
-        return L2(strength)
-    if method == "online-ewc":
-        return OnlineEWC(strength, online_gamma)
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[method](strength, online_gamma)

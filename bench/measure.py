@@ -1,4 +1,4 @@
-"""Throughput benchmark: how fast each part of training runs, and how well the loop overlaps them.
+"""The benchmark's measurements: how fast each part of training runs, and how well the loop overlaps them.
 
     python -m bench                                  # standard settings on CUDA, small ones on a CPU
     python -m bench --quick --out runs/bench.json    # about half as long
@@ -17,7 +17,7 @@ and the end-to-end ratios are medians over rounds that measure every part back t
   peak host and GPU memory.
 
 The learner is set up as from the second game of a sequence on: the EWC penalty is active.
-Settings are config.py's defaults (Nature CNN, 18 actions, batch 32, one update per 4 agent steps,
+Settings are the training defaults (Nature CNN, 18 actions, batch 32, one update per 4 agent steps,
 Adam), with learning from the first step; `Settings` holds how long each part runs, and the JSON
 record holds the settings. Nothing is hard-coded: the only figure not measured
 directly, the Fisher over 3,200 samples on a CPU (where that takes minutes), is extrapolated from
@@ -26,102 +26,34 @@ fewer samples and labelled so.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from agents.consolidation import make_consolidation
-from agents.device import DeviceError, resolve_device
-from agents.dqn import DQNLearner, epsilon_at, resolve_update_mode
-from agents.fisher import diagonal_fisher, replay_batches
+from agents.build import build_learner
+from agents.cuda_graph import resolve_update_mode
+from agents.dqn import DQNLearner, epsilon_at
+from agents.ewc.fisher import diagonal_fisher, replay_batches
 from agents.replay import FrameReplay, Transitions
-from agents.training import SequenceTrainer, build_network
-from config import Config
+from bench.settings import FISHER_REFERENCE_SAMPLES, LEARNER_ROUNDS, PIPELINE_TARGET, Settings, benchmark_config
 from envs.atari import NUM_ACTIONS, make_env
-
-PIPELINE_TARGET = 0.8
-"""End to end must reach this share of min(env only, 4 x learner only) (issue 5)."""
-FISHER_REFERENCE_SAMPLES = 3_200
-"""The EWC paper's Fisher: 100 minibatches of 32 replay states."""
-LEARNER_ROUNDS = 4
-"""Learner-only rounds per learner (alternating between learners); the fastest counts."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How much of each measurement to run; `for_device` picks them."""
-
-    env_counts: tuple[int, ...]
-    """num_envs values of the environment-only sweep (the end-to-end num_envs is always included)."""
-    env_seconds: float
-    """Seconds per environment-only point (each is measured twice; the faster counts)."""
-    num_envs: int
-    """Emulators of the end-to-end training loop."""
-    end_to_end_steps: int
-    naive_steps: int
-    end_to_end_rounds: int
-    """Rounds of env only, learner only, training loop and naive loop, back to back; the end-to-end
-    figures and ratios are medians over rounds."""
-    learner_updates: int
-    """Updates per learner-only round (LEARNER_ROUNDS of them per learner, and one per end-to-end round)."""
-    fisher_samples: int
-    replay_transitions: int
-    """Capacity of the replay allocated to measure bytes per transition (and device memory)."""
-    game: str = "pong"
-
-    @staticmethod
-    def for_device(device: torch.device, quick: bool) -> Settings:
-        """Standard settings on CUDA (a 16-core GPU host); small ones on a CPU (2 to 4 minutes on 2 cores)."""
-        if device.type == "cuda":
-            settings = Settings(
-                env_counts=(1, 2, 4, 8, 16, 32), env_seconds=1.5, num_envs=16, end_to_end_steps=60_000,
-                naive_steps=3_000, end_to_end_rounds=3, learner_updates=250, fisher_samples=FISHER_REFERENCE_SAMPLES,
-                replay_transitions=1_000_000,
-            )
-        else:
-            settings = Settings(
-                env_counts=(1, 2, 4, 8, 16), env_seconds=1.5, num_envs=8, end_to_end_steps=2_000,
-                naive_steps=1_000, end_to_end_rounds=3, learner_updates=20, fisher_samples=128, replay_transitions=50_000,
-            )
-        if quick:
-            settings = dataclasses.replace(
-                settings, env_seconds=settings.env_seconds / 2, end_to_end_steps=settings.end_to_end_steps // 2,
-                naive_steps=settings.naive_steps // 2, learner_updates=settings.learner_updates // 2,
-                fisher_samples=max(64, settings.fisher_samples // 2),
-            )
-        return settings
+from ewc_training.config import Config
+from ewc_training.logger import MemoryLogger
+from ewc_training.trainer import SequenceTrainer
 
 
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so that a clock read after it counts that work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def benchmark_config(settings: Settings) -> Config:
-    """config.py's defaults, with learning from the first step on (so every step of the loop pays
-    the full replay ratio) and logging often enough to time the loop's steady state."""
-    config = Config()
-    config.run.games = [settings.game]
-    config.run.steps_per_game = settings.end_to_end_steps
-    config.run.log_every = max(settings.num_envs, settings.end_to_end_steps // 5)
-    config.run.checkpoint_every = 0
-    config.env.num_envs = settings.num_envs
-    config.agent.learning_starts = 0
-    config.agent.update_mode = "auto"  # the CUDA-graph update on a GPU (still opt-in for training)
-    return config
 
 
 def activate_penalty(learner: DQNLearner) -> None:
@@ -133,10 +65,12 @@ def activate_penalty(learner: DQNLearner) -> None:
 
 
 def make_learner(config: Config, device: torch.device, update_mode: str, penalty: bool = True) -> DQNLearner:
-    torch.manual_seed(config.run.seed)
-    network = build_network(config).to(device)
-    consolidation = make_consolidation("ewc" if penalty else "finetune", config.consolidation.ewc_lambda)
-    learner = DQNLearner(network, dataclasses.replace(config.agent, update_mode=update_mode), consolidation)
+    """The training builder's learner in `update_mode`, with the EWC penalty on (or fine-tuning)."""
+    sections = dataclasses.replace(
+        config, agent=dataclasses.replace(config.agent, update_mode=update_mode),
+        consolidation=dataclasses.replace(config.consolidation, method="ewc" if penalty else "finetune"),
+    )
+    learner = build_learner(sections, config.run.games, NUM_ACTIONS, device, config.run.seed)
     if penalty:
         activate_penalty(learner)
     return learner
@@ -229,16 +163,6 @@ def learner_figures(config: Config, device: torch.device, settings: Settings, re
 # --- end to end ---------------------------------------------------------------------------------
 
 
-class ScalarRecorder:
-    """Stands in for the trainer's SummaryWriter and keeps the scalars it is given."""
-
-    def __init__(self):
-        self.scalars: dict[str, list[tuple[int, float]]] = {}
-
-    def add_scalar(self, tag: str, value: float, step: int) -> None:
-        self.scalars.setdefault(tag, []).append((step, float(value)))
-
-
 def steady_steps_per_second(sps_log: list[tuple[int, float]]) -> float:
     """Agent steps/s over every logged interval but the first (start-up, warm-up, graph capture)."""
     bounds = [0] + [step for step, _ in sps_log]
@@ -251,11 +175,12 @@ def loop_steps_per_second(config: Config, device: torch.device) -> tuple[float, 
     """The real training loop (`SequenceTrainer.train_game`) on one game, from its own SPS logs;
     also returns the update mode it ran with."""
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = SequenceTrainer(config, Path(run_dir), device)
+        logger = MemoryLogger()
+        trainer = SequenceTrainer(config, Path(run_dir), device, logger)
         activate_penalty(trainer.learner)
-        trainer.writer = ScalarRecorder()
+        logger.start()
         trainer.train_game()
-        return steady_steps_per_second(trainer.writer.scalars["charts/SPS"]), trainer.learner.update_mode
+        return steady_steps_per_second(logger.scalars["charts/SPS"]), trainer.learner.update_mode
 
 
 def naive_steps_per_second(config: Config, device: torch.device, steps: int) -> float:
@@ -441,95 +366,3 @@ def run(device: torch.device, settings: Settings, say=print, save=lambda record:
     record["complete"] = True
     save(record)
     return record
-
-
-# --- report -------------------------------------------------------------------------------------
-
-
-def report(record: dict) -> str:
-    """The record as a table a person reads (the JSON holds the same figures, unrounded)."""
-    m, st, learner = record["machine"], record["settings"], record["learner"]
-    e2e, pipe, fisher, replay, memory = (record[key] for key in ("end_to_end", "pipeline", "fisher", "replay", "memory"))
-    rounds = e2e["rounds"]
-
-    def per_round(key: str, spec: str) -> str:
-        return ", ".join(format(r[key], spec) for r in rounds)
-
-    env = record["env_only_steps_per_s"]
-    lines = [
-        f"device: {m['device']} | {m['cpu_cores']} CPU cores, torch {m['torch']} ({m['torch_threads']} threads), "
-        f"ale-py {m['ale_py']} | load average {m['load_average_1min_at_start']:.1f} at start, "
-        f"{m['load_average_1min_at_end']:.1f} at end",
-        f"game {st['game']}, Nature CNN, 18 actions, batch 32, one update per 4 agent steps, EWC penalty on",
-        "",
-        "environment only, agent steps/s (send/recv, random actions)",
-        "  num_envs  " + "".join(f"{n:>9}" for n in env),
-        "  steps/s   " + "".join(f"{v:>9,.0f}" for v in env.values()),
-        "",
-        "learner only, sample + update",
-    ]
-    for mode in ("eager", "cuda-graph", "compiled"):
-        value = learner[mode]
-        if isinstance(value, dict):
-            lines.append(f"  {mode:<11} {value['updates_per_s']:>9,.1f} updates/s  {value['ms_per_update']:7.2f} ms/update"
-                         f"  (EWC penalty {100 * value['penalty_share']:.1f}% of it)")
-        else:
-            lines.append(f"  {mode:<11} {value}")
-    lines += [
-        "",
-        f"end to end, agent steps/s (median of {len(rounds)} rounds; each round measures everything below back to back)",
-        f"  {'training loop (' + str(st['num_envs']) + ' envs, send/recv overlap, ' + e2e['loop_update_mode'] + ')':<58}"
-        f"{e2e['loop_steps_per_s']:>9,.0f}   rounds: {per_round('loop_steps_per_s', ',.0f')}",
-        f"  {'naive loop (1 env, synchronous, replay in host memory)':<58}{e2e['naive_steps_per_s']:>9,.0f}"
-        f"   rounds: {per_round('naive_steps_per_s', ',.0f')}",
-        f"  speed-up over naive: {e2e['speedup_over_naive']:.2f}x   rounds: {per_round('speedup_over_naive', '.2f')}",
-        "",
-        "pipeline: end to end / min(env only, 4 x learner only), per round: "
-        + "; ".join(f"{r['loop_steps_per_s']:,.0f} / min({r['env_only_steps_per_s']:,.0f}, {r['learner_bound_steps_per_s']:,.0f})"
-                    f" = {100 * r['pipeline_efficiency']:.0f}%" for r in rounds),
-        f"  median {100 * pipe['efficiency']:.0f}% (target >= {100 * pipe['target']:.0f}%) " + ("PASS" if pipe["passed"] else "FAIL"),
-        "",
-        f"policy Fisher: {fisher['samples']:,} samples in {fisher['seconds']:.2f} s ({fisher['ms_per_sample']:.1f} ms/sample); "
-        f"{FISHER_REFERENCE_SAMPLES:,} samples: {fisher[f'seconds_for_{FISHER_REFERENCE_SAMPLES}']:.1f} s "
-        f"({fisher[f'seconds_for_{FISHER_REFERENCE_SAMPLES}_is']})",
-        f"replay: {replay['bytes_per_transition']:,.0f} B per transition -> {replay['gb_per_million_transitions']:.2f} GB "
-        f"per 1M transitions (allocated {replay['capacity']:,})"
-        + (f", {replay['device_gb_allocated']:.2f} GB on the GPU" if "device_gb_allocated" in replay else ""),
-        f"memory: peak host RSS {memory['peak_host_rss_gb']:.2f} GB"
-        + (f", peak GPU {memory['peak_gpu_allocated_gb']:.2f} GB allocated / {memory['peak_gpu_reserved_gb']:.2f} GB reserved"
-           if "peak_gpu_allocated_gb" in memory else ""),
-        f"benchmark time: {record['seconds']:.0f} s",
-    ]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cuda or cpu")
-    parser.add_argument("--quick", action="store_true", help="about half the steps of every measurement")
-    parser.add_argument("--num-envs", type=int, help="emulators of the end-to-end loop (default 16 on CUDA, 8 on a CPU)")
-    parser.add_argument("--fisher-samples", type=int, help="states of the timed Fisher (default 3,200 on CUDA, 128 on a CPU)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice, one per core)")
-    parser.add_argument("--out", help="where to write the JSON record (default runs/bench/throughput-<cpu|cuda>.json)")
-    args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device, warn=False)
-    except DeviceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = Settings.for_device(device, args.quick)
-    overrides = {"num_envs": args.num_envs, "fisher_samples": args.fisher_samples}
-    settings = dataclasses.replace(settings, **{key: value for key, value in overrides.items() if value is not None})
-    out = Path(args.out or f"runs/bench/throughput-{device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = run(device, settings, say=lambda text: print(text, file=sys.stderr, flush=True),
-                 save=lambda record: out.write_text(json.dumps(record, indent=2) + "\n"))
-    print(report(record))
-    print(f"JSON: {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from agents.eval_run import MatrixRow, RunEvaluation, cell_hns
+from ewc_experiments.eval_matrix import MatrixRow, RunEvaluation, cell_hns
 
 OUTPUT_FOLDER = "eval"
 

@@ -6,11 +6,14 @@
         events.out.tfevents.*  TensorBoard scalars, the config as text and as hparams
         checkpoints/after_<k>_<game>.pt, checkpoints/latest.pt
         checkpoints/latest_replay.pt  the replay at latest.pt's position (only with run.save_replay)
+        .lock                  held by the process that trains into the run (see `lock_run_dir`)
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import platform
 import re
 import subprocess
@@ -21,8 +24,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from agents.checkpoint import TEMPORARY_SUFFIX, CheckpointError, load_checkpoint
-from config import Config
+from ewc_training.checkpoint import TEMPORARY_SUFFIX, CheckpointError, atomic_write
+from ewc_training.config import Config
+from ewc_training.schema import saved_position
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,9 +125,8 @@ def resume_point(requested: str | Path) -> tuple[Path, Path]:
     positions, unreadable = {}, []
     for path in run_checkpoints(requested):
         try:
-            position = load_checkpoint(path, mmap=True, verify=False)["position"]
-            positions[path] = (position["game_index"], position["step_in_game"])
-        except (CheckpointError, KeyError, TypeError) as error:
+            positions[path] = saved_position(path).order_key
+        except CheckpointError as error:
             unreadable.append(str(error))
     newest = max(positions, key=positions.get, default=None)
     if unreadable:
@@ -151,14 +154,15 @@ def record_resume(run_dir: Path, checkpoint: Path, total_steps: int) -> dict[str
         "checkpoint": str(checkpoint),
         "total_steps": total_steps,
     })
-    path.write_text(json.dumps(info, indent=2) + "\n")
+    write_json(path, info)
     return info["resumed"][-1]
 
 
 def write_run_files(run_dir: Path, config: Config, device: torch.device) -> dict[str, object]:
     """Save the resolved config and the provenance of this run; returns the provenance."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    atomic_write(run_dir / "config.yaml", lambda handle: handle.write(text.encode()))
     info = {
         "git_commit": git_commit(),
         "command": sys.argv,
@@ -168,5 +172,56 @@ def write_run_files(run_dir: Path, config: Config, device: torch.device) -> dict
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
     }
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_json(run_dir / "run.json", info)
     return info
+
+
+def write_json(path: Path, value: object) -> None:
+    """run.json is written atomically, like the checkpoints: a kill leaves the old file or the new."""
+    text = json.dumps(value, indent=2) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+class RunInUseError(ValueError):
+    """Another live process is training into (or resuming) this run directory."""
+
+
+LOCK_FILE = ".lock"
+_held_locks: dict[Path, int] = {}
+"""Open lock files of this process: the lock lives as long as the descriptor stays open."""
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Make this process the run directory's only writer, until it exits.
+
+    An exclusive `flock` on <run>/.lock: the kernel releases it when the process ends in any way
+    (kill -9 included), so a crash never leaves a stale lock; a second process is refused at once.
+    The file keeps the holder's pid, for the message.
+    """
+    run_dir = run_dir.resolve()
+    if run_dir in _held_locks:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise RunInUseError(f"{run_dir} is being written by another process (pid {holder}); "
+                            "wait for it to finish or stop it first") from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode())
+    _held_locks[run_dir] = descriptor
+
+
+def unlock_run_dir(run_dir: Path) -> None:
+    """Release this process's lock early (tests; a process that exits releases it anyway)."""
+    descriptor = _held_locks.pop(run_dir.resolve(), None)
+    if descriptor is not None:
+        os.close(descriptor)
+
+
+def has_run_files(run_dir: Path) -> bool:
+    """Whether `run_dir` holds anything but a lock file (a process that died before writing leaves only that)."""
+    return run_dir.is_dir() and any(entry.name != LOCK_FILE for entry in run_dir.iterdir())

@@ -16,15 +16,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents import run_dir as paths
-from agents.checkpoint import CheckpointError, load_checkpoint
-from agents.evaluation import play_episodes
-from agents.metrics import HnsMatrix, summarise
+from agents.build import build_network
 from agents.network import QNetwork
-from agents.training import build_network
-from agents.video import film_episode
-from config import Config, ConfigError, EvalConfig, config_from_dict, load_yaml
+from envs.atari import NUM_ACTIONS
 from envs.games import human_normalised_score
+from ewc_evaluation.config import EvalConfig
+from ewc_evaluation.metrics import HnsMatrix, summarise
+from ewc_evaluation.protocol import play_episodes
+from ewc_evaluation.video import film_episode
+from ewc_training import run_dir as paths
+from ewc_training.checkpoint import CheckpointError
+from ewc_training.config import Config, ConfigError, config_from_dict, load_yaml
+from ewc_training.errors import first_line
+from ewc_training.schema import Position, saved_network
 
 
 class RunError(ValueError):
@@ -117,22 +121,18 @@ def open_run(path: str | Path, picked: list[str] | None = None) -> Run:
     return Run(path, config, checkpoints)
 
 
-def load_network(run: Run, checkpoint: Path, device: torch.device) -> tuple[QNetwork, dict[str, int]]:
+def load_network(run: Run, checkpoint: Path, device: torch.device) -> tuple[QNetwork, Position]:
     """The checkpoint's online network, built as the run's config says, and its position.
 
     Raises CheckpointError (one line, naming the file) for a file that is not a checkpoint, that
     belongs to another sequence of games, or whose weights do not fit the run's network.
     """
-    payload = load_checkpoint(checkpoint, map_location=device)
-    if payload.get("games") != run.sequence:
-        raise CheckpointError(f"{checkpoint}: trained on {payload.get('games')}, not this run's {run.sequence}")
-    network = build_network(run.config).to(device)
+    weights, position = saved_network(checkpoint, run.sequence, device)
+    network = build_network(run.config.network, run.sequence, NUM_ACTIONS).to(device)
     try:
-        network.load_state_dict(payload["learner"]["online"])
-        position = {key: int(payload["position"][key]) for key in ("game_index", "step_in_game")}
-    except (KeyError, TypeError, RuntimeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{checkpoint}: does not fit the network of the run's config ({reason})") from None
+        network.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"{checkpoint}: does not fit the network of the run's config ({first_line(error)})") from None
     return network.eval(), position
 
 
@@ -158,9 +158,9 @@ def evaluate_run(
             evaluation.errors.append(str(error))
             progress(f"error: {error}")
             continue
-        done = position["game_index"]
-        trained = run.sequence[done - 1 if position["step_in_game"] == 0 else done]
-        row = MatrixRow(checkpoint.name, done, position["step_in_game"], trained)
+        done = position.game_index
+        trained = run.sequence[done - 1 if position.step_in_game == 0 else done]
+        row = MatrixRow(checkpoint.name, done, position.step_in_game, trained)
         for game in games:
             started = time.perf_counter()
             scores = play_episodes(network, game, protocol, run.config.env, seed)

@@ -1,0 +1,35 @@
+"""Building the agent from its config sections: one builder for training, evaluation and the benchmark."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from agents.config import AgentConfig, NetworkConfig
+from agents.dqn import DQNLearner
+from agents.ewc.config import ConsolidationConfig
+from agents.ewc.methods import make_consolidation
+from agents.network import QNetwork
+
+
+class AgentSections(Protocol):
+    """The parts of a run's config the agent is built from (a full run Config has them)."""
+
+    network: NetworkConfig
+    agent: AgentConfig
+    consolidation: ConsolidationConfig
+
+
+def build_network(network: NetworkConfig, games: list[str], num_actions: int) -> QNetwork:
+    """The Q-network of a run on `games`: per-game biases and gains for each game when asked for."""
+    modulated = games if network.per_game_modulation else []
+    return QNetwork(network.architecture, num_actions, modulated)
+
+
+def build_learner(config: AgentSections, games: list[str], num_actions: int, device: torch.device, seed: int) -> DQNLearner:
+    """A fresh learner: network initialised from `seed`, its consolidation method, on `device`."""
+    torch.manual_seed(seed)
+    network = build_network(config.network, games, num_actions).to(device)
+    cons = config.consolidation
+    return DQNLearner(network, config.agent, make_consolidation(cons.method, cons.ewc_lambda, cons.online_gamma))

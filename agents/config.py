@@ -1,0 +1,76 @@
+"""The agent's sections of a run's config: the network and the Double DQN learner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.cuda_graph import UPDATE_MODES
+from agents.network import ARCHITECTURES
+from agents.optim import OPTIMIZERS
+
+
+def one_of(key: str, value: str, registry) -> list[str]:
+    """The problem line for a name that is not in its registry (empty list when it is)."""
+    return [] if value in registry else [f"{key} must be one of {', '.join(registry)}, got {value!r}"]
+
+
+@dataclass
+class NetworkConfig:
+    architecture: str = "nature"
+    """`nature`: Mnih et al. 2015 (conv 32-64-64, fc 512). `large`: the EWC paper's
+    (conv 32-64-128, fc 1024). Every name is in agents/network.py's ARCHITECTURES."""
+    per_game_modulation: bool = False
+    """Give every layer per-game biases and gains, y = (Wx + b + b_g) * g_g (EWC paper). They
+    belong to one game each and are never consolidated."""
+
+    def problems(self) -> list[str]:
+        return one_of("network.architecture", self.architecture, ARCHITECTURES)
+
+
+@dataclass
+class AgentConfig:
+    """Double DQN learner."""
+
+    optimizer: str = "adam"
+    """`adam` (CleanRL/Dopamine habit) or `rmsprop` (Nature DQN / EWC paper: centred, alpha 0.95,
+    eps 0.01 inside the square root as in DeepMind's code; see agents/optim.py)."""
+    learning_rate: float = 1e-4
+    adam_eps: float = 1.5e-4
+    gamma: float = 0.99
+    batch_size: int = 32
+    steps_per_update: int = 4
+    """Agent steps per gradient update (replay ratio 8 = batch 32 every 4 steps)."""
+    replay_capacity: int = 1_000_000
+    """Transitions kept per game (each 84x84 frame is stored once: about 7 GB per million)."""
+    learning_starts: int = 80_000
+    """Agent steps of each game before its first update; the count restarts at every game."""
+    target_update_every: int = 2_000
+    """Gradient updates between target-network syncs (2,000 updates = 8,000 agent steps)."""
+    max_grad_norm: float = 10.0
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.01
+    epsilon_decay_start: int = 0
+    """Agent steps into each game at which epsilon starts to fall."""
+    epsilon_decay_steps: int = 0
+    """Agent steps over which epsilon falls; 0 means `epsilon_decay_fraction` of the game."""
+    epsilon_decay_fraction: float = 0.1
+    update_mode: str = "eager"
+    """How each gradient update runs: `eager`; `cuda-graph`, the whole update (forward, backward,
+    clipping, optimizer step) captured once per game and replayed, which replaces a few hundred
+    kernel launches per update by one (CUDA only); `auto`: `cuda-graph` on CUDA, `eager` elsewhere.
+    Both are meant to give the same results. The default stays `eager` until `scripts/gpu_check.sh`
+    has run the CUDA-graph tests on a GPU: no GPU was at hand when it was written."""
+
+    def problems(self) -> list[str]:
+        checks = [
+            (self.batch_size > 0, "agent.batch_size must be positive"),
+            (self.steps_per_update > 0, "agent.steps_per_update must be positive"),
+            (self.target_update_every > 0, "agent.target_update_every must be positive"),
+            (self.learning_rate > 0, "agent.learning_rate must be positive"),
+            (0 <= self.gamma <= 1, "agent.gamma must be in [0, 1]"),
+            (0 <= self.epsilon_end <= 1 and 0 <= self.epsilon_start <= 1,
+             "agent.epsilon_start and agent.epsilon_end must be in [0, 1]"),
+        ]
+        return (one_of("agent.optimizer", self.optimizer, OPTIMIZERS)
+                + one_of("agent.update_mode", self.update_mode, UPDATE_MODES)
+                + [message for ok, message in checks if not ok])

@@ -1,0 +1,44 @@
+"""The consolidation section of a run's config: which method keeps earlier games, and its Fisher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.config import one_of
+from agents.ewc.fisher import ESTIMATORS
+from agents.ewc.methods import METHODS
+
+
+@dataclass
+class ConsolidationConfig:
+    """What keeps earlier games: `finetune` (nothing), `ewc`, `online-ewc` or `l2`."""
+
+    method: str = "ewc"
+    """One of agents/ewc/methods.py's METHODS."""
+    ewc_lambda: float = 400.0
+    """Strength lambda of the penalty sum_g (lambda/2) sum_i F_g,i (theta_i - theta*_g,i)^2."""
+    fisher: str = "policy"
+    """Diagonal Fisher estimator: `policy`, `q-gaussian` or `empirical-td` (agents/ewc/fisher.py's ESTIMATORS)."""
+    fisher_samples: int = 3_200
+    """Replay states per Fisher (the EWC paper's 100 minibatches of 32)."""
+    fisher_batch_size: int = 64
+    """States per chunk while computing the Fisher (memory, not result)."""
+    policy_temperature: float = 1.0
+    """tau of the Boltzmann policy softmax(Q/tau) whose Fisher `policy` computes."""
+    online_gamma: float = 1.0
+    """Decay of the accumulated Fisher in `online-ewc`: F* <- gamma F* + F_new."""
+    probe_states: int = 512
+    """Replay states kept per game to measure forgetting (greedy-action agreement, |dQ|)."""
+
+    def problems(self) -> list[str]:
+        checks = [
+            (self.ewc_lambda >= 0, "consolidation.ewc_lambda must be >= 0"),
+            (self.fisher_samples > 0, "consolidation.fisher_samples must be positive"),
+            (self.fisher_batch_size > 0, "consolidation.fisher_batch_size must be positive"),
+            (self.policy_temperature > 0, "consolidation.policy_temperature must be positive"),
+            (0 <= self.online_gamma <= 1, "consolidation.online_gamma must be in [0, 1]"),
+            (self.probe_states >= 0, "consolidation.probe_states must be >= 0"),
+        ]
+        return (one_of("consolidation.method", self.method, METHODS)
+                + one_of("consolidation.fisher", self.fisher, ESTIMATORS)
+                + [message for ok, message in checks if not ok])

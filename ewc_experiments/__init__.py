@@ -1,0 +1,1 @@
+"""Experiment tools: the evaluation matrix over a run's checkpoints, its reports, and sweeps."""

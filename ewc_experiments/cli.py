@@ -1,0 +1,106 @@
+"""What train.py, evaluate.py and sweep.py share: argument types, train.py's options, and one-line errors.
+
+A user mistake ends with one `error: ...` line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agents.ewc.fisher import ESTIMATORS
+from agents.ewc.methods import METHODS
+from envs.games import parse_games
+from ewc_evaluation.video import VideoError
+from ewc_training.config import Config, apply_override, build_config
+from ewc_training.trainer import TrainingDiverged
+
+USER_ERRORS = (ValueError, OSError, TrainingDiverged, VideoError)
+"""Errors that are the user's input or machine, reported in one line (`fail`). Every one-line error
+of the project (ConfigError, UnknownGameError, DeviceError, CheckpointError, RunInUseError, RunError,
+SweepError) is a ValueError; tests/experiments/test_cli.py checks that none is missed."""
+
+RESUME_OPTIONS = ("resume", "device")
+"""The only train.py options `--resume` takes: where the run is, and where to run it now."""
+
+
+def fail(error: BaseException) -> int:
+    """Report a user error in one line; returns the exit status for it (2)."""
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(float(text)) if float(text).is_integer() else None
+    except ValueError:
+        value = None
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text!r}")
+    return value
+
+
+def train_parser(description: str = "") -> argparse.ArgumentParser:
+    """train.py's options; sweep.py parses every cell's arguments with it too."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--games", help="comma list, in training order; repeats revisit (default: pong,breakout)")
+    parser.add_argument("--steps-per-game", type=positive_int, help="agent steps per game (default 10,000,000)")
+    parser.add_argument("--config", help="YAML preset, e.g. configs/paper.yaml")
+    parser.add_argument("--device", help="auto (default: CUDA when present), cuda or cpu")
+    parser.add_argument("--seed", type=int, help="fixes emulators, network initialisation and sampling")
+    parser.add_argument("--method", choices=list(METHODS), help="consolidation (default ewc)")
+    parser.add_argument("--ewc-lambda", type=float, help="penalty strength lambda")
+    parser.add_argument("--fisher", choices=list(ESTIMATORS), help="diagonal Fisher estimator (default policy)")
+    parser.add_argument("--fisher-samples", type=positive_int, help="replay states per Fisher (default 3,200)")
+    parser.add_argument("--run-dir", help="default runs/<games>-<method>-s<seed>-<time>")
+    parser.add_argument("--overwrite", action="store_true", help="reuse an existing --run-dir, deleting its contents")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> from its newest checkpoint "
+                        "(or from the checkpoint file given), with its own config.yaml")
+    parser.add_argument("--save-replay", action="store_const", const=True, help="save the replay with every "
+                        "latest.pt so a resumed game keeps it (large: ~7 GB per million transitions)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any config key, e.g. --set agent.learning_rate=3e-4 (repeatable)")
+    parser.add_argument("--list-games", action="store_true", help="print the game names and exit")
+    return parser
+
+
+def parse_train_args(argv: list[str] | None = None, description: str = "") -> argparse.Namespace:
+    """train.py's arguments; `--resume` with options that would change the run is refused."""
+    parser = train_parser(description)
+    args = parser.parse_args(argv)
+    if args.resume:
+        defaults = vars(parser.parse_args([]))
+        extra = [name for name, value in vars(args).items() if name not in RESUME_OPTIONS and value != defaults[name]]
+        if extra:
+            flags = ", ".join({"overrides": "--set"}.get(name, "--" + name.replace("_", "-")) for name in extra)
+            parser.error(f"--resume continues a run with its own config.yaml; drop {flags}")
+    return args
+
+
+def config_from_train_args(args: argparse.Namespace) -> Config:
+    """Defaults < YAML preset < shortcut flags < --set overrides; games resolved and everything validated."""
+    shortcuts = {
+        "run.steps_per_game": args.steps_per_game, "run.device": args.device, "run.seed": args.seed,
+        "consolidation.method": args.method, "consolidation.ewc_lambda": args.ewc_lambda,
+        "consolidation.fisher": args.fisher, "consolidation.fisher_samples": args.fisher_samples,
+        "run.save_replay": args.save_replay,
+    }
+    overrides = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
+    config = build_config(args.config, overrides)
+    if args.games is not None:
+        config.run.games = parse_games(args.games)
+    for assignment in args.overrides:  # --set has the last word, --games included
+        apply_override(config, assignment)
+    config.run.games = parse_games(",".join(config.run.games))
+    config.validate()
+    return config

@@ -1,0 +1,1 @@
+"""The training runner: the loop over a sequence of games, run directories, checkpoints, logging."""

@@ -1,0 +1,119 @@
+"""Starting and resuming a run: every check that can fail is made before anything is written.
+
+    start_run:  config -> device -> replay fits? -> run directory (locked) -> trainer
+    resume_run: run directory (locked) -> newest checkpoint -> its config.yaml -> trainer at that position
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+from agents.replay import replay_bytes
+from ewc_training import run_dir as paths
+from ewc_training.config import Config, ConfigError, build_config
+from ewc_training.device import DeviceError, free_memory_bytes, resolve_device
+from ewc_training.logger import TensorBoardLogger
+from ewc_training.schedule import replay_capacity
+from ewc_training.trainer import SequenceTrainer, TrainingInterrupted
+
+MEMORY_RESERVE = 1 << 30
+"""Bytes kept free beside the replay for the networks, optimizer, consolidation and emulators."""
+
+
+def check_replay_fits(config: Config, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a replay the device (or, to save it, the host) cannot hold."""
+    capacity = replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs)
+    needed = replay_bytes(capacity)
+    places = [device] + ([torch.device("cpu")] if config.run.save_replay and device.type == "cuda" else [])
+    for place in places:
+        free = free_memory_bytes(place)
+        if free is None or needed + MEMORY_RESERVE <= free:
+            continue
+        fitting = max(0, free - MEMORY_RESERVE) // replay_bytes(1) // 10_000 * 10_000
+        where = "the GPU" if place.type == "cuda" else "host memory"
+        fix = f"set agent.replay_capacity={fitting} or lower" if fitting else "free memory or use a larger machine"
+        raise DeviceError(f"the replay of {capacity:,} transitions needs {needed / 1e9:.1f} GB but {where} has "
+                          f"{free / 1e9:.1f} GB free (and {MEMORY_RESERVE >> 30} GB is kept for the rest); {fix}")
+
+
+def prepare_run_dir(config: Config, requested: str | None, overwrite: bool) -> Path:
+    """The run directory, locked for this process; an existing run is replaced only with `overwrite`."""
+    run_dir = Path(requested) if requested else Path("runs") / paths.default_run_name(config)
+    if paths.has_run_files(run_dir):
+        if not overwrite:
+            raise ConfigError(f"run directory {run_dir} already exists; continue it with --resume {run_dir} "
+                              "or pass --overwrite to replace it")
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); --overwrite deletes only runs")
+    ensure_writable(run_dir)
+    paths.lock_run_dir(run_dir)  # before deleting: never replace a run another process is writing
+    if overwrite:
+        for entry in run_dir.iterdir():
+            if entry.name != paths.LOCK_FILE:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return run_dir
+
+
+def ensure_writable(run_dir: Path) -> None:
+    """Create `run_dir` if needed and prove a file can be written there, before any training."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write to run directory {run_dir}: {error.strerror or error}") from None
+
+
+def start_run(config: Config, requested_dir: str | None, overwrite: bool) -> SequenceTrainer:
+    """A new run of a validated `config`."""
+    device = resolve_device(config.run.device)
+    check_replay_fits(config, device)
+    run_dir = prepare_run_dir(config, requested_dir, overwrite)
+    return SequenceTrainer(config, run_dir, device, TensorBoardLogger(run_dir))
+
+
+def resume_run(requested: str, device_name: str | None = None) -> SequenceTrainer:
+    """An earlier run at its newest checkpoint (or the checkpoint `requested` names), with its own
+    config.yaml; nothing is written until the checkpoint has loaded into the trainer."""
+    run_dir, checkpoint = paths.resume_point(requested)
+    paths.lock_run_dir(run_dir)
+    config = build_config(run_dir / "config.yaml")
+    config.validate()
+    device = resolve_device(device_name or config.run.device)
+    check_replay_fits(config, device)
+    trainer = SequenceTrainer.resume(config, run_dir, device, TensorBoardLogger(run_dir), checkpoint)
+    ensure_writable(run_dir)
+    paths.remove_partial_writes(run_dir)
+    print(f"resuming from {checkpoint}", file=sys.stderr)
+    return trainer
+
+
+def train_until_done_or_stopped(trainer: SequenceTrainer, resume_hint: str) -> int:
+    """Run to the end (0); SIGINT/SIGTERM stop it cleanly after the current update (128 + signal).
+
+    A second signal of the same kind falls back to the default action: quit without a checkpoint.
+    """
+
+    def stop(signum: int, _frame) -> None:
+        name = signal.Signals(signum).name
+        trainer.request_stop(name)
+        # os.write, not print: the handler may run inside a print to stderr (tqdm), and print is not reentrant
+        os.write(2, f"\n{name}: stopping after the current update to save a checkpoint "
+                    f"(again to quit without one)\n".encode())
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    try:
+        trainer.run()
+    except TrainingInterrupted as stopped:
+        print(f"{stopped}\nresume with: {resume_hint}", file=sys.stderr)
+        return 128 + signal.Signals[trainer.stop_reason]
+    return 0

@@ -1,0 +1,92 @@
+"""What the loop reports while a game trains: episode scores, losses, steps/s, retention, a progress bar.
+
+Update statistics stay on the device and are summed there; reading them (one host synchronisation)
+happens only every `run.log_every` agent steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import torch
+from tqdm import tqdm
+
+from agents.dqn import UpdateStats
+from agents.ewc.probes import ProbeSet, retention
+from agents.network import QNetwork
+from ewc_training.logger import Logger
+from ewc_training.schema import Position
+
+
+class StatsAccumulator:
+    """Sums update statistics on the device; `read()` is the only host synchronisation."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, stats: UpdateStats) -> None:
+        for name, value in asdict(stats).items():
+            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+        self.count += 1
+
+    def read(self) -> dict[str, float]:
+        means = {name: float(total) / self.count for name, total in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
+
+
+class Progress:
+    """One game's reporting: TensorBoard tags under charts/, losses/ and retention/, and a tqdm bar."""
+
+    def __init__(self, logger: Logger, game: str, position: Position, num_games: int, steps_per_game: int):
+        self.logger = logger
+        self.game = game
+        self.position = position
+        self.stats = StatsAccumulator()
+        self.last_score: float | None = None
+        self.clock = (time.perf_counter(), position.total_steps)
+        self.bar = tqdm(total=steps_per_game, initial=position.step_in_game, unit="step", unit_scale=True,
+                        desc=f"[{position.game_index + 1}/{num_games}] {game}", mininterval=2.0, dynamic_ncols=True)
+
+    def add_update(self, stats: UpdateStats) -> None:
+        self.stats.add(stats)
+
+    def episodes_ended(self, finished: list[tuple[float, int]]) -> None:
+        for score, length in finished:
+            self.logger.scalar(f"charts/{self.game}/episodic_return", score, self.position.total_steps)
+            self.logger.scalar(f"charts/{self.game}/episodic_length", length, self.position.total_steps)
+            self.last_score = score
+
+    def advance(self, steps: int) -> None:
+        self.bar.update(steps)
+
+    def log(self, epsilon: float) -> dict[str, float] | None:
+        """Steps/s, epsilon and the mean losses since the last log; returns those means (None if no update)."""
+        step = self.position.total_steps
+        now = time.perf_counter()
+        steps_per_second = (step - self.clock[1]) / max(now - self.clock[0], 1e-9)
+        self.clock = (now, step)
+        self.logger.scalar("charts/SPS", steps_per_second, step)
+        self.logger.scalar(f"charts/{self.game}/epsilon", epsilon, step)
+        self.bar.set_postfix(sps=f"{steps_per_second:,.0f}", last_return=self.last_score, refresh=False)
+        if not self.stats.count:
+            return None
+        means = self.stats.read()
+        self.logger.scalar(f"losses/{self.game}/td_loss", means["td_loss"], step)
+        self.logger.scalar(f"losses/{self.game}/q_values", means["q_mean"], step)
+        self.logger.scalar(f"losses/{self.game}/consolidation", means["consolidation"], step)
+        ratio = means["consolidation"] / means["td_loss"] if means["td_loss"] > 0 else 0.0
+        self.logger.scalar(f"losses/{self.game}/consolidation_to_td_ratio", ratio, step)
+        return means
+
+    def log_retention(self, network: QNetwork, probes: dict[str, ProbeSet]) -> None:
+        """retention/<game>/... for every earlier game with a probe set (not the one training now)."""
+        for probed_game, probe in probes.items():
+            if probed_game != self.game:
+                for name, value in retention(network, probe, probed_game).items():
+                    self.logger.scalar(f"retention/{probed_game}/{name}", value, self.position.total_steps)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,141 @@
+"""What a checkpoint holds, in one place: training writes it; resuming, evaluation and the run
+directory's listing read it through the functions here, never by key.
+
+    {format, config, games, position, learner{online, target, optimizer, updates}, consolidation,
+     probes{game: {states, greedy_actions, q_values}}, generator, torch_rng, device_type, git_commit}
+
+The replay saved beside latest.pt (`run.save_replay`) is {format, position, replay}: it is used only
+when its position is the resumed checkpoint's, so a kill between the two writes is harmless.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from agents.dqn import DQNLearner
+from agents.ewc.probes import ProbeSet
+from agents.replay import FrameReplay
+from ewc_training.checkpoint import CheckpointError, load_checkpoint
+from ewc_training.errors import first_line
+
+
+@dataclass
+class Position:
+    """Where the run is in its sequence; saved in every checkpoint."""
+
+    game_index: int = 0
+    step_in_game: int = 0
+    total_steps: int = 0
+    updates_in_game: int = 0
+    updates_skipped: int = 0
+    """Updates this game's schedule will not make: after a resume without a saved replay, learning
+    waits `learning_starts` steps for the refilled buffer instead of catching up all at once."""
+
+    @property
+    def order_key(self) -> tuple[int, int]:
+        """Sorts checkpoints by how far into the sequence they are."""
+        return self.game_index, self.step_in_game
+
+
+@dataclass
+class TrainingState:
+    """Everything a trainer saves beside its config, as live objects."""
+
+    position: Position
+    learner: DQNLearner
+    probes: dict[str, ProbeSet]
+    generator: torch.Generator
+
+
+def training_payload(config: dict, games: list[str], state: TrainingState, device: torch.device, git_commit: str) -> dict:
+    """The checkpoint of a trainer: enough to evaluate its network alone and to resume it exactly."""
+    return {
+        "config": config,
+        "games": list(games),
+        "position": asdict(state.position),
+        "learner": state.learner.get_state(),
+        "consolidation": state.learner.consolidation.get_state(),
+        "probes": {game: probe.get_state() for game, probe in state.probes.items()},
+        "generator": state.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "device_type": device.type,
+        "git_commit": git_commit,
+    }
+
+
+def restore_training(path: Path, games: list[str], state: TrainingState, device: torch.device) -> None:
+    """Load checkpoint `path` into `state` (and torch's global generator); a checkpoint of another
+    run's games, device or network is a one-line CheckpointError naming the file."""
+    payload = load_checkpoint(path, map_location=device)
+    try:
+        if list(payload["games"]) != games:
+            raise ValueError(f"it was trained on games {payload['games']}, config.yaml lists {games}")
+        if payload["device_type"] != device.type:
+            raise ValueError(f"it was written on {payload['device_type']}; resume it there (generator states do not move)")
+        check_same_shapes(payload["learner"]["online"], state.learner.online.state_dict())
+        state.position = Position(**payload["position"])
+        state.learner.set_state(payload["learner"])
+        state.learner.consolidation.set_state(payload["consolidation"])
+        state.probes = {game: ProbeSet(**probe) for game, probe in payload["probes"].items()}
+        state.generator.set_state(payload["generator"].cpu())
+        torch.set_rng_state(payload["torch_rng"].cpu())
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: does not fit this run ({first_line(error)})") from None
+
+
+def check_same_shapes(saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """One readable line for a checkpoint of another network (torch's own error spans many)."""
+    if saved.keys() != expected.keys():
+        different = sorted(saved.keys() ^ expected.keys())
+        raise ValueError(f"its network has other layers ({different[0]} is in only one of it and config.yaml)")
+    for name, tensor in saved.items():
+        if tensor.shape != expected[name].shape:
+            raise ValueError(f"its network has another shape ({name}: {tuple(tensor.shape)} in the checkpoint, "
+                             f"{tuple(expected[name].shape)} from config.yaml)")
+
+
+def saved_position(path: Path) -> Position:
+    """The position a checkpoint was saved at, read without checking the whole (large) file."""
+    payload = load_checkpoint(path, mmap=True, verify=False)
+    try:
+        return Position(**payload["position"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: not a training checkpoint (no position: {first_line(error)})") from None
+
+
+def saved_network(path: Path, games: list[str], device: torch.device) -> tuple[dict[str, torch.Tensor], Position]:
+    """The online network's weights and the position of a checkpoint of a run on `games`."""
+    payload = load_checkpoint(path, map_location=device)
+    if payload.get("games") != games:
+        raise CheckpointError(f"{path}: trained on {payload.get('games')}, not this run's {games}")
+    try:
+        return payload["learner"]["online"], Position(**payload["position"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: does not fit the network of the run's config ({first_line(error)})") from None
+
+
+def replay_payload(position: Position, replay: FrameReplay) -> dict:
+    return {"position": asdict(position), "replay": replay.get_state()}
+
+
+def restore_replay(path: Path, position: Position, replay: FrameReplay) -> bool:
+    """Load the replay saved at `path` into `replay` if it was saved at exactly `position`.
+
+    Returns whether it was used. A replay of another position (a kill between the replay's write and
+    latest.pt's) is ignored; an unreadable one is reported on stderr and ignored.
+    """
+    if not path.is_file():
+        return False
+    try:
+        saved = load_checkpoint(path, mmap=True)  # copied straight into the replay, never held twice
+        if saved["position"] != asdict(position):
+            return False
+        replay.set_state(saved["replay"])
+    except (CheckpointError, KeyError, RuntimeError) as error:
+        print(f"warning: cannot use the saved replay ({first_line(error)})", file=sys.stderr)
+        return False
+    return True

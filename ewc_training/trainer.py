@@ -1,0 +1,257 @@
+"""The training loop: one agent, one game after another, consolidating at every boundary.
+
+    for each game k in the sequence:
+        fresh replay and epsilon schedule; act in N emulators, learn from replay (Double DQN)
+        at the end: consolidate_game (Fisher from this game's replay -> penalty, probe set), checkpoint
+
+The emulators step on their own threads while the learner updates (`send` actions, update,
+`recv` observations), so acting and learning overlap. Losses stay on the device and are read back
+only every `log_every` steps, so the hot loop has one host synchronisation per vector step (the
+actions the emulators need).
+
+A run resumes from any checkpoint (`SequenceTrainer.resume`): the learner, consolidation, probes,
+position and random generators come back exactly (ewc_training/schema.py); the emulators restart
+new episodes from seeds derived from the step, and the replay comes back only if it was saved
+(`run.save_replay`). `request_stop()` (train.py calls it on SIGINT/SIGTERM) ends the run after
+the current update with checkpoints/latest.pt written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.build import build_learner
+from agents.dqn import epsilon_at
+from agents.ewc.boundary import consolidate_game
+from agents.ewc.fisher import fisher_summary
+from agents.replay import FrameReplay
+from envs.atari import NUM_ACTIONS, make_env
+from envs.episodes import EpisodeTracker
+from ewc_evaluation.protocol import continual_evaluation
+from ewc_training import run_dir as paths
+from ewc_training.checkpoint import save_checkpoint
+from ewc_training.config import Config
+from ewc_training.logger import Logger
+from ewc_training.progress import Progress
+from ewc_training.schedule import crossed, env_seed, replay_capacity, skip_updates_until_refilled, updates_owed
+from ewc_training.schema import Position, TrainingState, replay_payload, restore_replay, restore_training, training_payload
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(Exception):
+    """A stop was requested (SIGINT/SIGTERM); the run is saved and can be resumed."""
+
+
+class SequenceTrainer:
+    """Trains one agent on `config.run.games` in order and writes the run directory."""
+
+    def __init__(self, config: Config, run_dir: Path, device: torch.device, logger: Logger):
+        self.config = config
+        self.run_dir = run_dir
+        self.device = device
+        self.logger = logger
+        generator = torch.Generator(device=device)
+        generator.manual_seed(config.run.seed)
+        learner = build_learner(config, config.run.games, NUM_ACTIONS, device, config.run.seed)
+        self.state = TrainingState(Position(), learner, {}, generator)
+        self.git_commit = "unknown"
+        self.resumed_from: Path | None = None
+        self.stop_reason: str | None = None
+
+    @classmethod
+    def resume(cls, config: Config, run_dir: Path, device: torch.device, logger: Logger, checkpoint: Path) -> SequenceTrainer:
+        """A trainer at the position of `checkpoint`, with everything it saved restored."""
+        trainer = cls(config, run_dir, device, logger)
+        restore_training(checkpoint, trainer.games, trainer.state, device)
+        trainer.resumed_from = checkpoint
+        return trainer
+
+    @property
+    def games(self) -> list[str]:
+        return self.config.run.games
+
+    @property
+    def learner(self):
+        return self.state.learner
+
+    @property
+    def position(self) -> Position:
+        return self.state.position
+
+    @position.setter
+    def position(self, position: Position) -> None:
+        self.state.position = position
+
+    def get_state(self) -> dict[str, object]:
+        """The checkpoint of this trainer now (ewc_training/schema.py says what it holds)."""
+        return training_payload(self.config.to_dict(), self.games, self.state, self.device, self.git_commit)
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after the current update (safe to call from a signal handler: it only sets a flag)."""
+        self.stop_reason = reason
+
+    def run(self) -> None:
+        """Every game left in the sequence; one game's replay is alive at a time."""
+        self.start_logging()
+        try:
+            while self.position.game_index < len(self.games):
+                self.stop_if_requested()
+                self.finish_game(self.train_game())
+        finally:
+            self.logger.close()
+
+    def start_logging(self) -> None:
+        """Provenance in run.json, and the logger (after a resume it hides what was logged past the checkpoint)."""
+        if self.resumed_from is None:
+            info = paths.write_run_files(self.run_dir, self.config, self.device)
+            self.logger.start()
+            self.logger.config(self.config.flat())
+        else:
+            info = paths.record_resume(self.run_dir, self.resumed_from, self.position.total_steps)
+            self.logger.start(purge_step=self.position.total_steps + 1)
+        self.git_commit = str(info["git_commit"])
+
+    def train_game(self) -> FrameReplay:
+        """Train on the current game until `steps_per_game` agent steps; returns its replay."""
+        config, pos = self.config, self.position
+        game = self.games[pos.game_index]
+        num_envs, steps_per_game = config.env.num_envs, config.run.steps_per_game
+        env = make_env(game, num_envs, config.env)
+        observations, _ = env.reset(seed=env_seed(config.run.seed, pos.game_index, pos.step_in_game))
+        obs = torch.from_numpy(observations).to(self.device)
+        replay = self.game_replay(obs)
+        episodes = EpisodeTracker(num_envs)
+        progress = Progress(self.logger, game, pos, len(self.games), steps_per_game)
+        try:
+            while pos.step_in_game < steps_per_game:
+                self.stop_if_requested(replay)
+                epsilon = epsilon_at(pos.step_in_game, config.agent, steps_per_game)
+                actions = self.learner.act(obs, game, epsilon, self.state.generator)
+                env.send(actions.cpu().numpy())
+                self.learn(replay, game, progress)  # while the emulators step
+                observations, rewards, terminated, truncated, _ = env.recv()
+                obs = torch.from_numpy(observations).to(self.device)
+                replay.add(actions, torch.from_numpy(np.clip(rewards, -1, 1)), torch.from_numpy(terminated),
+                           torch.from_numpy(truncated), obs)
+                progress.episodes_ended(episodes.step(rewards, terminated | truncated))
+                pos.step_in_game += num_envs
+                pos.total_steps += num_envs
+                self.after_vector_step(replay, game, epsilon, progress)
+        finally:
+            progress.close()
+            env.close()
+        return replay
+
+    def after_vector_step(self, replay: FrameReplay, game: str, epsilon: float, progress: Progress) -> None:
+        """What is due every so many agent steps: logs, latest.pt, continual evaluation."""
+        config, pos = self.config, self.position
+        num_envs = config.env.num_envs
+        progress.advance(num_envs)
+        if crossed(pos.total_steps, config.run.log_every, num_envs):
+            self.check_losses(progress.log(epsilon), game)
+            progress.log_retention(self.learner.online, self.state.probes)
+        if crossed(pos.total_steps, config.run.checkpoint_every, num_envs) and pos.step_in_game < config.run.steps_per_game:
+            self.save_latest(replay)  # at the game's end after_<k>_<game>.pt follows instead
+        if crossed(pos.total_steps, config.eval.eval_every, num_envs):
+            self.evaluate_all_games()
+
+    def game_replay(self, obs: torch.Tensor) -> FrameReplay:
+        """This game's replay, starting with the emulators' first observations `obs`.
+
+        Empty at the start of a game, where the learner also starts the game (target synced).
+        After a mid-game resume: the saved replay when there is one for exactly this position,
+        otherwise an empty one, and learning waits `learning_starts` steps for it to refill rather
+        than sampling a near-empty buffer.
+        """
+        config, pos = self.config, self.position
+        capacity = replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs)
+        replay = FrameReplay(capacity, config.env.num_envs, self.device, seed=env_seed(config.run.seed, pos.game_index))
+        if pos.step_in_game == 0:
+            replay.add_first(obs)
+            self.learner.start_game()
+        elif restore_replay(paths.replay_checkpoint(self.run_dir), pos, replay):
+            replay.add_restart(obs)
+        else:
+            replay.add_first(obs)
+            skip_updates_until_refilled(pos, config.agent)
+            print(f"warning: no replay saved at this position (run.save_replay is off, or it was written for "
+                  f"another one); {self.games[pos.game_index]} refills it from step {pos.step_in_game:,}, learning "
+                  f"waits {config.agent.learning_starts:,} steps and the game's Fisher sees only steps after the resume",
+                  file=sys.stderr)
+        return replay
+
+    def learn(self, replay: FrameReplay, game: str, progress: Progress) -> None:
+        """The updates owed so far (ewc_training/schedule.py), once the replay holds a batch."""
+        agent, pos = self.config.agent, self.position
+        if len(replay) < agent.batch_size:
+            return
+        for _ in range(updates_owed(pos, agent, self.config.env.num_envs)):
+            progress.add_update(self.learner.update(replay.sample(agent.batch_size), game))
+            pos.updates_in_game += 1
+
+    def check_losses(self, means: dict[str, float] | None, game: str) -> None:
+        if means is not None and not all(np.isfinite(list(means.values()))):
+            raise TrainingDiverged(f"loss became {means['td_loss']} on {game} at step {self.position.step_in_game:,}; "
+                                   f"stopped, the checkpoints in {paths.checkpoint_dir(self.run_dir)} are from before it")
+
+    def evaluate_all_games(self) -> None:
+        """Continual evaluation: score the current network on every game of the run (eval/ tags)."""
+        config = self.config
+        scalars = continual_evaluation(self.learner.online, self.games, config.eval, config.env, config.run.seed)
+        for tag, value in scalars.items():
+            self.logger.scalar(tag, value, self.position.total_steps)
+
+    def finish_game(self, replay: FrameReplay) -> None:
+        """The boundary: consolidate this game from its replay, keep its probe set, save after_<k>_<game>.pt."""
+        pos = self.position
+        game = self.games[pos.game_index]
+        end = consolidate_game(self.learner, replay, game, self.config.consolidation)
+        if end.fisher is not None:
+            self.logger.scalar(f"fisher/{game}/seconds", end.fisher_seconds, pos.total_steps)
+            for name, value in fisher_summary(end.fisher).items():
+                self.logger.scalar(f"fisher/{game}/{name}", value, pos.total_steps)
+        if end.probe is not None:
+            self.state.probes[game] = end.probe
+        self.logger.flush()
+        finished = pos.game_index
+        self.position = Position(game_index=finished + 1, total_steps=pos.total_steps)
+        self.save(paths.game_end_checkpoint(self.run_dir, finished + 1, game))
+
+    def stop_if_requested(self, replay: FrameReplay | None = None) -> None:
+        """Honour `request_stop`: save latest.pt (with this game's `replay`, if any yet) and stop."""
+        if self.stop_reason is None:
+            return
+        pos = self.position
+        self.save_latest(replay)
+        raise TrainingInterrupted(
+            f"{self.stop_reason}: stopped at {self.games[pos.game_index]} step {pos.step_in_game:,} "
+            f"({pos.total_steps:,} steps in all); checkpoint saved in {paths.checkpoint_dir(self.run_dir)}"
+        )
+
+    def save(self, path: Path) -> None:
+        self.check_finite()
+        save_checkpoint(path, self.get_state())
+
+    def save_latest(self, replay: FrameReplay | None) -> None:
+        """latest.pt, and the replay beside it when `run.save_replay` (written first: a kill between
+        the two leaves a replay of another position, which resuming detects and ignores)."""
+        if self.config.run.save_replay and replay is not None:
+            save_checkpoint(paths.replay_checkpoint(self.run_dir), replay_payload(self.position, replay))
+        self.save(paths.latest_checkpoint(self.run_dir))
+
+    def check_finite(self) -> None:
+        """Never write a checkpoint of a diverged network over a good one (losses are checked only
+        at log time; this catches a divergence between a log and a checkpoint)."""
+        if not all(torch.isfinite(param).all() for param in self.learner.online.parameters()):
+            pos = self.position
+            raise TrainingDiverged(
+                f"network weights became NaN or infinite on {self.games[pos.game_index]} by step "
+                f"{pos.step_in_game:,}; stopped, the checkpoints in {paths.checkpoint_dir(self.run_dir)} are from before it"
+            )
