@@ -15,9 +15,9 @@ behaves as envs/atari.py's vector env does for the rest of the code:
 
 Observations are uint8 (N, CHANNELS, 10, 10), channels first, values 0/1. Every game is padded with
 zero channels to CHANNELS, so one network and one replay layout serve every game: a game's own
-channels come first, in minatar's order. MinAtar steps tens of thousands of times a second in plain
-Python, so `send` only stores the actions and `recv` steps the emulators one after another: threads
-would cost more than they save.
+channels come first, in minatar's order. MinAtar's games are plain Python and a step is cheap, so
+`send` only stores the actions and `recv` steps the emulators one after another: threads would only
+take turns on the interpreter lock.
 
 MinAtar is GPL: it is imported here, never copied.
 """
