@@ -1,15 +1,18 @@
-"""Frame-once replay: each 84x84 frame is stored once and 4-frame stacks are rebuilt when sampling.
+"""Frame-once replay: each frame is stored once and observations of several frames are rebuilt when sampling.
 
-A stacked observation o_t = (f_{t-3}, f_{t-2}, f_{t-1}, f_t) shares three frames with o_{t+1};
-storing stacks would cost 4x the memory (28 GB instead of 7 GB per million transitions), storing
-both o_t and o_{t+1} 8x. Each of the N vector environments writes its own stream of frames
-(shape N x C), so a stack never mixes environments. All tensors live on the training device:
-under CUDA, sampling and stack rebuilding never touch host memory.
+An observation is the last `history` frames, each of shape (C, H, W), concatenated along channels:
+o_t = (f_{t-L+1}, ..., f_t), shape (L*C, H, W), newest frame in the last C channels. Atari frames
+are (1, 84, 84) with L = 4; MinAtar frames are (10, 10, 10) with L = 1 (o_t = f_t). For L > 1, o_t
+shares L - 1 frames with o_{t+1}; storing observations would cost L times the memory (28 GB instead
+of 7 GB per million Atari transitions), storing both o_t and o_{t+1} 2L times. Each of the N vector
+environments writes its own stream of frames (shape N x slots x C x H x W), so an observation never
+mixes environments. All tensors live on the training device: under CUDA, sampling and rebuilding
+observations never touch host memory.
 
-Episode ends follow the vector env's NEXT_STEP autoreset (see envs/atari.py). Stream slot t holds
-f_t, the newest frame of observation o_t, and the transition taken from it: a_t, r_t and whether
-o_{t+1} ended the episode (terminated: no bootstrap; truncated by the time limit: bootstrap from
-o_{t+1}). The slot of a final observation has no transition (the env ignored that action and
+Episode ends follow the vector env's NEXT_STEP autoreset (see envs/atari.py, envs/minatar.py). Stream
+slot t holds f_t, the newest frame of observation o_t, and the transition taken from it: a_t, r_t and
+whether o_{t+1} ended the episode (terminated: no bootstrap; truncated by the time limit: bootstrap
+from o_{t+1}). The slot of a final observation has no transition (the env ignored that action and
 returned the reset observation next), so it is never sampled. Frames older than an episode's first
 observation are zeros, exactly as the env itself pads the stack after a reset.
 """
@@ -21,37 +24,51 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-FRAME_SHAPE = (84, 84)
-STACK = 4
-
 
 class Transitions(NamedTuple):
     """A batch of transitions; names carry the time index to keep off-by-one errors out."""
 
-    s_tm1: torch.Tensor  # uint8 (B, 4, 84, 84)
+    s_tm1: torch.Tensor  # uint8 (B, L*C, H, W): (B, 4, 84, 84) on Atari, (B, 10, 10, 10) on MinAtar
     a_tm1: torch.Tensor  # int64 (B,)
     r_t: torch.Tensor  # float32 (B,), clipped reward
     discount_t: torch.Tensor  # float32 (B,), 0 after termination, 1 otherwise (gamma not applied)
-    s_t: torch.Tensor  # uint8 (B, 4, 84, 84)
+    s_t: torch.Tensor  # uint8 (B, L*C, H, W)
 
 
-def replay_bytes(capacity: int) -> int:
-    """Device memory one buffer of `capacity` transitions takes (frames dominate: 7,056 B each)."""
-    per_transition = int(np.prod(FRAME_SHAPE)) + 1 + 4 + 4  # frame, action, reward, 4 flags
+def replay_bytes(capacity: int, frame_shape: tuple[int, int, int] = (1, 84, 84)) -> int:
+    """Device memory one buffer of `capacity` transitions takes: C*H*W + 9 bytes each (frame, action,
+    reward, 4 flags); frames dominate (7,056 B on Atari, 1,000 B on MinAtar)."""
+    per_transition = int(np.prod(frame_shape)) + 1 + 4 + 4
     return capacity * per_transition
 
 
 class FrameReplay:
-    """Circular frame-once replay of one game, written by N environments in lockstep."""
+    """Circular frame-once replay of one game, written by N environments in lockstep.
 
-    def __init__(self, capacity: int, num_envs: int, device: torch.device | str = "cpu", seed: int = 0):
-        if capacity < num_envs * (STACK + 2):
+    `frame_shape` (C, H, W) is one frame and `history` (L) the frames per observation; the
+    defaults are Atari's 84x84 grayscale 4-frame stacks.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        num_envs: int,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        frame_shape: tuple[int, int, int] = (1, 84, 84),
+        history: int = 4,
+    ):
+        if len(frame_shape) != 3 or history < 1:
+            raise ValueError(f"need a (C, H, W) frame shape and history >= 1, got {frame_shape} and {history}")
+        if capacity < num_envs * (history + 2):
             raise ValueError(f"replay capacity {capacity} is too small for {num_envs} environments")
         self.num_envs = num_envs
         self.slots = capacity // num_envs  # per environment stream
         self.device = torch.device(device)
+        self.frame_shape = tuple(frame_shape)
+        self.history = history
         shape = (num_envs, self.slots)
-        self.frames = torch.zeros(shape + FRAME_SHAPE, dtype=torch.uint8, device=self.device)
+        self.frames = torch.zeros(shape + self.frame_shape, dtype=torch.uint8, device=self.device)
         self.actions = torch.zeros(shape, dtype=torch.uint8, device=self.device)
         self.rewards = torch.zeros(shape, dtype=torch.float32, device=self.device)
         self.terminated = torch.zeros(shape, dtype=torch.bool, device=self.device)
@@ -59,9 +76,9 @@ class FrameReplay:
         self.episode_start = torch.zeros(shape, dtype=torch.bool, device=self.device)
         self.observations_written = 0  # per stream; all streams advance together
         self._previous_ended = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
-        # Sampling reads frames t-3 .. t+1; row 0 of _layers indexes o_t's layers in that window, row 1 o_t+1's.
-        self._window = torch.arange(-(STACK - 1), 2, device=self.device)
-        self._layers = torch.arange(STACK, device=self.device) + torch.arange(2, device=self.device).unsqueeze(1)
+        # Sampling reads frames t-L+1 .. t+1; row 0 of _layers indexes o_t's frames in that window, row 1 o_t+1's.
+        self._window = torch.arange(-(history - 1), 2, device=self.device)
+        self._layers = torch.arange(history, device=self.device) + torch.arange(2, device=self.device).unsqueeze(1)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
@@ -74,19 +91,19 @@ class FrameReplay:
         return self.num_envs * max(0, self.observations_written - 1 - self._oldest_sampleable())
 
     def _oldest_sampleable(self) -> int:
-        """Oldest stream index whose 3 older frames are still in the buffer (all, before a wrap)."""
+        """Oldest stream index whose L - 1 older frames are still in the buffer (all, before a wrap)."""
         if self.observations_written <= self.slots:
             return 0
-        return self.observations_written - self.slots + STACK - 1
+        return self.observations_written - self.slots + self.history - 1
 
     def add_first(self, observations: torch.Tensor) -> None:
-        """Store the reset observations (N, 4, 84, 84) that begin every stream."""
-        self.frames[:, 0] = observations[:, -1].to(self.device)
+        """Store the reset observations (N, L*C, H, W) that begin every stream."""
+        self.frames[:, 0] = self._newest_frames(observations)
         self.episode_start[:, 0] = True
         self.observations_written = 1
 
     def add_restart(self, observations: torch.Tensor) -> None:
-        """Begin new episodes in every stream (N, 4, 84, 84) after a resume reset the emulators.
+        """Begin new episodes in every stream (N, L*C, H, W) after a resume reset the emulators.
 
         The newest stored observation then never got its transition, as with a final observation.
         """
@@ -112,25 +129,35 @@ class FrameReplay:
         self.terminated[:, t] = terminated.to(self.device)
         self.has_transition[:, t] = ~self._previous_ended  # o_t final -> its action was ignored
         t_next = self.observations_written % self.slots
-        self.frames[:, t_next] = next_observations[:, -1].to(self.device)
+        self.frames[:, t_next] = self._newest_frames(next_observations)
         self.episode_start[:, t_next] = self._previous_ended
         self.has_transition[:, t_next] = False  # not yet taken
         self._previous_ended = ended
         self.observations_written += 1
 
-    def _stack_pair(self, env: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Observations o_t and o_t+1 (B, 4, 84, 84 each), rebuilt from frames t-3..t+1 of each stream.
+    def _newest_frames(self, observations: torch.Tensor) -> torch.Tensor:
+        """f_t of each observation (N, L*C, H, W): its last C channels."""
+        expected = (self.history * self.frame_shape[0],) + self.frame_shape[1:]
+        if tuple(observations.shape[1:]) != expected:
+            raise ValueError(f"observations of shape {tuple(observations.shape)}; this replay stores (N, {expected})")
+        return observations[:, -self.frame_shape[0] :].to(self.device)
 
-        In a stack whose newest frame is e, frame j is kept only when no episode starts in (j, e];
-        otherwise it is zero. Counting episode starts along the 5-frame window once decides every
-        layer of both stacks, and one indexing op reads all their frames: about ten ops per batch
-        instead of seventy, which matters on a GPU, where each launch costs more than its work.
+    def _stack_pair(self, env: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Observations o_t and o_t+1 (B, L*C, H, W each), rebuilt from frames t-L+1..t+1 of each stream.
+
+        In an observation whose newest frame is e, frame j is kept only when no episode starts in
+        (j, e]; otherwise it is zero. Counting episode starts along the (L+1)-frame window once
+        decides every frame of both observations, and one indexing op reads all their frames: about
+        ten ops per batch instead of seventy for Atari's L = 4, which matters on a GPU, where each
+        launch costs more than its work. With L = 1 every frame is kept: o_t = f_t, o_t+1 = f_t+1.
         """
-        window = (t.unsqueeze(1) + self._window) % self.slots  # (B, 5): positions t-3 .. t+1
-        starts_so_far = self.episode_start[env.unsqueeze(1), window].cumsum(dim=1)  # (B, 5)
-        keep = starts_so_far[:, self._layers] == starts_so_far[:, self._layers[:, -1:]]  # (B, 2, 4)
-        stacks = self.frames[env.view(1, -1, 1), window[:, self._layers].transpose(0, 1)]  # (2, B, 4, 84, 84)
-        stacks.mul_(keep.transpose(0, 1)[..., None, None])
+        batch = t.shape[0]
+        window = (t.unsqueeze(1) + self._window) % self.slots  # (B, L+1): positions t-L+1 .. t+1
+        starts_so_far = self.episode_start[env.unsqueeze(1), window].cumsum(dim=1)  # (B, L+1)
+        keep = starts_so_far[:, self._layers] == starts_so_far[:, self._layers[:, -1:]]  # (B, 2, L)
+        stacks = self.frames[env.view(1, -1, 1), window[:, self._layers].transpose(0, 1)]  # (2, B, L, C, H, W)
+        stacks.mul_(keep.transpose(0, 1)[..., None, None, None])
+        stacks = stacks.view(2, batch, self.history * self.frame_shape[0], *self.frame_shape[1:])
         return stacks[0], stacks[1]
 
     def sample_indices(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +205,13 @@ class FrameReplay:
         return state
 
     def set_state(self, state: dict[str, object]) -> None:
-        for name in ("frames", "actions", "rewards", "terminated", "has_transition", "episode_start"):
+        """Restore `get_state`'s dict; also a single-channel state saved before frames had a channel
+        axis (frames (N, slots, H, W), as every replay saved before MinAtar did)."""
+        frames = state["frames"]
+        if self.frame_shape[0] == 1 and tuple(frames.shape) == self.frames.shape[:2] + self.frame_shape[1:]:
+            frames = frames.unsqueeze(2)
+        self.frames.copy_(frames)
+        for name in ("actions", "rewards", "terminated", "has_transition", "episode_start"):
             getattr(self, name).copy_(state[name])
         self.observations_written = int(state["observations_written"])
         self._previous_ended.copy_(state["previous_ended"])

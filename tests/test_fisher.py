@@ -10,17 +10,26 @@ from agents.network import QNetwork
 from agents.replay import Transitions
 
 
-def small_setup(modulated):
+NETWORKS = {
+    "nature": dict(),  # Atari: (4, 84, 84) pixels, 18 actions
+    "minatar": dict(architecture="minatar", num_actions=6, input_shape=(10, 10, 10), input_scale=1.0),
+}
+"""QNetwork keyword arguments of each kind of network the Fisher must handle."""
+
+
+def small_setup(modulated, kind="nature"):
     torch.manual_seed(0)
-    network = QNetwork(modulated_games=["pong"] if modulated else []).double()
-    target = QNetwork(modulated_games=["pong"] if modulated else []).double()
+    kwargs = NETWORKS[kind]
+    network = QNetwork(modulated_games=["pong"] if modulated else [], **kwargs).double()
+    target = QNetwork(modulated_games=["pong"] if modulated else [], **kwargs).double()
     with torch.no_grad():  # non-trivial per-game biases and gains
         for param in network.modulation.parameters():
             param.add_(0.3 * torch.randn_like(param))
     n = 4
     g = torch.Generator().manual_seed(1)
-    frames = torch.randint(0, 256, (n + 1, 4, 84, 84), dtype=torch.uint8, generator=g)
-    batch = Transitions(frames[:n], torch.randint(0, 18, (n,), generator=g),
+    high = 256 if network.input_scale < 1 else 2  # pixels, or MinAtar's 0/1 channels
+    frames = torch.randint(0, high, (n + 1,) + network.input_shape, dtype=torch.uint8, generator=g)
+    batch = Transitions(frames[:n], torch.randint(0, network.num_actions, (n,), generator=g),
                         torch.randn(n, dtype=torch.float64, generator=g),
                         torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64), frames[1:])
     return network, target, batch
@@ -53,8 +62,9 @@ def brute_force(network, target, batch, estimator, game, temperature=1.0, gamma=
 
 @pytest.mark.parametrize("estimator", ["policy", "q-gaussian", "empirical-td"])
 @pytest.mark.parametrize("modulated", [False, True])
-def test_estimator_equals_per_sample_loop(estimator, modulated):
-    network, target, batch = small_setup(modulated)
+@pytest.mark.parametrize("kind", sorted(NETWORKS))
+def test_estimator_equals_per_sample_loop(estimator, modulated, kind):
+    network, target, batch = small_setup(modulated, kind)
     game = "pong" if modulated else None
     fast = diagonal_fisher(network, [batch], game, estimator, temperature=0.7 if estimator == "policy" else 1.0,
                            target_network=target)

@@ -7,18 +7,65 @@ import torch
 from envs.config import EnvConfig
 from agents.replay import FrameReplay, replay_bytes
 from envs.atari import make_env
+from envs.minatar import CHANNELS, SIDE, MinAtarVectorEnv
+
+
+class StackingEnv:
+    """A vector env of random (C, H, W) frames with ale-py's observation rule written out plainly:
+    the last `history` frames concatenated along channels, zeros before an episode's first frame,
+    random episode ends, NEXT_STEP autoreset (the step after an end ignores the action and resets)."""
+
+    def __init__(self, num_envs, frame_shape, history, end_probability=0.15):
+        self.num_envs, self.frame_shape, self.history = num_envs, frame_shape, history
+        self.end_probability = end_probability
+
+    def reset(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.stacks = np.zeros((self.num_envs, self.history) + self.frame_shape, dtype=np.uint8)
+        self.ended = np.zeros(self.num_envs, dtype=bool)
+        for i in range(self.num_envs):
+            self.push(i)
+        return self.observations(), {}
+
+    def push(self, i):
+        self.stacks[i, :-1] = self.stacks[i, 1:].copy()
+        self.stacks[i, -1] = self.rng.integers(0, 256, self.frame_shape, dtype=np.uint8)
+
+    def observations(self):
+        return self.stacks.reshape(self.num_envs, -1, *self.frame_shape[1:]).copy()
+
+    def step(self, actions):
+        rewards = self.rng.normal(size=self.num_envs).astype(np.float32)
+        ends = self.rng.random(self.num_envs) < self.end_probability
+        terminated = ends & (self.rng.random(self.num_envs) < 0.5)
+        truncated = ends & ~terminated
+        for i in range(self.num_envs):
+            if self.ended[i]:
+                self.stacks[i] = 0
+                rewards[i], terminated[i], truncated[i] = 0.0, False, False
+            self.push(i)
+        self.ended = terminated | truncated
+        return self.observations(), rewards, terminated, truncated, {}
+
+    def close(self):
+        pass
 
 
 def fill_from_real_env(game, num_envs, capacity, steps, max_frames, seed=0):
     """Play random actions in a real ALE game; return the replay and the naive record of it."""
     env = make_env(game, num_envs, EnvConfig(max_episode_frames=max_frames))
+    return fill(env, FrameReplay(capacity, num_envs, seed=seed), 18, steps, seed)
+
+
+def fill(env, replay, num_actions, steps, seed):
+    """Play random actions in `env` into `replay`; return the replay and the naive record of it."""
+    num_envs = replay.num_envs
     rng = np.random.default_rng(seed)
     observations, _ = env.reset(seed=seed)
-    replay = FrameReplay(capacity, num_envs, seed=seed)
     replay.add_first(torch.from_numpy(observations))
     naive = {"obs": [observations], "action": [], "reward": [], "terminated": [], "truncated": []}
     for _ in range(steps):
-        actions = rng.integers(0, 18, num_envs)
+        actions = rng.integers(0, num_actions, num_envs)
         observations, rewards, terminated, truncated, _ = env.step(actions)
         clipped = np.clip(rewards, -1, 1).astype(np.float32)
         replay.add(torch.from_numpy(actions), torch.from_numpy(clipped), torch.from_numpy(terminated),
@@ -37,7 +84,8 @@ def check_against_naive(replay, naive, draws=4000):
     batch = replay.gather(env, t)
     written = replay.observations_written
     for i, (e, step) in enumerate(zip(env.tolist(), t.tolist())):
-        assert written - replay.slots <= step - 3 or step < 3, "stack reaches into overwritten frames"
+        older = replay.history - 1  # frames before f_t in o_t
+        assert written - replay.slots <= step - older or step < older, "stack reaches into overwritten frames"
         assert step <= written - 2
         assert not (step > 0 and ended[step - 1, e]), "sampled a final observation"
         assert np.array_equal(batch.s_tm1[i].numpy(), naive["obs"][step, e])
@@ -83,3 +131,49 @@ def test_memory_is_one_frame_per_transition():
     assert replay_bytes(1_000_000) / 1e9 == pytest.approx(7.07, abs=0.01)
     replay = FrameReplay(1000, 4)
     assert replay.frames.numel() == 1000 * 84 * 84
+
+
+@pytest.mark.parametrize("game, limit", [("breakout", 12), ("space_invaders", 20)])
+def test_minatar_observations_match_env_over_ends_and_wraparound(game, limit):
+    # History 1: o_t is frame t itself. 40 slots per stream, 130 steps: the buffer wraps three times.
+    env = MinAtarVectorEnv(game, 3, max_episode_steps=limit)
+    replay = FrameReplay(120, 3, seed=1, frame_shape=(CHANNELS, SIDE, SIDE), history=1)
+    replay, naive = fill(env, replay, 6, 130, seed=4)
+    assert naive["truncated"].sum() >= 3 and naive["terminated"].sum() >= 1
+    _, t = check_against_naive(replay, naive)
+    assert t.min().item() >= replay.observations_written - replay.slots
+    assert replay.sample(8).s_tm1.shape == (8, CHANNELS, SIDE, SIDE)
+
+
+@pytest.mark.parametrize("frame_shape, history", [((3, 5, 7), 4), ((2, 6, 6), 2), ((1, 84, 84), 4)])
+def test_multichannel_stacks_match_env_over_ends_and_wraparound(frame_shape, history):
+    replay = FrameReplay(90, 3, seed=2, frame_shape=frame_shape, history=history)
+    replay, naive = fill(StackingEnv(3, frame_shape, history), replay, 6, 100, seed=5)
+    assert naive["terminated"].sum() >= 5 and naive["truncated"].sum() >= 5
+    _, t = check_against_naive(replay, naive)
+    assert t.min().item() >= replay.observations_written - replay.slots + history - 1
+
+
+def test_replay_saved_before_frames_had_channels_still_loads():
+    replay, _ = fill(StackingEnv(2, (1, 84, 84), 4), FrameReplay(60, 2, seed=3), 18, 70, seed=6)
+    state = replay.get_state()
+    state["frames"] = state["frames"].squeeze(2)  # the old layout: (N, slots, 84, 84)
+    assert state["frames"].shape == (2, 30, 84, 84)
+    copy = FrameReplay(60, 2)
+    copy.set_state(state)
+    assert torch.equal(copy.frames, replay.frames)
+    assert all(torch.equal(a, b) for a, b in zip(replay.sample(16), copy.sample(16)))
+    with pytest.raises(RuntimeError):  # a MinAtar replay does not take it
+        FrameReplay(60, 2, frame_shape=(10, 10, 10), history=1).set_state(state)
+
+
+def test_observations_of_another_shape_are_refused():
+    replay = FrameReplay(60, 2, frame_shape=(10, 10, 10), history=1)
+    with pytest.raises(ValueError, match="this replay stores"):
+        replay.add_first(torch.zeros(2, 4, 84, 84, dtype=torch.uint8))
+
+
+def test_minatar_memory_is_one_frame_per_transition():
+    assert replay_bytes(1_000_000, (10, 10, 10)) == 1_009_000_000
+    replay = FrameReplay(1000, 4, frame_shape=(10, 10, 10), history=1)
+    assert replay.frames.shape == (4, 250, 10, 10, 10)
