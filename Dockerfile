@@ -1,6 +1,7 @@
 # ewc-atari on a CUDA GPU:
 #   docker build -t ewc-atari .
 #   docker run --gpus all -v "$PWD/runs:/app/runs" ewc-atari --games pong,breakout
+# Lint: hadolint Dockerfile. tests/test_packaging.py replays the COPY and RUN steps without Docker.
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,15 +10,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first (cached while only the code changes); torch comes with the base image.
-COPY pyproject.toml README.md ./
-COPY agents/__init__.py agents/__init__.py
-COPY envs/__init__.py envs/__init__.py
-RUN touch config.py train.py evaluate.py \
-    && pip install --no-cache-dir -e . \
-    && rm config.py train.py evaluate.py
+# Dependencies first, in a layer cached until pyproject.toml changes: [project].dependencies read
+# straight from pyproject.toml, so this step needs none of the code (torch comes with the base image).
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > requirements.txt \
+    && pip install --no-cache-dir -r requirements.txt \
+    && rm requirements.txt
 
+# Then the code, and the packages that pyproject.toml finds installed over it. Editable: the
+# packages stay in /app, next to configs/ and the .git that run.json takes the commit from.
 COPY . .
+RUN pip install --no-cache-dir --no-deps -e .
 
 VOLUME ["/app/runs"]
 ENTRYPOINT ["python", "train.py"]

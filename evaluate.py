@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [open_run(path, picked) for path in args.runs]
         games = list(dict.fromkeys(parse_games(args.games))) if args.games else None
         if args.video:
-            check_video_support()
+            check_video_support(games or [game for run in runs for game in run.sequence])
         evaluations = []
         for run in runs:
             video_dir = eval_folder(run.path) / "videos" if args.video else None

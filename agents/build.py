@@ -11,6 +11,7 @@ from agents.dqn import DQNLearner
 from agents.ewc.config import ConsolidationConfig
 from agents.ewc.methods import make_consolidation
 from agents.network import QNetwork
+from envs.families import Family
 
 
 class AgentSections(Protocol):
@@ -21,15 +22,16 @@ class AgentSections(Protocol):
     consolidation: ConsolidationConfig
 
 
-def build_network(network: NetworkConfig, games: list[str], num_actions: int) -> QNetwork:
-    """The Q-network of a run on `games`: per-game biases and gains for each game when asked for."""
+def build_network(network: NetworkConfig, games: list[str], family: Family) -> QNetwork:
+    """The Q-network of a run on `games` of `family` (its input and action set), with per-game biases
+    and gains for each game when asked for."""
     modulated = games if network.per_game_modulation else []
-    return QNetwork(network.architecture, num_actions, modulated)
+    return QNetwork(network.architecture, family.num_actions, modulated, family.observation_shape, family.input_scale)
 
 
-def build_learner(config: AgentSections, games: list[str], num_actions: int, device: torch.device, seed: int) -> DQNLearner:
+def build_learner(config: AgentSections, games: list[str], family: Family, device: torch.device, seed: int) -> DQNLearner:
     """A fresh learner: network initialised from `seed`, its consolidation method, on `device`."""
     torch.manual_seed(seed)
-    network = build_network(config.network, games, num_actions).to(device)
+    network = build_network(config.network, games, family).to(device)
     cons = config.consolidation
     return DQNLearner(network, config.agent, make_consolidation(cons.method, cons.ewc_lambda, cons.online_gamma))

@@ -45,6 +45,7 @@ from agents.ewc.fisher import diagonal_fisher, replay_batches
 from agents.replay import FrameReplay, Transitions
 from bench.settings import FISHER_REFERENCE_SAMPLES, LEARNER_ROUNDS, PIPELINE_TARGET, Settings, benchmark_config
 from envs.atari import NUM_ACTIONS, make_env
+from envs.families import ATARI
 from ewc_training.config import Config
 from ewc_training.logger import MemoryLogger
 from ewc_training.trainer import SequenceTrainer
@@ -70,7 +71,7 @@ def make_learner(config: Config, device: torch.device, update_mode: str, penalty
         config, agent=dataclasses.replace(config.agent, update_mode=update_mode),
         consolidation=dataclasses.replace(config.consolidation, method="ewc" if penalty else "finetune"),
     )
-    learner = build_learner(sections, config.run.games, NUM_ACTIONS, device, config.run.seed)
+    learner = build_learner(sections, config.run.games, ATARI, device, config.run.seed)
     if penalty:
         activate_penalty(learner)
     return learner

@@ -12,6 +12,11 @@ import re
 
 import ale_py.roms
 
+from envs import minatar
+
+MINATAR_PREFIX = "minatar:"
+"""Games of the MinAtar family are named `minatar:<game>`; bare names are Atari ROMs."""
+
 # Random and human reference scores of the 57 standard Atari games:
 # (score of a uniformly random agent, score of a professional human tester), each averaged over
 # episodes that start with up to 30 no-ops and are cut at 108,000 frames. Published with DQN
@@ -80,8 +85,13 @@ REFERENCE_SCORES: dict[str, tuple[float, float]] = {
 ATARI_57 = tuple(sorted(REFERENCE_SCORES))
 
 
+MINATAR_REFERENCE_SCORES: dict[str, tuple[float, float]] = {}
+"""MinAtar has no human scores. (random agent, reference agent) per game for the MinAtar-normalised
+score (score - random) / (reference - random); filled in below from measurements of this project."""
+
+
 class UnknownGameError(ValueError):
-    """A game name that matches no ROM shipped with ale-py."""
+    """A game name that matches no ROM shipped with ale-py and no MinAtar game."""
 
 
 def _normalise(name: str) -> str:
@@ -90,14 +100,23 @@ def _normalise(name: str) -> str:
 
 
 def available_games() -> list[str]:
-    """ROM ids that ale-py ships, e.g. `space_invaders` (no AutoROM needed since ale-py 0.9)."""
-    return sorted(ale_py.roms.get_all_rom_ids())
+    """ROM ids that ale-py ships, e.g. `space_invaders` (no AutoROM needed since ale-py 0.9), then
+    the MinAtar games, e.g. `minatar:breakout`."""
+    return sorted(ale_py.roms.get_all_rom_ids()) + [MINATAR_PREFIX + game for game in minatar.GAMES]
 
 
 def canonical_game(name: str) -> str:
-    """The ALE ROM id for a name as a user types it; raises UnknownGameError with near matches."""
-    by_key = {_normalise(rom): rom for rom in available_games()}
-    key = _normalise(name)
+    """The game id for a name as a user types it; raises UnknownGameError with near matches.
+
+    `minatar:<game>` (prefix case-insensitive) names a MinAtar game; anything else an ALE ROM.
+    """
+    family_prefix, separator, game = name.strip().partition(":")
+    if separator and family_prefix.lower() == MINATAR_PREFIX[:-1]:
+        by_key = {_normalise(game_id): MINATAR_PREFIX + game_id for game_id in minatar.GAMES}
+        key = _normalise(game)
+    else:
+        by_key = {_normalise(rom): rom for rom in sorted(ale_py.roms.get_all_rom_ids())}
+        key = _normalise(name)
     if key in by_key:
         return by_key[key]
     close = difflib.get_close_matches(key, list(by_key), n=3, cutoff=0.6)
@@ -122,3 +141,15 @@ def human_normalised_score(game: str, score: float) -> float:
         return float("nan")
     random_score, human_score = REFERENCE_SCORES[game]
     return (score - random_score) / (human_score - random_score)
+
+
+def normalised_score(game: str, score: float) -> float:
+    """The score every metric uses: HNS on Atari; on MinAtar (score - random) / (reference - random)
+    with MINATAR_REFERENCE_SCORES. NaN for a game without references."""
+    if not game.startswith(MINATAR_PREFIX):
+        return human_normalised_score(game, score)
+    references = MINATAR_REFERENCE_SCORES.get(game.removeprefix(MINATAR_PREFIX))
+    if references is None:
+        return float("nan")
+    random_score, reference_score = references
+    return (score - random_score) / (reference_score - random_score)

@@ -17,10 +17,10 @@ import torch
 
 from agents.dqn import epsilon_greedy
 from agents.network import QNetwork
-from envs.atari import make_env
 from envs.config import EnvConfig
 from envs.episodes import EpisodeTracker
-from envs.games import human_normalised_score
+from envs.families import make_env
+from envs.games import normalised_score
 from ewc_evaluation.config import EvalConfig
 from ewc_evaluation.metrics import mean_hns
 
@@ -93,7 +93,7 @@ def continual_evaluation(
     hns_by_game: dict[str, float] = {}
     for game in dict.fromkeys(games):
         score = float(play_episodes(network, game, protocol, env_config, seed).mean())
-        hns_by_game[game] = human_normalised_score(game, score)
+        hns_by_game[game] = normalised_score(game, score)
         scalars[f"eval/{game}/score"] = score
         scalars[f"eval/{game}/hns"] = hns_by_game[game]
     scalars["eval/mean_hns"] = mean_hns(hns_by_game.values())

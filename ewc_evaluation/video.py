@@ -20,6 +20,7 @@ from agents.dqn import epsilon_greedy
 from agents.network import QNetwork
 from envs.atari import FRAMESKIP, make_env
 from envs.config import EnvConfig
+from envs.families import family_of
 from ewc_evaluation.config import EvalConfig
 from ewc_evaluation.protocol import evaluation_env_config
 
@@ -37,8 +38,11 @@ class VideoError(RuntimeError):
     """A video that cannot be made; the message says why."""
 
 
-def check_video_support() -> None:
-    """Fail before any work when PyAV is missing."""
+def check_video_support(games: list[str] = ()) -> None:
+    """Fail before any work when PyAV is missing, or a game has no screen to film (MinAtar)."""
+    unfilmable = [game for game in games if family_of(game).name != "atari"]
+    if unfilmable:
+        raise VideoError(f"--video films Atari screens; {', '.join(unfilmable)} has none (MinAtar is a 10x10 grid)")
     if av is None:
         raise VideoError("--video needs PyAV: pip install 'ewc-atari[video]' (or pip install av)")
 

@@ -18,8 +18,8 @@ import torch
 
 from agents.build import build_network
 from agents.network import QNetwork
-from envs.atari import NUM_ACTIONS
-from envs.games import human_normalised_score
+from envs.families import family_of_run
+from envs.games import normalised_score
 from ewc_evaluation.config import EvalConfig
 from ewc_evaluation.metrics import HnsMatrix, summarise
 from ewc_evaluation.protocol import play_episodes
@@ -96,7 +96,7 @@ class RunEvaluation:
 
 def cell_hns(game: str, scores: list[float]) -> np.ndarray:
     """HNS of every episode of a cell (NaN for a game without reference scores)."""
-    return np.array([human_normalised_score(game, score) for score in scores])
+    return np.array([normalised_score(game, score) for score in scores])
 
 
 def open_run(path: str | Path, picked: list[str] | None = None) -> Run:
@@ -128,7 +128,7 @@ def load_network(run: Run, checkpoint: Path, device: torch.device) -> tuple[QNet
     belongs to another sequence of games, or whose weights do not fit the run's network.
     """
     weights, position = saved_network(checkpoint, run.sequence, device)
-    network = build_network(run.config.network, run.sequence, NUM_ACTIONS).to(device)
+    network = build_network(run.config.network, run.sequence, family_of_run(run.sequence)).to(device)
     try:
         network.load_state_dict(weights)
     except RuntimeError as error:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from envs.families import family_of_run
 from ewc_experiments.eval_matrix import MatrixRow, RunEvaluation, cell_hns
 
 OUTPUT_FOLDER = "eval"
@@ -37,6 +38,11 @@ def write_outputs(evaluation: RunEvaluation) -> Path:
     return folder
 
 
+def score_name(evaluation: RunEvaluation) -> str:
+    """Which normalisation the "HNS" columns hold: HNS on Atari, the MinAtar-normalised score on MinAtar."""
+    return family_of_run(evaluation.run.sequence).score_name
+
+
 def cell_stats(game: str, scores: list[float]) -> dict[str, float]:
     """Mean and (population) standard deviation over a cell's episodes, in raw score and HNS."""
     hns = cell_hns(game, scores)
@@ -53,6 +59,7 @@ def as_dict(evaluation: RunEvaluation) -> dict[str, object]:
     return {
         "run_dir": str(evaluation.run.path),
         "sequence": evaluation.run.sequence,
+        "normalisation": score_name(evaluation),
         "games": evaluation.games,
         "method": config.consolidation.method,
         "ewc_lambda": config.consolidation.ewc_lambda,
@@ -142,24 +149,24 @@ def matrix_markdown(evaluation: RunEvaluation) -> str:
         "",
         *_table(evaluation, _score_cell),
         "",
-        "## Human-normalised score (mean ± std over episodes)",
+        f"## {score_name(evaluation)[0].upper() + score_name(evaluation)[1:]} (mean ± std over episodes)",
         "",
         *_table(evaluation, _hns_cell),
         "",
-        *_metric_lines(evaluation.metrics()),
+        *_metric_lines(evaluation.metrics(), score_name(evaluation)),
     ]
     if evaluation.errors:
         lines += ["", "## Checkpoints not evaluated", "", *(f"- {error}" for error in evaluation.errors)]
     return "\n".join(lines) + "\n"
 
 
-def _metric_lines(metrics: dict[str, object]) -> list[str]:
+def _metric_lines(metrics: dict[str, object], normalisation: str) -> list[str]:
     if not metrics:
         return ["No game-end checkpoint was evaluated, so there are no continual-learning metrics."]
     forgetting = ", ".join(f"{game} {_number(value, 3)}" for game, value in metrics["forgetting"].items())
     after_each = ", ".join(f"{k}: {_number(value, 3)}" for k, value in metrics["mean_hns_after_game"].items())
     return [
-        f"## Metrics (HNS, final = after game {metrics['final_after_game']}; definitions in docs/evaluation.md)",
+        f"## Metrics (\"HNS\" is the {normalisation}; final = after game {metrics['final_after_game']}; definitions in docs/evaluation.md)",
         "",
         f"- final mean HNS: {_number(metrics['final_mean_hns'], 3)}",
         f"- mean forgetting: {_number(metrics['mean_forgetting'], 3)}" + (f" ({forgetting})" if forgetting else ""),
@@ -190,7 +197,7 @@ def plot_matrix(evaluation: RunEvaluation, path: Path) -> None:
     figure = Figure(figsize=(max(4.0, 1.0 + 0.9 * len(evaluation.games)), max(2.5, 1.2 + 0.5 * len(evaluation.rows))))
     axes = figure.add_subplot()
     image = axes.imshow(np.ma.masked_invalid(hns), cmap="viridis", aspect="auto")
-    figure.colorbar(image, ax=axes, label="human-normalised score")
+    figure.colorbar(image, ax=axes, label=score_name(evaluation).split(" (")[0])
     axes.set_xticks(range(len(evaluation.games)), evaluation.games, rotation=45, ha="right")
     axes.set_yticks(range(len(evaluation.rows)), [row.label for row in evaluation.rows])
     middle = (image.norm.vmin + image.norm.vmax) / 2 if np.isfinite(hns).any() else 0.0

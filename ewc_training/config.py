@@ -22,6 +22,7 @@ import yaml
 from agents.config import AgentConfig, NetworkConfig
 from agents.ewc.config import ConsolidationConfig
 from envs.config import EnvConfig
+from envs.families import family_of_run
 from ewc_evaluation.config import EvalConfig
 
 
@@ -74,6 +75,10 @@ class Config:
         Each section checks its own keys (`problems()`); what spans sections is checked here.
         """
         problems = [message for section in dataclasses.fields(self) for message in getattr(self, section.name).problems()]
+        try:
+            family_of_run(self.run.games)
+        except ValueError as error:
+            problems.append(f"run.games: {error}")
         minimum_replay = 6 * self.env.num_envs
         if self.agent.replay_capacity < minimum_replay:
             problems.append(f"agent.replay_capacity must be at least 6 x env.num_envs = {minimum_replay}")

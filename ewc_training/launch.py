@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from agents.replay import replay_bytes
+from envs.families import family_of_run
 from ewc_training import run_dir as paths
 from ewc_training.config import Config, ConfigError, build_config
 from ewc_training.device import DeviceError, free_memory_bytes, resolve_device
@@ -29,13 +30,14 @@ MEMORY_RESERVE = 1 << 30
 def check_replay_fits(config: Config, device: torch.device) -> None:
     """Refuse, before anything is allocated, a replay the device (or, to save it, the host) cannot hold."""
     capacity = replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs)
-    needed = replay_bytes(capacity)
+    frame_shape = family_of_run(config.run.games).frame_shape
+    needed = replay_bytes(capacity, frame_shape)
     places = [device] + ([torch.device("cpu")] if config.run.save_replay and device.type == "cuda" else [])
     for place in places:
         free = free_memory_bytes(place)
         if free is None or needed + MEMORY_RESERVE <= free:
             continue
-        fitting = max(0, free - MEMORY_RESERVE) // replay_bytes(1) // 10_000 * 10_000
+        fitting = max(0, free - MEMORY_RESERVE) // replay_bytes(1, frame_shape) // 10_000 * 10_000
         where = "the GPU" if place.type == "cuda" else "host memory"
         fix = f"set agent.replay_capacity={fitting} or lower" if fitting else "free memory or use a larger machine"
         raise DeviceError(f"the replay of {capacity:,} transitions needs {needed / 1e9:.1f} GB but {where} has "
@@ -82,8 +84,8 @@ def start_run(config: Config, requested_dir: str | None, overwrite: bool) -> Seq
 def resume_run(requested: str, device_name: str | None = None) -> SequenceTrainer:
     """An earlier run at its newest checkpoint (or the checkpoint `requested` names), with its own
     config.yaml; nothing is written until the checkpoint has loaded into the trainer."""
+    paths.lock_run_dir(paths.run_dir_of(Path(requested)))  # first: the checkpoints may be being written
     run_dir, checkpoint = paths.resume_point(requested)
-    paths.lock_run_dir(run_dir)
     config = build_config(run_dir / "config.yaml")
     config.validate()
     device = resolve_device(device_name or config.run.device)

@@ -106,6 +106,18 @@ def replay_checkpoint(run_dir: Path) -> Path:
     return checkpoint_dir(run_dir) / "latest_replay.pt"
 
 
+def run_dir_of(requested: Path) -> Path:
+    """The run directory `--resume` names: the folder itself, or the run a checkpoint file is in."""
+    if requested.is_file():
+        run_dir = requested.parent.parent
+        if requested.parent.name != "checkpoints" or not (run_dir / "config.yaml").is_file():
+            raise CheckpointError(f"{requested} is not inside a run directory (<run>/checkpoints/*.pt beside <run>/config.yaml)")
+        return run_dir
+    if not (requested / "config.yaml").is_file():
+        raise CheckpointError(f"{requested} is not a run directory (no config.yaml); pass the folder train.py made")
+    return requested
+
+
 def resume_point(requested: str | Path) -> tuple[Path, Path]:
     """(run directory, checkpoint to resume) for `--resume`: a run directory or a checkpoint in one.
 
@@ -115,13 +127,9 @@ def resume_point(requested: str | Path) -> tuple[Path, Path]:
     silently resuming days earlier.
     """
     requested = Path(requested)
+    run_dir = run_dir_of(requested)
     if requested.is_file():
-        run_dir = requested.parent.parent
-        if requested.parent.name != "checkpoints" or not (run_dir / "config.yaml").is_file():
-            raise CheckpointError(f"{requested} is not inside a run directory (<run>/checkpoints/*.pt beside <run>/config.yaml)")
         return run_dir, requested
-    if not (requested / "config.yaml").is_file():
-        raise CheckpointError(f"{requested} is not a run directory (no config.yaml); pass the folder train.py made")
     positions, unreadable = {}, []
     for path in run_checkpoints(requested):
         try:
@@ -133,8 +141,8 @@ def resume_point(requested: str | Path) -> tuple[Path, Path]:
         instead = f"; resume from an older one with --resume {newest}" if newest else ""
         raise CheckpointError(f"{unreadable[0]}{instead}")
     if newest is None:
-        raise CheckpointError(f"{checkpoint_dir(requested)} holds no checkpoint yet; start the run again instead")
-    return requested, newest
+        raise CheckpointError(f"{checkpoint_dir(run_dir)} holds no checkpoint yet; start the run again instead")
+    return run_dir, newest
 
 
 def remove_partial_writes(run_dir: Path) -> None:

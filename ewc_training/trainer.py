@@ -29,8 +29,8 @@ from agents.dqn import epsilon_at
 from agents.ewc.boundary import consolidate_game
 from agents.ewc.fisher import fisher_summary
 from agents.replay import FrameReplay
-from envs.atari import NUM_ACTIONS, make_env
 from envs.episodes import EpisodeTracker
+from envs.families import family_of_run, make_env
 from ewc_evaluation.protocol import continual_evaluation
 from ewc_training import run_dir as paths
 from ewc_training.checkpoint import save_checkpoint
@@ -59,7 +59,8 @@ class SequenceTrainer:
         self.logger = logger
         generator = torch.Generator(device=device)
         generator.manual_seed(config.run.seed)
-        learner = build_learner(config, config.run.games, NUM_ACTIONS, device, config.run.seed)
+        self.family = family_of_run(config.run.games)
+        learner = build_learner(config, config.run.games, self.family, device, config.run.seed)
         self.state = TrainingState(Position(), learner, {}, generator)
         self.git_commit = "unknown"
         self.resumed_from: Path | None = None
@@ -172,7 +173,8 @@ class SequenceTrainer:
         """
         config, pos = self.config, self.position
         capacity = replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs)
-        replay = FrameReplay(capacity, config.env.num_envs, self.device, seed=env_seed(config.run.seed, pos.game_index))
+        replay = FrameReplay(capacity, config.env.num_envs, self.device, seed=env_seed(config.run.seed, pos.game_index),
+                             frame_shape=self.family.frame_shape, history=self.family.history)
         if pos.step_in_game == 0:
             replay.add_first(obs)
             self.learner.start_game()

@@ -32,7 +32,7 @@ from ewc_training.run_dir import replay_checkpoint
 from ewc_training.schema import Position, restore_replay
 from ewc_training.trainer import SequenceTrainer
 from tests.conftest import ROOT, SUBPROCESS_ENV, run_train
-from tests.test_checkpoint import _CreatesFile
+from tests.ewc_training.test_checkpoint import _CreatesFile
 
 STEPS = 400
 SMALL = [

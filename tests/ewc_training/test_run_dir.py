@@ -1,0 +1,68 @@
+"""A run directory has one writer: a lock held for the life of the process, gone when it dies."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ewc_training.run_dir import RunInUseError, lock_run_dir, unlock_run_dir, write_json
+from tests.conftest import ROOT, SUBPROCESS_ENV, run_train
+
+HOLD = "import sys, time; from pathlib import Path; from ewc_training.run_dir import lock_run_dir; " \
+       "lock_run_dir(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)"
+
+
+def hold_lock_in_another_process(run_dir) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT, env=SUBPROCESS_ENV,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_process_is_refused_and_a_killed_one_leaves_no_stale_lock(tmp_path):
+    holder = hold_lock_in_another_process(tmp_path)
+    try:
+        with pytest.raises(RunInUseError, match=rf"pid {holder.pid}\b"):
+            lock_run_dir(tmp_path)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    lock_run_dir(tmp_path)  # the kernel released the dead holder's lock
+    unlock_run_dir(tmp_path)
+
+
+def test_run_json_is_replaced_whole(tmp_path):
+    path = tmp_path / "run.json"
+    write_json(path, {"a": 1})
+    write_json(path, {"b": 2})
+    assert json.loads(path.read_text()) == {"b": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
+
+
+@pytest.mark.slow
+def test_training_into_a_run_that_is_being_written_is_refused(tmp_path):
+    """A second train.py on a run directory another process is writing gets one line and status 2,
+    and the first run's files are untouched."""
+    run_dir = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "train.py", "--config", "configs/smoke.yaml", "--games", "pong",
+                              "--run-dir", str(run_dir)], cwd=ROOT, env=SUBPROCESS_ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "config.yaml").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for args in (["--resume", str(run_dir)], ["--games", "pong", "--run-dir", str(run_dir), "--overwrite"]):
+            second = run_train(*args)
+            assert second.returncode == 2
+            lines = second.stderr.strip().splitlines()
+            assert lines[-1].startswith("error: ") and "being written by another process" in lines[-1]
+            assert "Traceback" not in second.stderr
+        assert (run_dir / "config.yaml").is_file()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
