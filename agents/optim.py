@@ -43,11 +43,15 @@ class CentredRMSProp(torch.optim.Optimizer):
         return loss
 
 
-def adam(params: Iterable[torch.nn.Parameter], learning_rate: float, adam_eps: float, **flags: bool) -> torch.optim.Optimizer:
+def adam(
+    params: Iterable[torch.nn.Parameter], learning_rate: float, adam_eps: float, **flags: bool
+) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=learning_rate, eps=adam_eps, **flags)
 
 
-def centred_rmsprop(params: Iterable[torch.nn.Parameter], learning_rate: float, adam_eps: float, **flags: bool) -> torch.optim.Optimizer:
+def centred_rmsprop(
+    params: Iterable[torch.nn.Parameter], learning_rate: float, adam_eps: float, **flags: bool
+) -> torch.optim.Optimizer:
     """Nature DQN's settings (alpha 0.95, eps 0.01 inside the root); no host-side state, so capturable as is."""
     return CentredRMSProp(params, lr=learning_rate, alpha=0.95, eps=0.01)
 

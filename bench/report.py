@@ -44,9 +44,10 @@ def report(record: dict) -> str:
         f"  speed-up over naive: {e2e['speedup_over_naive']:.2f}x   rounds: {per_round('speedup_over_naive', '.2f')}",
         "",
         "pipeline: end to end / min(env only, 4 x learner only), per round: "
-        + "; ".join(f"{r['loop_steps_per_s']:,.0f} / min({r['env_only_steps_per_s']:,.0f}, {r['learner_bound_steps_per_s']:,.0f})"
-                    f" = {100 * r['pipeline_efficiency']:.0f}%" for r in rounds),
-        f"  median {100 * pipe['efficiency']:.0f}% (target >= {100 * pipe['target']:.0f}%) " + ("PASS" if pipe["passed"] else "FAIL"),
+        + "; ".join(f"{r['loop_steps_per_s']:,.0f} / min({r['env_only_steps_per_s']:,.0f}, "
+                    f"{r['learner_bound_steps_per_s']:,.0f}) = {100 * r['pipeline_efficiency']:.0f}%" for r in rounds),
+        f"  median {100 * pipe['efficiency']:.0f}% (target >= {100 * pipe['target']:.0f}%) "
+        + ("PASS" if pipe["passed"] else "FAIL"),
         "",
         f"policy Fisher: {fisher['samples']:,} samples in {fisher['seconds']:.2f} s ({fisher['ms_per_sample']:.1f} ms/sample); "
         f"{FISHER_REFERENCE_SAMPLES:,} samples: {fisher[f'seconds_for_{FISHER_REFERENCE_SAMPLES}']:.1f} s "

@@ -166,7 +166,8 @@ def _metric_lines(metrics: dict[str, object], normalisation: str) -> list[str]:
     forgetting = ", ".join(f"{game} {_number(value, 3)}" for game, value in metrics["forgetting"].items())
     after_each = ", ".join(f"{k}: {_number(value, 3)}" for k, value in metrics["mean_hns_after_game"].items())
     return [
-        f"## Metrics (\"HNS\" is the {normalisation}; final = after game {metrics['final_after_game']}; definitions in docs/evaluation.md)",
+        f"## Metrics ({normalisation}; final = after game {metrics['final_after_game']}; "
+        "definitions in docs/evaluation.md)",
         "",
         f"- final mean HNS: {_number(metrics['final_mean_hns'], 3)}",
         f"- mean forgetting: {_number(metrics['mean_forgetting'], 3)}" + (f" ({forgetting})" if forgetting else ""),

@@ -22,9 +22,8 @@ from pathlib import Path
 
 from agents.ewc.methods import METHODS
 from envs.games import parse_games
-from ewc_experiments.cli import config_from_train_args, parse_train_args
-
 from ewc_evaluation.config import EvalConfig
+from ewc_experiments.cli import config_from_train_args, parse_train_args
 from ewc_experiments.eval_report import eval_folder
 from ewc_training import run_dir as paths
 from ewc_training.config import Config, build_config, config_from_dict, load_yaml

@@ -1,12 +1,15 @@
-"""The sweep's one report: a table per method, a plot of mean HNS after each game, a CSV of every cell.
+"""The sweep's one report: a table per method, a plot of mean normalised score after each game, a CSV of every cell.
 
     <sweep>/report.md     per method, one row per (lambda, order): mean ± std over seeds of the final
-                          mean HNS and the mean forgetting, and a row over all orders when there are several
-    <sweep>/mean_hns.png  mean HNS after each game, one line per method and lambda, ± std band
+                          mean normalised score and the mean forgetting, and a row over all orders when
+                          there are several; beside it the IQM [95% CI] of the final mean normalised score
+    <sweep>/mean_hns.png  mean normalised score after each game, one line per method and lambda, ± std band
     <sweep>/cells.csv     one line per cell: its settings, how it ended, its metrics
 
-Every cell's metrics are read from the eval/eval.json that evaluate.py wrote into it (definitions in
-docs/evaluation.md); nothing is computed here but means and standard deviations across cells.
+"Normalised" is the family's score: HNS on Atari, the MinAtar-normalised score on MinAtar
+(envs.families). Every cell's metrics are read from the eval/eval.json that evaluate.py wrote into it
+(definitions in docs/evaluation.md); nothing is computed here but means, standard deviations and the
+IQMs with their bootstrap intervals (rliable, through ewc_experiments/statistics.py) across cells.
 """
 
 from __future__ import annotations
@@ -18,11 +21,16 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
+from envs.families import family_of_run
+from ewc_experiments.statistics import StatisticsError, interval_estimates
 from ewc_experiments.sweep_plan import EVALUATED, Cell, cell_state, read_evaluation
 
 REPORT, PLOT, TABLE = "report.md", "mean_hns.png", "cells.csv"
+NO_RLIABLE = "n/a (pip install 'ewc-atari[report]')"
+"""An IQM's place in the report when rliable is not installed."""
 
 
 @dataclass
@@ -90,28 +98,86 @@ def _strength(cell: Cell) -> str:
     return "-" if cell.ewc_lambda is None else f"{cell.ewc_lambda:g}"
 
 
+RowKey = tuple[str, float | None, tuple[str, ...] | None]
+"""A table row: (method, lambda, order); order None for the row over every order."""
+
+
+def _count(group: list[CellResult]) -> str:
+    evaluated = sum(1 for result in group if result.metrics)
+    return f"{evaluated}" if evaluated == len(group) else f"{evaluated} of {len(group)}"
+
+
 def _row(strength: str, label: str, group: list[CellResult]) -> str:
     evaluated = [result.metrics for result in group if result.metrics]
-    count = f"{len(evaluated)}" if len(evaluated) == len(group) else f"{len(evaluated)} of {len(group)}"
     final = _mean_std_text([metrics["final_mean_hns"] for metrics in evaluated])
     forgetting = _mean_std_text([metrics["mean_forgetting"] for metrics in evaluated])
-    return f"| {strength} | {label} | {count} | {final} | {forgetting} |"
+    return f"| {strength} | {label} | {_count(group)} | {final} | {forgetting} |"
 
 
-def method_tables(results: list[CellResult]) -> list[str]:
-    """One table per method; a row per (lambda, order) is over seeds, an `all orders` row over every cell."""
-    lines: list[str] = []
+def table_rows(results: list[CellResult]) -> dict[RowKey, tuple[str, str, list[CellResult]]]:
+    """Every row of the method tables, in their order: key -> (lambda text, order text, its cells).
+    A row per (method, lambda, order) is over seeds; an `all orders` row over every cell of the lambda."""
+    rows: dict[RowKey, tuple[str, str, list[CellResult]]] = {}
     for method, of_method in _grouped(results, lambda result: result.cell.method).items():
-        lines += [f"## {method}", "", "| lambda | order | cells | final mean HNS | mean forgetting |",
-                  "|---|---|---|---|---|"]
-        for of_strength in _grouped(of_method, lambda result: result.cell.ewc_lambda).values():
+        for strength_value, of_strength in _grouped(of_method, lambda result: result.cell.ewc_lambda).items():
             strength = _strength(of_strength[0].cell)
             by_order = _grouped(of_strength, lambda result: result.cell.order)
-            lines += [_row(strength, " → ".join(order), group) for order, group in by_order.items()]
+            for order, group in by_order.items():
+                rows[(method, strength_value, order)] = (strength, " → ".join(order), group)
             if len(by_order) > 1:
-                lines.append(_row(strength, f"all {len(by_order)} orders", of_strength))
+                rows[(method, strength_value, None)] = (strength, f"all {len(by_order)} orders", of_strength)
+    return rows
+
+
+def final_score_iqms(results: list[CellResult]) -> dict[RowKey, str]:
+    """Per table row, the IQM [95% CI] of its cells' final mean normalised score (NaN cells left out).
+
+    One stratified bootstrap per row (statistics.interval_estimates): a few seconds each on a CPU.
+    "n/a" for a row without a score (e.g. MinAtar games without references), and NO_RLIABLE for
+    every row when rliable is not installed.
+    """
+    rows = table_rows(results)
+    finals = {key: [result.metrics["final_mean_hns"] for result in group if result.metrics
+                    and not math.isnan(result.metrics["final_mean_hns"])] for key, (_, _, group) in rows.items()}
+    texts = {key: "n/a" for key in rows}
+    names = {repr(key): key for key, values in finals.items() if values}
+    if not names:
+        return texts
+    try:
+        estimates = interval_estimates({name: np.array(finals[key])[:, None] for name, key in names.items()}, "iqm")
+    except StatisticsError:
+        return {key: NO_RLIABLE for key in rows}
+    for name, key in names.items():
+        evaluated = sum(1 for result in rows[key][2] if result.metrics)
+        scored = f" ({len(finals[key])} with a score)" if len(finals[key]) < evaluated else ""
+        texts[key] = estimates[name].text(3) + scored
+    return texts
+
+
+def method_tables(results: list[CellResult], iqms: dict[RowKey, str] | None = None) -> list[str]:
+    """One table per method (mean ± std over each row's cells); with `iqms`, a second table beside it
+    with each row's IQM [95% CI] (final_score_iqms)."""
+    lines: list[str] = []
+    rows = table_rows(results)
+    for method in dict.fromkeys(key[0] for key in rows):
+        of_method = {key: row for key, row in rows.items() if key[0] == method}
+        lines += [f"## {method}", "", "| lambda | order | cells | final mean normalised score | mean forgetting |",
+                  "|---|---|---|---|---|"]
+        lines += [_row(strength, label, group) for strength, label, group in of_method.values()]
+        if iqms is not None:
+            lines += ["", "| lambda | order | cells | final mean normalised score: IQM [95% CI] |", "|---|---|---|---|"]
+            lines += [f"| {strength} | {label} | {_count(group)} | {iqms[key]} |"
+                      for key, (strength, label, group) in of_method.items()]
         lines.append("")
     return lines
+
+
+def score_name(results: list[CellResult]) -> str:
+    """The normalisation of the sweep's scores (envs.families), e.g. "human-normalised score (HNS)"."""
+    try:
+        return family_of_run([game for result in results for game in result.cell.order]).score_name
+    except ValueError:  # no cells, or games of two families
+        return "normalised score"
 
 
 def report_markdown(sweep_dir: Path, results: list[CellResult]) -> str:
@@ -120,12 +186,13 @@ def report_markdown(sweep_dir: Path, results: list[CellResult]) -> str:
         f"# Sweep {sweep_dir}",
         "",
         f"{len(results)} cells, {len(results) - len(failed)} evaluated, {len(failed)} without an evaluation. "
-        "Each cell's game-end checkpoints were scored by evaluate.py with the cell's eval protocol; metrics in "
-        "human-normalised score (docs/evaluation.md). A table cell is the mean ± sample standard deviation (n-1) "
-        f"over the evaluated cells of its row; `{TABLE}` has every cell.",
+        "Each cell's game-end checkpoints were scored by evaluate.py with the cell's eval protocol; scores are "
+        f"normalised: the {score_name(results)}; definitions in docs/evaluation.md. A table cell is the mean ± sample standard "
+        "deviation (n-1) over the evaluated cells of its row, and the IQM (interquartile mean) comes with a 95% "
+        f"stratified-bootstrap confidence interval (rliable); `{TABLE}` has every cell.",
         "",
-        *method_tables(results),
-        f"![mean HNS after each game]({PLOT})",
+        *method_tables(results, final_score_iqms(results)),
+        f"![mean normalised score after each game]({PLOT})",
         "",
     ]
     if failed:
@@ -162,7 +229,7 @@ def _line_label(result: CellResult) -> str:
 
 
 def plot_mean_hns(results: list[CellResult], path: Path) -> None:
-    """Mean HNS after each game, one line per method and lambda: mean over its cells, ± std shaded."""
+    """Mean normalised score after each game, one line per method and lambda: mean over its cells, ± std shaded."""
     figure = Figure(figsize=(6.5, 4.0))
     axes = figure.add_subplot()
     evaluated = [result for result in results if result.metrics]
@@ -177,8 +244,9 @@ def plot_mean_hns(results: list[CellResult], path: Path) -> None:
                           color=line.get_color(), alpha=0.2)
     longest = max(len(result.cell.order) for result in results)
     axes.set_xticks(range(1, longest + 1), [f"after game {k}" for k in range(1, longest + 1)])
-    axes.set_ylabel("mean human-normalised score")
-    axes.set_title("Mean HNS over the sequence's games (mean ± std over cells)")
+    name = score_name(results).split(" (")[0]
+    axes.set_ylabel(f"mean {name}")
+    axes.set_title(f"Mean {name} over the sequence's games (mean ± std over cells)", fontsize=9)
     if evaluated:
         axes.legend(fontsize=8)
     figure.tight_layout()

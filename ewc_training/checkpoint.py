@@ -14,8 +14,8 @@ import os
 import pickle
 import tempfile
 import zipfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
@@ -84,7 +84,8 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location="cpu" if mmap else map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        reason = first_line(error) if "weights_only" not in str(error) else "it holds objects other than tensors and plain data (refused: loading it could run code)"
+        code = "it holds objects other than tensors and plain data (refused: loading it could run code)"
+        reason = code if "weights_only" in str(error) else first_line(error)
         raise CheckpointError(f"{path}: not a safe checkpoint: {reason}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({first_line(error)})") from None

@@ -2,7 +2,7 @@
 # What only a CUDA GPU can show, in under 8 minutes on one H100 host (16 cores): the steps' time
 # limits add up to 480 s.
 #   1. the tests marked `cuda` (the CUDA-graph update against the eager one, ...);
-#   2. the throughput benchmark with its standard settings (bench/throughput.py);
+#   2. the throughput benchmark with its standard settings (python -m bench: bench/measure.py);
 #   3. a short Pong training run through train.py, the way a user starts one.
 #
 #   scripts/gpu_check.sh OUTDIR            # run everything, figures and logs into OUTDIR

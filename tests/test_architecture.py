@@ -91,3 +91,23 @@ def test_every_user_error_is_reported_in_one_line():
     assert len(errors) >= 8
     for error in errors:
         assert issubclass(error, cli.USER_ERRORS), f"{error.__module__}.{error.__name__} would print a traceback"
+
+
+def test_the_readme_lists_every_registry_exactly():
+    """README's "Every choice" table names exactly the options each registry holds."""
+    from agents.cuda_graph import UPDATE_MODES
+    from agents.ewc.fisher import ESTIMATORS
+    from agents.ewc.methods import METHODS
+    from agents.network import ARCHITECTURES
+    from agents.optim import OPTIMIZERS
+
+    registries = {"consolidation.method": METHODS, "consolidation.fisher": ESTIMATORS, "agent.optimizer": OPTIMIZERS,
+                  "network.architecture": ARCHITECTURES, "agent.update_mode": UPDATE_MODES}
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[1].strip("`") in registries:
+            rows[cells[1].strip("`")] = [option.strip().strip("`") for option in cells[2].split(",")]
+    assert set(rows) == set(registries)
+    for key, registry in registries.items():
+        assert rows[key] == list(registry), f"README's {key} row does not match the registry"

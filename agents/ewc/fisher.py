@@ -43,6 +43,7 @@ from agents.dqn import double_dqn_targets
 from agents.network import QNetwork
 from agents.replay import FrameReplay, Transitions
 
+
 @dataclass
 class DirectionContext:
     """What some estimators need beside the Q-values and the batch."""

@@ -14,12 +14,12 @@ import dataclasses
 import pytest
 import torch
 
-from agents.ewc.methods import make_consolidation
+from agents.config import AgentConfig
 from agents.cuda_graph import TrainingSnapshot
 from agents.dqn import DQNLearner, resolve_update_mode
+from agents.ewc.methods import make_consolidation
 from agents.network import QNetwork
 from agents.replay import Transitions
-from agents.config import AgentConfig
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from agents.ewc.methods import Consolidation
+from agents.config import AgentConfig
 from agents.dqn import DQNLearner, double_dqn_targets, epsilon_at
+from agents.ewc.methods import Consolidation
 from agents.network import QNetwork
 from agents.replay import Transitions
-from agents.config import AgentConfig
 
 
 def test_double_dqn_target_hand_computed():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from envs.config import EnvConfig
 from agents.replay import FrameReplay, replay_bytes
 from envs.atari import make_env
+from envs.config import EnvConfig
 from envs.minatar import CHANNELS, SIDE, MinAtarVectorEnv
 
 

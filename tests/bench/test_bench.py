@@ -38,6 +38,7 @@ def record() -> dict:
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_benchmark_measures_every_figure_on_cpu(record):
     assert set(record["env_only_steps_per_s"]) == {1, 2}
     assert all(rate > 0 for rate in record["env_only_steps_per_s"].values())
@@ -57,6 +58,7 @@ def test_benchmark_measures_every_figure_on_cpu(record):
     assert json.loads(json.dumps(record))["settings"]["num_envs"] == 2  # what --out writes
 
 
+@pytest.mark.slow
 def test_report_prints_the_pipeline_verdict_and_ratio(record):
     text = report(record)
     assert ("PASS" in text) != ("FAIL" in text)

@@ -1,11 +1,16 @@
 import numpy as np
 import pytest
 
-from envs.config import EnvConfig
 from envs.atari import NUM_ACTIONS, make_env
+from envs.config import EnvConfig
 from envs.games import (
-    ATARI_57, REFERENCE_SCORES, UnknownGameError, available_games, canonical_game,
-    human_normalised_score, parse_games,
+    ATARI_57,
+    REFERENCE_SCORES,
+    UnknownGameError,
+    available_games,
+    canonical_game,
+    human_normalised_score,
+    parse_games,
 )
 
 

@@ -17,16 +17,16 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import ewc_evaluation.protocol as evaluation
 import evaluate
-from ewc_training.checkpoint import load_checkpoint, save_checkpoint
-from ewc_evaluation.protocol import episode_quotas, play_episodes
+import ewc_evaluation.protocol as evaluation
 from agents.network import QNetwork
-from ewc_evaluation.video import SCALE, film_episode
-from envs.config import EnvConfig
-from ewc_evaluation.config import EvalConfig
 from envs.atari import make_env
+from envs.config import EnvConfig
 from envs.games import human_normalised_score
+from ewc_evaluation.config import EvalConfig
+from ewc_evaluation.protocol import episode_quotas, play_episodes
+from ewc_evaluation.video import SCALE, film_episode
+from ewc_training.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import ROOT, SUBPROCESS_ENV
 
 SHORT = ["--episodes", "2", "--max-episode-frames", "200", "--device", "cpu"]
@@ -105,6 +105,7 @@ def test_film_episode_writes_a_real_time_mp4(tmp_path):
     assert frames == 200 // 4 + 1  # the reset screen, then one per agent step until the cut
 
 
+@pytest.mark.slow
 def test_training_logs_continual_evaluation_of_every_game(runs):
     events = EventAccumulator(str(runs[0]), size_guidance={"scalars": 0})
     events.Reload()
@@ -121,6 +122,7 @@ def test_training_logs_continual_evaluation_of_every_game(runs):
         assert events.Scalars("eval/mean_hns")[index].value == pytest.approx(np.mean(list(hns.values())), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_matrix_files(runs, capsys):
     run_dir = runs[0]
     assert evaluate.main([str(run_dir), *SHORT]) == 0
@@ -149,6 +151,7 @@ def test_evaluate_writes_the_matrix_files(runs, capsys):
     assert (run_dir / "eval" / "eval.md").read_text() in printed
 
 
+@pytest.mark.slow
 def test_evaluate_compares_runs_in_one_table(runs, capsys):
     assert evaluate.main([*map(str, runs), *SHORT, "--games", "pong"]) == 0
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| finetune ", "| ewc "))]
@@ -160,6 +163,7 @@ def test_evaluate_compares_runs_in_one_table(runs, capsys):
     assert finetune["games"] == ["pong"]
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_get_one_line_each_and_the_rest_are_evaluated(runs, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(runs[0], run_dir)
@@ -190,6 +194,7 @@ def test_bad_checkpoints_get_one_line_each_and_the_rest_are_evaluated(runs, tmp_
         (["{run}", "--device", "tpu"], "unknown device"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_a_nonzero_exit(runs, capsys, arguments, message):
     arguments = [argument.format(run=runs[0]) for argument in arguments]
     assert evaluate.main([*arguments, "--episodes", "1", "--max-episode-frames", "40"]) != 0

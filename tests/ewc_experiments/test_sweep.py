@@ -19,12 +19,21 @@ import torch
 from PIL import Image
 
 import sweep
+from ewc_experiments.cli import parse_train_args
 from ewc_experiments.sweep_plan import (
-    EVALUATED, INTERRUPTED, NEW, TRAINED, Cell, SweepError, cell_commands, cell_state, expand_grid, expand_orders,
+    EVALUATED,
+    INTERRUPTED,
+    NEW,
+    TRAINED,
+    Cell,
+    SweepError,
+    cell_commands,
+    cell_state,
+    expand_grid,
+    expand_orders,
     last_error,
 )
 from ewc_experiments.sweep_report import CellResult, mean_and_std, method_tables
-from ewc_experiments.cli import parse_train_args
 from ewc_training.config import build_config
 from tests.conftest import ROOT, SUBPROCESS_ENV
 
@@ -191,6 +200,7 @@ def tiny_sweep(tmp_path_factory):
     return where, result
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_trains_evaluates_and_reports_every_cell(tiny_sweep):
     where, result = tiny_sweep
     assert sorted(path.name for path in (where / "cells").iterdir()) == CELLS
@@ -221,6 +231,7 @@ def test_a_tiny_sweep_trains_evaluates_and_reports_every_cell(tiny_sweep):
         assert plot.format == "PNG" and plot.width > 400 and plot.height > 300
 
 
+@pytest.mark.slow
 def test_the_same_sweep_again_skips_every_evaluated_cell(tiny_sweep, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     where, _ = tiny_sweep
@@ -233,6 +244,7 @@ def test_the_same_sweep_again_skips_every_evaluated_cell(tiny_sweep, capsys, mon
     assert (where / "report.md").read_text() == report
 
 
+@pytest.mark.slow
 def test_a_cell_trained_with_other_settings_is_refused(tiny_sweep, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     where, _ = tiny_sweep
@@ -241,6 +253,7 @@ def test_a_cell_trained_with_other_settings_is_refused(tiny_sweep, capsys, monke
     assert error.count("\n") == 1 and "was trained with other settings (agent.learning_rate)" in error
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the failure used here is asking for CUDA where there is none")
 def test_a_failing_cell_is_named_in_the_report_and_the_exit_status(tmp_path):
     where = tmp_path / "failing"
@@ -252,6 +265,7 @@ def test_a_failing_cell_is_named_in_the_report_and_the_exit_status(tmp_path):
     assert [row["status"] for row in csv.DictReader((where / "cells.csv").open())] == ["failed"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not train_supports_resume(), reason="train.py has no --resume yet")
 def test_an_interrupted_cell_is_resumed(tiny_sweep, tmp_path):
     where = tmp_path / "copy"

@@ -5,12 +5,12 @@ import threading
 import pytest
 import torch
 
-from ewc_training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from agents.ewc.methods import make_consolidation
+from agents.config import AgentConfig
 from agents.dqn import DQNLearner
+from agents.ewc.methods import make_consolidation
 from agents.network import QNetwork
 from agents.replay import Transitions
-from agents.config import AgentConfig
+from ewc_training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def trained_learner(method="ewc"):

@@ -22,13 +22,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ewc_training.checkpoint import FORMAT, load_checkpoint
 from agents.replay import FrameReplay
-from ewc_training.run_dir import resume_point
+from ewc_training.checkpoint import FORMAT, load_checkpoint
 from ewc_training.config import build_config
-from ewc_training.schedule import replay_capacity
 from ewc_training.logger import MemoryLogger
-from ewc_training.run_dir import replay_checkpoint
+from ewc_training.run_dir import replay_checkpoint, resume_point
+from ewc_training.schedule import replay_capacity
 from ewc_training.schema import Position, restore_replay
 from ewc_training.trainer import SequenceTrainer
 from tests.conftest import ROOT, SUBPROCESS_ENV, run_train
@@ -136,6 +135,7 @@ def bad_input_results(tmp_path_factory) -> dict[str, tuple[Path, subprocess.Comp
         return dict(zip(BAD_INPUTS, pool.map(run, BAD_INPUTS)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_error_and_writes_nothing(case, bad_input_results):
     folder, result = bad_input_results[case]
@@ -143,6 +143,7 @@ def test_bad_input_is_one_line_error_and_writes_nothing(case, bad_input_results)
     assert sorted(p.name for p in folder.iterdir()) == ["a-file", "broken.yaml", "typo.yaml"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["0", "ten"])
 def test_steps_flag_must_be_a_positive_number(value, tmp_path):
     result = run_train("--steps-per-game", value, "--run-dir", str(tmp_path / "run"))
@@ -150,6 +151,7 @@ def test_steps_flag_must_be_a_positive_number(value, tmp_path):
     assert result.stderr.strip().splitlines()[-1].endswith(f"must be a positive whole number, got '{value}'")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes to read-only folders")
 def test_read_only_run_dir(tmp_path):
     folder = tmp_path / "read-only"
@@ -158,6 +160,7 @@ def test_read_only_run_dir(tmp_path):
     assert_one_line_error(result, "cannot write to run directory", "Permission denied")
 
 
+@pytest.mark.slow
 def test_existing_run_dir_is_refused_without_resume_or_overwrite(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -168,6 +171,7 @@ def test_existing_run_dir_is_refused_without_resume_or_overwrite(tmp_path):
     assert tree(run_dir) == before
 
 
+@pytest.mark.slow
 def test_overwrite_deletes_only_run_directories(tmp_path):
     folder = tmp_path / "thesis"
     folder.mkdir()
@@ -177,6 +181,7 @@ def test_overwrite_deletes_only_run_directories(tmp_path):
     assert (folder / "chapter1.tex").read_text() == "years of work"
 
 
+@pytest.mark.slow
 def test_resume_refuses_options_that_change_the_run(tmp_path):
     result = run_train("--resume", str(tmp_path), "--games", "pong", "--set", "agent.gamma=0.9")
     assert result.returncode == 2 and "Traceback" not in result.stderr

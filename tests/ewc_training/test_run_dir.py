@@ -24,6 +24,7 @@ def hold_lock_in_another_process(run_dir) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused_and_a_killed_one_leaves_no_stale_lock(tmp_path):
     holder = hold_lock_in_another_process(tmp_path)
     try:

@@ -4,11 +4,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ewc_training.checkpoint import load_checkpoint
 from agents.ewc.probes import retention
+from ewc_training.checkpoint import load_checkpoint
+from ewc_training.config import build_config
 from ewc_training.logger import MemoryLogger
 from ewc_training.trainer import SequenceTrainer
-from ewc_training.config import build_config
 from tests.conftest import run_train
 
 

@@ -9,7 +9,6 @@ from agents.ewc.fisher import diagonal_fisher, fisher_summary
 from agents.network import QNetwork
 from agents.replay import Transitions
 
-
 NETWORKS = {
     "nature": dict(),  # Atari: (4, 84, 84) pixels, 18 actions
     "minatar": dict(architecture="minatar", num_actions=6, input_shape=(10, 10, 10), input_scale=1.0),
