@@ -32,13 +32,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (runs/<name>)")
     parser.add_argument("--games", help="comma list of games to score on (default: the run's own; all57 allowed)")
     parser.add_argument("--checkpoints", help="comma list of checkpoint files (default: every checkpoints/after_*.pt)")
-    parser.add_argument("--episodes", type=positive_int, default=PROTOCOL.episodes,
-                        help=f"episodes per cell (default {PROTOCOL.episodes})")
-    parser.add_argument("--epsilon", type=probability, default=PROTOCOL.epsilon,
-                        help=f"exploration while scored (default {PROTOCOL.epsilon:g}, Nature DQN)")
-    parser.add_argument("--max-episode-frames", type=positive_int, default=PROTOCOL.max_episode_frames,
-                        help=f"cut episodes after this many emulator frames (default {PROTOCOL.max_episode_frames:,}: "
-                        "30 minutes of Atari; MinAtar counts agent steps)")
+    parser.add_argument(
+        "--episodes", type=positive_int, default=PROTOCOL.episodes, help=f"episodes per cell (default {PROTOCOL.episodes})"
+    )
+    parser.add_argument(
+        "--epsilon",
+        type=probability,
+        default=PROTOCOL.epsilon,
+        help=f"exploration while scored (default {PROTOCOL.epsilon:g}, Nature DQN)",
+    )
+    parser.add_argument(
+        "--max-episode-frames",
+        type=positive_int,
+        default=PROTOCOL.max_episode_frames,
+        help=f"cut episodes after this many emulator frames (default {PROTOCOL.max_episode_frames:,}: "
+        "30 minutes of Atari; MinAtar counts agent steps)",
+    )
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when present), cuda or cpu")
     parser.add_argument("--seed", type=int, default=0, help="seeds the emulators and exploration (default 0)")
     parser.add_argument("--video", action="store_true", help="also film one episode per cell to <run>/eval/videos/")

@@ -34,8 +34,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ewc-lambda", help="comma list of lambdas for every method but finetune (default: the config's)")
     parser.add_argument("--orders", default="given", help="game orders: given (default), both (and reversed) or N-random")
     parser.add_argument("--config", help="YAML preset for every cell, e.g. configs/smoke.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config key in every cell (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config key in every cell (repeatable)",
+    )
     parser.add_argument("--sweep-dir", help="where the cells and the report go (default sweeps/<games>)")
     parser.add_argument("--address", help="join this Ray cluster (default: start Ray in this process)")
     return parser.parse_args(argv)

@@ -68,9 +68,13 @@ class AgentConfig:
             (self.target_update_every > 0, "agent.target_update_every must be positive"),
             (self.learning_rate > 0, "agent.learning_rate must be positive"),
             (0 <= self.gamma <= 1, "agent.gamma must be in [0, 1]"),
-            (0 <= self.epsilon_end <= 1 and 0 <= self.epsilon_start <= 1,
-             "agent.epsilon_start and agent.epsilon_end must be in [0, 1]"),
+            (
+                0 <= self.epsilon_end <= 1 and 0 <= self.epsilon_start <= 1,
+                "agent.epsilon_start and agent.epsilon_end must be in [0, 1]",
+            ),
         ]
-        return (one_of("agent.optimizer", self.optimizer, OPTIMIZERS)
-                + one_of("agent.update_mode", self.update_mode, UPDATE_MODES)
-                + [message for ok, message in checks if not ok])
+        return (
+            one_of("agent.optimizer", self.optimizer, OPTIMIZERS)
+            + one_of("agent.update_mode", self.update_mode, UPDATE_MODES)
+            + [message for ok, message in checks if not ok]
+        )

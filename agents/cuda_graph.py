@@ -80,8 +80,9 @@ class TrainingSnapshot:
 class GraphedStep:
     """`step(*inputs)` captured as a CUDA graph; calling it copies inputs in and outputs out."""
 
-    def __init__(self, step: Step, example_inputs: Sequence[torch.Tensor], module: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer):
+    def __init__(
+        self, step: Step, example_inputs: Sequence[torch.Tensor], module: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ):
         self.inputs = [tensor.clone() for tensor in example_inputs]
         snapshot = TrainingSnapshot(module, optimizer)
         side = torch.cuda.Stream()

@@ -117,8 +117,9 @@ class DQNLearner:
         device = network.layers[0].weight.device
         self.update_mode = resolve_update_mode(config.update_mode, device)
         self.optimizer_flags = optimizer_flags(config, device, self.update_mode)
-        self.optimizer = make_optimizer(network.parameters(), config.optimizer, config.learning_rate, config.adam_eps,
-                                        **self.optimizer_flags)
+        self.optimizer = make_optimizer(
+            network.parameters(), config.optimizer, config.learning_rate, config.adam_eps, **self.optimizer_flags
+        )
         self.updates = 0
         self._graph: GraphedStep | None = None  # captured for `_graph_game`; dropped by start_game()
         self._graph_game: str | None = None
@@ -128,8 +129,11 @@ class DQNLearner:
         q_taken = self.online(batch.s_tm1, game).gather(1, batch.a_tm1.unsqueeze(1)).squeeze(1)
         with torch.no_grad():
             targets = double_dqn_targets(
-                self.online(batch.s_t, game), self.target(batch.s_t, game),
-                batch.r_t, batch.discount_t, self.config.gamma,
+                self.online(batch.s_t, game),
+                self.target(batch.s_t, game),
+                batch.r_t,
+                batch.discount_t,
+                self.config.gamma,
             )
         return F.smooth_l1_loss(q_taken, targets), q_taken
 

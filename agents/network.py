@@ -93,9 +93,7 @@ class QNetwork(nn.Module):
         layer_widths = list(channels) + list(widths[1:])
         self.modulation = nn.ModuleDict({game: GameModulation(layer_widths) for game in dict.fromkeys(modulated_games)})
 
-    def forward(
-        self, frames: torch.Tensor, game: str | None = None, taps: list[LayerTap] | None = None
-    ) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, game: str | None = None, taps: list[LayerTap] | None = None) -> torch.Tensor:
         """Q(s, .) under `game`'s modulation (none for a game without one); `taps` collects (x, z)."""
         modulation = self.modulation[game] if game in self.modulation else None
         x = frames.to(self.layers[0].weight.dtype) / self._input_divisor  # = frames * input_scale

@@ -43,9 +43,7 @@ class CentredRMSProp(torch.optim.Optimizer):
         return loss
 
 
-def adam(
-    params: Iterable[torch.nn.Parameter], learning_rate: float, adam_eps: float, **flags: bool
-) -> torch.optim.Optimizer:
+def adam(params: Iterable[torch.nn.Parameter], learning_rate: float, adam_eps: float, **flags: bool) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=learning_rate, eps=adam_eps, **flags)
 
 
@@ -60,8 +58,9 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adam": adam, "rm
 """`agent.optimizer` -> factory(params, learning_rate, adam_eps, **flags)."""
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], name: str, learning_rate: float, adam_eps: float,
-                   **flags: bool) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], name: str, learning_rate: float, adam_eps: float, **flags: bool
+) -> torch.optim.Optimizer:
     """The optimizer called `name`, run as `flags` say (see agents/dqn.py's `optimizer_flags`)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")

@@ -1,8 +1,8 @@
 """Throughput benchmark: `python -m bench` (see bench/measure.py for what it measures).
 
-    python -m bench                                  # standard settings on CUDA, small ones on a CPU
-    python -m bench --quick --out runs/bench.json    # about half as long
-    python -m bench --device cpu --threads 1
+python -m bench                                  # standard settings on CUDA, small ones on a CPU
+python -m bench --quick --out runs/bench.json    # about half as long
+python -m bench --device cpu --threads 1
 """
 
 from __future__ import annotations
@@ -42,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(settings, **{key: value for key, value in overrides.items() if value is not None})
     out = Path(args.out or f"runs/bench/throughput-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    record = run(device, settings, say=lambda text: print(text, file=sys.stderr, flush=True),
-                 save=lambda record: out.write_text(json.dumps(record, indent=2) + "\n"))
+    record = run(
+        device,
+        settings,
+        say=lambda text: print(text, file=sys.stderr, flush=True),
+        save=lambda record: out.write_text(json.dumps(record, indent=2) + "\n"),
+    )
     print(report(record))
     print(f"JSON: {out}")
     return 0

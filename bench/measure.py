@@ -60,7 +60,8 @@ def synchronize(device: torch.device) -> None:
 def activate_penalty(learner: DQNLearner) -> None:
     """Give the learner's EWC a finished earlier game, as from the second game of a sequence on."""
     learner.consolidation.end_game(
-        "earlier-game", learner.online,
+        "earlier-game",
+        learner.online,
         lambda: {name: torch.rand_like(p) for name, p in learner.online.shared_parameters().items()},
     )
 
@@ -68,7 +69,8 @@ def activate_penalty(learner: DQNLearner) -> None:
 def make_learner(config: Config, device: torch.device, update_mode: str, penalty: bool = True) -> DQNLearner:
     """The training builder's learner in `update_mode`, with the EWC penalty on (or fine-tuning)."""
     sections = dataclasses.replace(
-        config, agent=dataclasses.replace(config.agent, update_mode=update_mode),
+        config,
+        agent=dataclasses.replace(config.agent, update_mode=update_mode),
         consolidation=dataclasses.replace(config.consolidation, method="ewc" if penalty else "finetune"),
     )
     learner = build_learner(sections, config.run.games, ATARI, device, config.run.seed)
@@ -203,8 +205,13 @@ def naive_steps_per_second(config: Config, device: torch.device, steps: int) -> 
         epsilon = epsilon_at(step, agent, steps)
         action = learner.act(torch.from_numpy(observations).to(device), game, epsilon, generator).cpu()
         observations, rewards, terminated, truncated, _ = env.step(action.numpy())
-        replay.add(action, torch.from_numpy(np.clip(rewards, -1, 1)), torch.from_numpy(terminated),
-                   torch.from_numpy(truncated), torch.from_numpy(observations))
+        replay.add(
+            action,
+            torch.from_numpy(np.clip(rewards, -1, 1)),
+            torch.from_numpy(terminated),
+            torch.from_numpy(truncated),
+            torch.from_numpy(observations),
+        )
         if step % agent.steps_per_update == 0 and len(replay) >= agent.batch_size:
             batch = Transitions(*(tensor.to(device) for tensor in replay.sample(agent.batch_size)))
             learner.update(batch, game)
@@ -222,22 +229,26 @@ def end_to_end_rounds(config: Config, device: torch.device, settings: Settings, 
     learner = make_learner(config, device, mode)
     rounds = []
     for index in range(1, settings.end_to_end_rounds + 1):
-        say(f"end to end, round {index}/{settings.end_to_end_rounds}: env only, learner only, training loop "
-            f"({settings.num_envs} envs, {settings.end_to_end_steps:,} steps), naive loop ({settings.naive_steps:,} steps) ...")
+        say(
+            f"end to end, round {index}/{settings.end_to_end_rounds}: env only, learner only, training loop "
+            f"({settings.num_envs} envs, {settings.end_to_end_steps:,} steps), naive loop ({settings.naive_steps:,} steps) ..."
+        )
         env_only = env_steps_per_second(settings, settings.num_envs, config)
         (seconds,) = seconds_per_update([learner], replay, settings.game, settings.learner_updates, rounds=1)
         learner_bound = config.agent.steps_per_update / seconds[0]
         loop, loop_mode = loop_steps_per_second(config, device)
         naive = naive_steps_per_second(config, device, settings.naive_steps)
-        rounds.append({
-            "env_only_steps_per_s": env_only,
-            "learner_bound_steps_per_s": learner_bound,
-            "loop_steps_per_s": loop,
-            "loop_update_mode": loop_mode,
-            "naive_steps_per_s": naive,
-            "speedup_over_naive": loop / naive,
-            "pipeline_efficiency": loop / min(env_only, learner_bound),
-        })
+        rounds.append(
+            {
+                "env_only_steps_per_s": env_only,
+                "learner_bound_steps_per_s": learner_bound,
+                "loop_steps_per_s": loop,
+                "loop_update_mode": loop_mode,
+                "naive_steps_per_s": naive,
+                "speedup_over_naive": loop / naive,
+                "pipeline_efficiency": loop / min(env_only, learner_bound),
+            }
+        )
     return rounds
 
 
@@ -252,8 +263,13 @@ def fisher_figures(config: Config, device: torch.device, settings: Settings, rep
     def timed(samples: int) -> float:
         synchronize(device)
         start = time.perf_counter()
-        diagonal_fisher(learner.online, replay_batches(replay, samples, cons.fisher_batch_size), game,
-                        "policy", temperature=cons.policy_temperature)
+        diagonal_fisher(
+            learner.online,
+            replay_batches(replay, samples, cons.fisher_batch_size),
+            game,
+            "policy",
+            temperature=cons.policy_temperature,
+        )
         synchronize(device)
         return time.perf_counter() - start
 
@@ -267,8 +283,9 @@ def fisher_figures(config: Config, device: torch.device, settings: Settings, rep
         "seconds": seconds,
         "ms_per_sample": 1e3 * seconds / settings.fisher_samples,
         f"seconds_for_{FISHER_REFERENCE_SAMPLES}": reference,
-        f"seconds_for_{FISHER_REFERENCE_SAMPLES}_is": "measured" if exact else
-        f"extrapolated linearly from {settings.fisher_samples} samples",
+        f"seconds_for_{FISHER_REFERENCE_SAMPLES}_is": "measured"
+        if exact
+        else f"extrapolated linearly from {settings.fisher_samples} samples",
     }
 
 

@@ -30,8 +30,10 @@ def report(record: dict) -> str:
     for mode in ("eager", "cuda-graph", "compiled"):
         value = learner[mode]
         if isinstance(value, dict):
-            lines.append(f"  {mode:<11} {value['updates_per_s']:>9,.1f} updates/s  {value['ms_per_update']:7.2f} ms/update"
-                         f"  (EWC penalty {100 * value['penalty_share']:.1f}% of it)")
+            lines.append(
+                f"  {mode:<11} {value['updates_per_s']:>9,.1f} updates/s  {value['ms_per_update']:7.2f} ms/update"
+                f"  (EWC penalty {100 * value['penalty_share']:.1f}% of it)"
+            )
         else:
             lines.append(f"  {mode:<11} {value}")
     lines += [
@@ -44,8 +46,11 @@ def report(record: dict) -> str:
         f"  speed-up over naive: {e2e['speedup_over_naive']:.2f}x   rounds: {per_round('speedup_over_naive', '.2f')}",
         "",
         "pipeline: end to end / min(env only, 4 x learner only), per round: "
-        + "; ".join(f"{r['loop_steps_per_s']:,.0f} / min({r['env_only_steps_per_s']:,.0f}, "
-                    f"{r['learner_bound_steps_per_s']:,.0f}) = {100 * r['pipeline_efficiency']:.0f}%" for r in rounds),
+        + "; ".join(
+            f"{r['loop_steps_per_s']:,.0f} / min({r['env_only_steps_per_s']:,.0f}, "
+            f"{r['learner_bound_steps_per_s']:,.0f}) = {100 * r['pipeline_efficiency']:.0f}%"
+            for r in rounds
+        ),
         f"  median {100 * pipe['efficiency']:.0f}% (target >= {100 * pipe['target']:.0f}%) "
         + ("PASS" if pipe["passed"] else "FAIL"),
         "",
@@ -56,8 +61,11 @@ def report(record: dict) -> str:
         f"per 1M transitions (allocated {replay['capacity']:,})"
         + (f", {replay['device_gb_allocated']:.2f} GB on the GPU" if "device_gb_allocated" in replay else ""),
         f"memory: peak host RSS {memory['peak_host_rss_gb']:.2f} GB"
-        + (f", peak GPU {memory['peak_gpu_allocated_gb']:.2f} GB allocated / {memory['peak_gpu_reserved_gb']:.2f} GB reserved"
-           if "peak_gpu_allocated_gb" in memory else ""),
+        + (
+            f", peak GPU {memory['peak_gpu_allocated_gb']:.2f} GB allocated / {memory['peak_gpu_reserved_gb']:.2f} GB reserved"
+            if "peak_gpu_allocated_gb" in memory
+            else ""
+        ),
         f"benchmark time: {record['seconds']:.0f} s",
     ]
     return "\n".join(lines)

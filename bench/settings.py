@@ -44,19 +44,35 @@ class Settings:
         """Standard settings on CUDA (a 16-core GPU host); small ones on a CPU (2 to 4 minutes on 2 cores)."""
         if device.type == "cuda":
             settings = Settings(
-                env_counts=(1, 2, 4, 8, 16, 32), env_seconds=1.5, num_envs=16, end_to_end_steps=60_000,
-                naive_steps=3_000, end_to_end_rounds=3, learner_updates=250, fisher_samples=FISHER_REFERENCE_SAMPLES,
+                env_counts=(1, 2, 4, 8, 16, 32),
+                env_seconds=1.5,
+                num_envs=16,
+                end_to_end_steps=60_000,
+                naive_steps=3_000,
+                end_to_end_rounds=3,
+                learner_updates=250,
+                fisher_samples=FISHER_REFERENCE_SAMPLES,
                 replay_transitions=1_000_000,
             )
         else:
             settings = Settings(
-                env_counts=(1, 2, 4, 8, 16), env_seconds=1.5, num_envs=8, end_to_end_steps=2_000,
-                naive_steps=1_000, end_to_end_rounds=3, learner_updates=20, fisher_samples=128, replay_transitions=50_000,
+                env_counts=(1, 2, 4, 8, 16),
+                env_seconds=1.5,
+                num_envs=8,
+                end_to_end_steps=2_000,
+                naive_steps=1_000,
+                end_to_end_rounds=3,
+                learner_updates=20,
+                fisher_samples=128,
+                replay_transitions=50_000,
             )
         if quick:
             settings = dataclasses.replace(
-                settings, env_seconds=settings.env_seconds / 2, end_to_end_steps=settings.end_to_end_steps // 2,
-                naive_steps=settings.naive_steps // 2, learner_updates=settings.learner_updates // 2,
+                settings,
+                env_seconds=settings.env_seconds / 2,
+                end_to_end_steps=settings.end_to_end_steps // 2,
+                naive_steps=settings.naive_steps // 2,
+                learner_updates=settings.learner_updates // 2,
                 fisher_samples=max(64, settings.fisher_samples // 2),
             )
         return settings

@@ -44,16 +44,25 @@ class Family:
 
 def _make_minatar(game: str, num_envs: int, config: EnvConfig) -> minatar.MinAtarVectorEnv:
     """MinAtar has no frame skip: `max_episode_frames` caps an episode's agent steps."""
-    return minatar.MinAtarVectorEnv(game.removeprefix(MINATAR_PREFIX), num_envs,
-                                    sticky_action_prob=config.sticky_action_prob,
-                                    difficulty_ramping=config.difficulty_ramping,
-                                    max_episode_steps=config.max_episode_frames)
+    return minatar.MinAtarVectorEnv(
+        game.removeprefix(MINATAR_PREFIX),
+        num_envs,
+        sticky_action_prob=config.sticky_action_prob,
+        difficulty_ramping=config.difficulty_ramping,
+        max_episode_steps=config.max_episode_frames,
+    )
 
 
-ATARI = Family("atari", atari.NUM_ACTIONS, (1, 84, 84), 4, 1 / 255,
-               "human-normalised score (HNS)", atari.make_env)
-MINATAR = Family("minatar", minatar.NUM_ACTIONS, (minatar.CHANNELS, minatar.SIDE, minatar.SIDE), 1, 1.0,
-                 "MinAtar-normalised score (0 = random, 1 = this project's single-game DQN; envs/games.py)", _make_minatar)
+ATARI = Family("atari", atari.NUM_ACTIONS, (1, 84, 84), 4, 1 / 255, "human-normalised score (HNS)", atari.make_env)
+MINATAR = Family(
+    "minatar",
+    minatar.NUM_ACTIONS,
+    (minatar.CHANNELS, minatar.SIDE, minatar.SIDE),
+    1,
+    1.0,
+    "MinAtar-normalised score (0 = random, 1 = this project's single-game DQN; envs/games.py)",
+    _make_minatar,
+)
 
 
 def family_of(game: str) -> Family:
@@ -64,8 +73,7 @@ def family_of_run(games: list[str]) -> Family:
     """The one family of a run's games; a mix is refused (one network cannot read both)."""
     families = {family_of(game).name: family_of(game) for game in games}
     if len(families) > 1:
-        raise ValueError(f"one run plays one environment family, but {', '.join(games)} mixes "
-                         f"{' and '.join(families)} games")
+        raise ValueError(f"one run plays one environment family, but {', '.join(games)} mixes {' and '.join(families)} games")
     return next(iter(families.values()))
 
 

@@ -85,6 +85,16 @@ REFERENCE_SCORES: dict[str, tuple[float, float]] = {
 ATARI_57 = tuple(sorted(REFERENCE_SCORES))
 
 
+MINATAR_RANDOM_SCORES: dict[str, float] = {
+    "asterix": 0.50,
+    "breakout": 0.51,
+    "freeway": 0.16,
+    "seaquest": 0.10,
+    "space_invaders": 2.95,
+}
+"""Mean return of a uniformly random agent per MinAtar game, measured for this project
+(the project's shared FINDINGS.md, MinAtar section); the random end of MINATAR_REFERENCE_SCORES."""
+
 MINATAR_REFERENCE_SCORES: dict[str, tuple[float, float]] = {}
 """MinAtar has no human scores. (random agent, reference agent) per game for the MinAtar-normalised
 score (score - random) / (reference - random); filled in below from measurements of this project."""

@@ -58,8 +58,10 @@ class MinAtarVectorEnv:
         self.game = game
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
-        self.envs = [Environment(game, sticky_action_prob=sticky_action_prob, difficulty_ramping=difficulty_ramping)
-                     for _ in range(num_envs)]
+        self.envs = [
+            Environment(game, sticky_action_prob=sticky_action_prob, difficulty_ramping=difficulty_ramping)
+            for _ in range(num_envs)
+        ]
         self.game_channels = self.envs[0].n_channels
         self.episode_steps = np.zeros(num_envs, dtype=np.int64)
         self._needs_reset = np.zeros(num_envs, dtype=bool)
@@ -133,5 +135,4 @@ class MinAtarVectorEnv:
 
     def _info(self) -> dict[str, np.ndarray]:
         """The info keys of ale-py that mean something here (no frame skip: a frame is an agent step)."""
-        return {"env_id": np.arange(self.num_envs, dtype=np.int32),
-                "episode_frame_number": self.episode_steps.astype(np.int32)}
+        return {"env_id": np.arange(self.num_envs, dtype=np.int32), "episode_frame_number": self.episode_steps.astype(np.int32)}

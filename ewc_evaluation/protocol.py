@@ -44,9 +44,7 @@ def evaluation_env_config(env_config: EnvConfig, protocol: EvalConfig) -> EnvCon
     return replace(env_config, max_episode_frames=protocol.max_episode_frames)
 
 
-def play_episodes(
-    network: QNetwork, game: str, protocol: EvalConfig, env_config: EnvConfig, seed: int
-) -> np.ndarray:
+def play_episodes(network: QNetwork, game: str, protocol: EvalConfig, env_config: EnvConfig, seed: int) -> np.ndarray:
     """Raw scores of `protocol.episodes` episodes of `game`, in the order they ended.
 
     The same `seed` gives the same no-op starts (emulator i is seeded `seed + i`) and the same

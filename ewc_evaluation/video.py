@@ -47,9 +47,7 @@ def check_video_support(games: list[str] = ()) -> None:
         raise VideoError("--video needs PyAV: pip install 'ewc-atari[video]' (or pip install av)")
 
 
-def film_episode(
-    network: QNetwork, game: str, protocol: EvalConfig, env_config: EnvConfig, seed: int, path: Path
-) -> float:
+def film_episode(network: QNetwork, game: str, protocol: EvalConfig, env_config: EnvConfig, seed: int, path: Path) -> float:
     """Play one episode under the evaluation protocol, write it to `path`; returns its raw score."""
     check_video_support()
     env_config = evaluation_env_config(env_config, protocol)

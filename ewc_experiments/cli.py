@@ -64,12 +64,25 @@ def train_parser(description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("--fisher-samples", type=positive_int, help="replay states per Fisher (default 3,200)")
     parser.add_argument("--run-dir", help="default runs/<games>-<method>-s<seed>-<time>")
     parser.add_argument("--overwrite", action="store_true", help="reuse an existing --run-dir, deleting its contents")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> from its newest checkpoint "
-                        "(or from the checkpoint file given), with its own config.yaml")
-    parser.add_argument("--save-replay", action="store_const", const=True, help="save the replay with every "
-                        "latest.pt so a resumed game keeps it (large: ~7 GB per million transitions)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override any config key, e.g. --set agent.learning_rate=3e-4 (repeatable)")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue runs/<name> from its newest checkpoint (or from the checkpoint file given), with its own config.yaml",
+    )
+    parser.add_argument(
+        "--save-replay",
+        action="store_const",
+        const=True,
+        help="save the replay with every latest.pt so a resumed game keeps it (large: ~7 GB per million transitions)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config key, e.g. --set agent.learning_rate=3e-4 (repeatable)",
+    )
     parser.add_argument("--list-games", action="store_true", help="print the game names and exit")
     return parser
 
@@ -90,9 +103,13 @@ def parse_train_args(argv: list[str] | None = None, description: str = "") -> ar
 def config_from_train_args(args: argparse.Namespace) -> Config:
     """Defaults < YAML preset < shortcut flags < --set overrides; games resolved and everything validated."""
     shortcuts = {
-        "run.steps_per_game": args.steps_per_game, "run.device": args.device, "run.seed": args.seed,
-        "consolidation.method": args.method, "consolidation.ewc_lambda": args.ewc_lambda,
-        "consolidation.fisher": args.fisher, "consolidation.fisher_samples": args.fisher_samples,
+        "run.steps_per_game": args.steps_per_game,
+        "run.device": args.device,
+        "run.seed": args.seed,
+        "consolidation.method": args.method,
+        "consolidation.ewc_lambda": args.ewc_lambda,
+        "consolidation.fisher": args.fisher,
+        "consolidation.fisher_samples": args.fisher_samples,
         "run.save_replay": args.save_replay,
     }
     overrides = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]

@@ -165,8 +165,10 @@ def evaluate_run(
             started = time.perf_counter()
             scores = play_episodes(network, game, protocol, run.config.env, seed)
             row.scores[game] = scores.tolist()
-            progress(f"{run.path.name} {checkpoint.name} on {game}: {scores.mean():.1f} ± {scores.std():.1f} "
-                     f"({len(scores)} episodes, {time.perf_counter() - started:.1f} s)")
+            progress(
+                f"{run.path.name} {checkpoint.name} on {game}: {scores.mean():.1f} ± {scores.std():.1f} "
+                f"({len(scores)} episodes, {time.perf_counter() - started:.1f} s)"
+            )
             if video_dir is not None:
                 film = video_dir / f"{checkpoint.stem}_{game}.mp4"
                 progress(f"  filmed {film} (score {film_episode(network, game, protocol, run.config.env, seed, film):.0f})")

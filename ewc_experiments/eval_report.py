@@ -1,9 +1,9 @@
 """What evaluate.py prints and writes: the matrix as markdown, JSON, CSV and a heatmap.
 
-    <run>/eval/eval.md      the printed report: raw-score and HNS matrices, metrics, errors
-    <run>/eval/eval.json    everything, episode scores included (NaN written as null)
-    <run>/eval/eval.csv     one line per (checkpoint, game) cell
-    <run>/eval/matrix.png   mean HNS heatmap, rows "after game k", columns games
+<run>/eval/eval.md      the printed report: raw-score and HNS matrices, metrics, errors
+<run>/eval/eval.json    everything, episode scores included (NaN written as null)
+<run>/eval/eval.csv     one line per (checkpoint, game) cell
+<run>/eval/matrix.png   mean HNS heatmap, rows "after game k", columns games
 """
 
 from __future__ import annotations
@@ -100,18 +100,36 @@ def _json_ready(value: object) -> object:
 
 
 def write_csv(evaluation: RunEvaluation, path: Path) -> None:
-    columns = ["run", "checkpoint", "games_done", "step_in_game", "trained_game", "game", "episodes",
-               "score_mean", "score_std", "hns_mean", "hns_std"]
+    columns = [
+        "run",
+        "checkpoint",
+        "games_done",
+        "step_in_game",
+        "trained_game",
+        "game",
+        "episodes",
+        "score_mean",
+        "score_std",
+        "hns_mean",
+        "hns_std",
+    ]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in evaluation.rows:
             for game, scores in row.scores.items():
-                writer.writerow({
-                    "run": evaluation.run.path.name, "checkpoint": row.checkpoint, "games_done": row.games_done,
-                    "step_in_game": row.step_in_game, "trained_game": row.trained_game, "game": game,
-                    "episodes": len(scores), **cell_stats(game, scores),
-                })
+                writer.writerow(
+                    {
+                        "run": evaluation.run.path.name,
+                        "checkpoint": row.checkpoint,
+                        "games_done": row.games_done,
+                        "step_in_game": row.step_in_game,
+                        "trained_game": row.trained_game,
+                        "game": game,
+                        "episodes": len(scores),
+                        **cell_stats(game, scores),
+                    }
+                )
 
 
 def _number(value: float, digits: int) -> str:
@@ -166,8 +184,7 @@ def _metric_lines(metrics: dict[str, object], normalisation: str) -> list[str]:
     forgetting = ", ".join(f"{game} {_number(value, 3)}" for game, value in metrics["forgetting"].items())
     after_each = ", ".join(f"{k}: {_number(value, 3)}" for k, value in metrics["mean_hns_after_game"].items())
     return [
-        f"## Metrics ({normalisation}; final = after game {metrics['final_after_game']}; "
-        "definitions in docs/evaluation.md)",
+        f"## Metrics ({normalisation}; final = after game {metrics['final_after_game']}; definitions in docs/evaluation.md)",
         "",
         f"- final mean HNS: {_number(metrics['final_mean_hns'], 3)}",
         f"- mean forgetting: {_number(metrics['mean_forgetting'], 3)}" + (f" ({forgetting})" if forgetting else ""),
@@ -186,15 +203,19 @@ def comparison_markdown(evaluations: list[RunEvaluation]) -> str:
         config, metrics = evaluation.run.config, evaluation.metrics()
         strength = "-" if config.consolidation.method == "finetune" else f"{config.consolidation.ewc_lambda:g}"
         values = [_number(metrics.get(name, math.nan), 3) for name in ("final_mean_hns", "mean_forgetting", "backward_transfer")]
-        lines.append(f"| {evaluation.run.path.name} | {config.consolidation.method} | {strength} | {config.run.seed} | "
-                     + " | ".join(values) + " |")
+        lines.append(
+            f"| {evaluation.run.path.name} | {config.consolidation.method} | {strength} | {config.run.seed} | "
+            + " | ".join(values)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def plot_matrix(evaluation: RunEvaluation, path: Path) -> None:
     """Heatmap of mean HNS: rows are checkpoints, columns games; NaN cells are left blank."""
-    hns = np.array([[cell_stats(game, row.scores[game])["hns_mean"] for game in evaluation.games]
-                    for row in evaluation.rows]).reshape(len(evaluation.rows), len(evaluation.games))
+    hns = np.array(
+        [[cell_stats(game, row.scores[game])["hns_mean"] for game in evaluation.games] for row in evaluation.rows]
+    ).reshape(len(evaluation.rows), len(evaluation.games))
     figure = Figure(figsize=(max(4.0, 1.0 + 0.9 * len(evaluation.games)), max(2.5, 1.2 + 0.5 * len(evaluation.rows))))
     axes = figure.add_subplot()
     image = axes.imshow(np.ma.masked_invalid(hns), cmap="viridis", aspect="auto")

@@ -54,19 +54,21 @@ from envs import games as game_table
 from envs.families import family_of_run
 from ewc_experiments import statistics as stats
 from ewc_experiments.cli import fail
-from ewc_experiments.statistics import Estimate, StatisticsError
-from ewc_experiments.sweep_plan import Cell, cell_state, log_path, read_evaluation, uses_lambda
+from ewc_experiments.statistics import Estimate, column_estimates
+from ewc_experiments.sweep_plan import (
+    INTERRUPTED,
+    NEW,
+    TRAINED,
+    Cell,
+    cell_state,
+    log_path,
+    read_evaluation,
+    uses_lambda,
+)
 from ewc_training.config import config_from_dict, load_yaml
 
-MINATAR_RANDOM_SCORES: dict[str, float] = {
-    "asterix": 0.50,
-    "breakout": 0.51,
-    "freeway": 0.16,
-    "seaquest": 0.10,
-    "space_invaders": 2.95,
-}
-"""Mean return of a uniformly random agent per MinAtar game, measured for this project
-(/work/shared/FINDINGS.md, MinAtar); used where envs.games.MINATAR_REFERENCE_SCORES has no entry."""
+MINATAR_RANDOM_SCORES = game_table.MINATAR_RANDOM_SCORES
+
 
 CURVE_POINTS = 500
 """Training-episode returns are averaged down to at most this many points per tag when saved."""
@@ -78,11 +80,20 @@ EVAL_SECONDS = re.compile(r"\(\d+ episodes, ([0-9.]+) s\)")
 """evaluate.py's line per matrix cell ends with `(16 episodes, 3.2 s)`."""
 
 
+STATES = {
+    NEW: "not started (or stopped before its first checkpoint)",
+    INTERRUPTED: "training or interrupted (checkpoints short of the last game)",
+    TRAINED: "trained, not evaluated yet",
+}
+"""An unfinished cell's line on the page, by sweep_plan's cell_state."""
+
+
 class ResultsError(ValueError):
     """Nothing to report from the given folder, or a question the cells cannot answer."""
 
 
 # ---- cells ----
+
 
 @dataclass
 class CellData:
@@ -110,8 +121,9 @@ class CellData:
     def raw(self) -> np.ndarray:
         """R_raw[k-1, j]: mean raw score on games[j] after the first k games."""
         rows = {row["games_done"]: row for row in self.evaluation["rows"] if row.get("step_in_game", 0) == 0}
-        return np.array([[float(np.mean(rows[k]["cells"][game]["scores"])) for game in self.games]
-                         for k in range(1, len(self.order) + 1)])
+        return np.array(
+            [[float(np.mean(rows[k]["cells"][game]["scores"])) for game in self.games] for k in range(1, len(self.order) + 1)]
+        )
 
 
 @dataclass(frozen=True)
@@ -168,8 +180,7 @@ def _load_sweep(sweep_dir: Path) -> tuple[list[CellData], list[Incomplete]]:
         config = config_from_dict(load_yaml(run_dir / "config.yaml")).to_dict()
         cell = _cell_of(config)
         evaluation = read_evaluation(run_dir)
-        why = f"{cell_state(run_dir, cell.order)}, not evaluated" if evaluation is None else \
-            _missing_positions(evaluation, cell.order)
+        why = STATES[cell_state(run_dir, cell.order)] if evaluation is None else _missing_positions(evaluation, cell.order)
         if why:
             incomplete.append(Incomplete(cell.name, why))
             continue
@@ -209,8 +220,10 @@ def thin(points: list[list[float]], limit: int = CURVE_POINTS) -> list[list[floa
     Averaging rather than picking every n-th keeps what the dropped episodes said."""
     if len(points) <= limit:
         return points
-    return [[chunk[-1][0], float(np.mean([value for _, value in chunk]))]
-            for chunk in (points[i * len(points) // limit:(i + 1) * len(points) // limit] for i in range(limit))]
+    return [
+        [chunk[-1][0], float(np.mean([value for _, value in chunk]))]
+        for chunk in (points[i * len(points) // limit : (i + 1) * len(points) // limit] for i in range(limit))
+    ]
 
 
 def evaluation_seconds(log: Path) -> float | None:
@@ -235,6 +248,7 @@ def export_cells(cells: list[CellData], folder: Path) -> None:
 
 
 # ---- normalisation ----
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -281,8 +295,11 @@ def measured_reference(cells: list[CellData], game: str) -> tuple[float, int, st
             if (position == 1) == first:
                 by_seed.setdefault(data.cell.seed, []).append(data.raw()[position - 1, data.games.index(game)])
         if by_seed:
-            where = ("fine-tuning, trained on it first (single game)" if first else
-                     "fine-tuning, trained on it after other games (no single-game cell yet)")
+            where = (
+                "fine-tuning, trained on it first (single game)"
+                if first
+                else "fine-tuning, trained on it after other games (no single-game cell yet)"
+            )
             return float(np.mean([np.mean(scores) for scores in by_seed.values()])), len(by_seed), where
     return None
 
@@ -305,8 +322,9 @@ def cell_metrics(data: CellData, refs: dict[str, Reference]) -> dict[str, float]
     K = len(order)
     first = {game: order.index(game) + 1 for game in column}
     g1 = column[order[0]]
-    forgotten = [max(R[k - 1, column[game]] for k in range(first[game], K)) - R[K - 1, column[game]]
-                 for game in column if first[game] < K]
+    forgotten = [
+        max(R[k - 1, column[game]] for k in range(first[game], K)) - R[K - 1, column[game]] for game in column if first[game] < K
+    ]
     changes = [R[K - 1, column[game]] - R[i - 1, column[game]] for i, game in enumerate(order[:-1], start=1)]
     before = R[0, g1]
     return {
@@ -330,6 +348,12 @@ METRICS = ("final_mean", "retention", "retention_fraction", "forgetting", "backw
 def group_label(key: GroupKey) -> str:
     _, method, strength = key
     return method if strength is None else f"{method} λ={strength:g}"
+
+
+def group_file_name(key: GroupKey) -> str:
+    """`ewc-lambda1000`, `finetune`: the group as cell names spell it."""
+    _, method, strength = key
+    return method if strength is None else f"{method}-lambda{strength:g}"
 
 
 def order_text(order: Iterable[str]) -> str:
@@ -360,46 +384,7 @@ class GroupSummary:
         return len(self.cells)
 
 
-def column_estimates(table: np.ndarray, seed: int = 0) -> list[tuple[Estimate, Estimate]]:
-    """(IQM, mean), each with its 95% stratified-bootstrap CI, of every column of (runs, columns).
-
-    The same statistics as statistics.interval_estimates applied to each column as a (runs, 1)
-    array, but every column in one rliable bootstrap: a stratified bootstrap resamples each column
-    (rliable's "task") on its own, so each column's interval is its own, and the page's few hundred
-    intervals cost one bootstrap per group instead of one each (~7 s each on a busy 2-core CPU).
-    Runs with NaN are left out of that column; a column with one run gets its value and no interval.
-    """
-    try:
-        from rliable import library
-        from scipy.stats import trim_mean
-    except ImportError as error:
-        raise StatisticsError(f"confidence intervals need rliable: pip install 'ewc-atari[report]' ({error})") from None
-    table = np.asarray(table, dtype=float).reshape(len(table), -1)
-    nothing = Estimate(math.nan, math.nan, math.nan)
-    result = [(nothing, nothing)] * table.shape[1]
-    by_runs: dict[bytes, list[int]] = {}
-    for j in range(table.shape[1]):
-        by_runs.setdefault(np.isfinite(table[:, j]).tobytes(), []).append(j)
-    for columns in by_runs.values():
-        values = table[np.isfinite(table[:, columns[0]])][:, columns]
-        if len(values) == 1:
-            for j, value in zip(columns, values[0]):
-                result[j] = (Estimate(value, math.nan, math.nan),) * 2
-        elif len(values) > 1:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # arch: random_state is deprecated
-                points, intervals = library.get_interval_estimates(
-                    {"x": values}, lambda x: np.concatenate([trim_mean(x, 0.25, axis=0), x.mean(axis=0)]),
-                    reps=stats.BOOTSTRAP_REPS, random_state=np.random.RandomState(seed))
-            n = len(columns)
-            for i, j in enumerate(columns):
-                result[j] = tuple(Estimate(float(points["x"][s * n + i]), float(intervals["x"][0, s * n + i]),
-                                           float(intervals["x"][1, s * n + i])) for s in (0, 1))
-    return result
-
-
-def summarise_group(key: GroupKey, cells: list[CellData], refs: dict[str, Reference],
-                    finetune_last: float) -> GroupSummary:
+def summarise_group(key: GroupKey, cells: list[CellData], refs: dict[str, Reference], finetune_last: float) -> GroupSummary:
     """Every statistic of a group; `finetune_last` is fine-tuning's mean R[K][g_K] in the same order."""
     games, positions = cells[0].games, range(1, len(key[0]) + 1)
     raws = np.array([data.raw() for data in cells])
@@ -408,21 +393,30 @@ def summarise_group(key: GroupKey, cells: list[CellData], refs: dict[str, Refere
     for metrics in per_cell:
         metrics["cost"] = math.nan if key[1] == "finetune" else metrics["last_game"] - finetune_last
     cells_of = [(k, game) for k in positions for game in games]
-    table = np.column_stack([raws.reshape(len(cells), -1), norms.reshape(len(cells), -1),
-                             [[metrics[name] for name in METRICS] for metrics in per_cell]])
+    table = np.column_stack(
+        [
+            raws.reshape(len(cells), -1),
+            norms.reshape(len(cells), -1),
+            [[metrics[name] for name in METRICS] for metrics in per_cell],
+        ]
+    )
     estimates = column_estimates(table)
     size = len(cells_of)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a column of NaN (a game without references)
         mean_matrix = np.nanmean(norms, axis=0) if len(cells) else norms
-    return GroupSummary(key, cells, dict(zip(cells_of, estimates[:size])),
-                        dict(zip(cells_of, estimates[size:2 * size])),
-                        dict(zip(METRICS, estimates[2 * size:])), mean_matrix)
+    return GroupSummary(
+        key,
+        cells,
+        dict(zip(cells_of, estimates[:size])),
+        dict(zip(cells_of, estimates[size : 2 * size])),
+        dict(zip(METRICS, estimates[2 * size :])),
+        mean_matrix,
+    )
 
 
 def finetune_last_game(cells: list[CellData], refs: dict[str, Reference], order: tuple[str, ...]) -> float:
-    values = [cell_metrics(data, refs)["last_game"] for data in cells
-              if data.order == order and data.cell.method == "finetune"]
+    values = [cell_metrics(data, refs)["last_game"] for data in cells if data.order == order and data.cell.method == "finetune"]
     return float(np.mean(values)) if values else math.nan
 
 
@@ -457,6 +451,7 @@ def main_order_of(cells: list[CellData], main_order: tuple[str, ...] | None = No
 
 # ---- lambda ----
 
+
 @dataclass(frozen=True)
 class LambdaRow:
     strength: float
@@ -466,27 +461,35 @@ class LambdaRow:
     retention_fraction: float
 
 
-def lambda_sweep(cells: list[CellData], refs: dict[str, Reference], method: str,
-                 main_order: tuple[str, ...]) -> list[LambdaRow]:
+def lambda_sweep(cells: list[CellData], refs: dict[str, Reference], method: str, main_order: tuple[str, ...]) -> list[LambdaRow]:
     """The seed-0 cells of `method` in the main order, one row per lambda (the lambda sweep)."""
     rows = []
     for data in cells:
         if data.cell.method == method and data.order == main_order and data.cell.seed == 0 and data.cell.ewc_lambda is not None:
             metrics = cell_metrics(data, refs)
-            rows.append(LambdaRow(data.cell.ewc_lambda, list(normalised(data, refs)[-1]), metrics["final_mean"],
-                                  metrics["retention_fraction"]))
+            rows.append(
+                LambdaRow(
+                    data.cell.ewc_lambda, list(normalised(data, refs)[-1]), metrics["final_mean"], metrics["retention_fraction"]
+                )
+            )
     return sorted(rows, key=lambda row: row.strength)
 
 
-def choose_lambda(cells: list[CellData], refs: dict[str, Reference], method: str,
-                  main_order: tuple[str, ...] | None = None) -> float:
+def choose_lambda(
+    cells: list[CellData], refs: dict[str, Reference], method: str, main_order: tuple[str, ...] | None = None
+) -> float:
     """The lambda whose seed-0 main-order cell of `method` has the highest final mean normalised score
     (the smallest such lambda on a tie)."""
-    rows = [row for row in lambda_sweep(cells, refs, method, main_order_of(cells, main_order))
-            if not math.isnan(row.final_mean)]
+    order = main_order_of(cells, main_order)
+    swept = lambda_sweep(cells, refs, method, order)
+    if not swept:
+        raise ResultsError(f"no seed-0 {method} cell of the main order {order_text(order)} is evaluated yet")
+    rows = [row for row in swept if not math.isnan(row.final_mean)]
     if not rows:
-        raise ResultsError(f"no seed-0 {method} cell of the main order with a final normalised score to choose "
-                           "a lambda from (fine-tuning cells give the references: run them first)")
+        raise ResultsError(
+            f"the seed-0 {method} cells have no final normalised score: a game has no reference "
+            "(fine-tuning cells that train it give one)"
+        )
     return max(rows, key=lambda row: (row.final_mean, -row.strength)).strength
 
 
@@ -497,13 +500,16 @@ def reference_lines(refs: dict[str, Reference], steps_per_game: int | None = Non
     for game, ref in refs.items():
         if ref.seeds and game.startswith(game_table.MINATAR_PREFIX):
             how = "alone" if "single game" in ref.source else "after other games (NOT single-game)"
-            lines.append(f'    "{game.removeprefix(game_table.MINATAR_PREFIX)}": ({ref.random:g}, {ref.reference:.3f}),'
-                         f"  # random: FINDINGS.md; reference: fine-tuning trained on it {how}{budget}, "
-                         f"mean of {_seeds(ref.seeds)}")
+            lines.append(
+                f'    "{game.removeprefix(game_table.MINATAR_PREFIX)}": ({ref.random:g}, {ref.reference:.3f}),'
+                f"  # random: FINDINGS.md; reference: fine-tuning trained on it {how}{budget}, "
+                f"mean of {_seeds(ref.seeds)}"
+            )
     return "\n".join(lines)
 
 
 # ---- plots ----
+
 
 def _band(values: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over runs (axis 0) of each column, with a 95% percentile-bootstrap band (none for one run)."""
@@ -542,7 +548,7 @@ def plot_curves(order: tuple[str, ...], groups: dict[GroupKey, list[CellData]], 
                 continue
             steps, values = curve
             mean, low, high = _band(values)
-            line, = axes.plot(steps, mean, marker=".", label=f"{group_label(key)} ({_seeds(len(values))})")
+            (line,) = axes.plot(steps, mean, marker=".", label=f"{group_label(key)} ({_seeds(len(values))})")
             axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
             drawn = True
         steps_per_game = _steps_per_game(next(iter(groups.values()))[0])
@@ -587,8 +593,11 @@ def _smooth(values: np.ndarray, window: int = SMOOTHING) -> np.ndarray:
 
 def plot_single_game(cells: list[CellData], refs: dict[str, Reference], path: Path) -> list[str]:
     """Each game's learning curve while trained first by fine-tuning; returns the games drawn."""
-    games = [game for game in dict.fromkeys(data.order[0] for data in cells)
-             if any(data.order[0] == game and data.cell.method == "finetune" and data.curves for data in cells)]
+    games = [
+        game
+        for game in dict.fromkeys(data.order[0] for data in cells)
+        if any(data.order[0] == game and data.cell.method == "finetune" and data.curves for data in cells)
+    ]
     if not games:
         return []
     figure = Figure(figsize=(max(5.5, 4.2 * len(games)), 3.8))
@@ -600,8 +609,14 @@ def plot_single_game(cells: list[CellData], refs: dict[str, Reference], path: Pa
             points = np.array([point for point in data.curves.get(f"charts/{game}/episodic_return", []) if point[0] <= budget])
             if len(points):
                 smoothed = _smooth(points[:, 1])
-                axes.plot(points[len(points) - len(smoothed):, 0], smoothed, color="tab:grey", alpha=0.5, linewidth=0.8,
-                          label="training episodes (smoothed), each seed" if number == 0 else None)
+                axes.plot(
+                    points[len(points) - len(smoothed) :, 0],
+                    smoothed,
+                    color="tab:grey",
+                    alpha=0.5,
+                    linewidth=0.8,
+                    label="training episodes (smoothed), each seed" if number == 0 else None,
+                )
         curve = _curve_matrix(list(first.values()), f"eval/{game}/score", up_to=budget)
         if curve is not None:
             steps, values = curve
@@ -623,6 +638,7 @@ def plot_single_game(cells: list[CellData], refs: dict[str, Reference], path: Pa
 
 
 # ---- the page ----
+
 
 def _text(estimate: Estimate, digits: int = 2) -> str:
     if math.isnan(estimate.value):
@@ -651,14 +667,25 @@ def settings_lines(cells: list[CellData]) -> list[str]:
     """The settings every cell shares, read from a cell's config; keys that differ are named."""
     config = cells[0].config
     run, env, net, agent, cons, ev = (config[s] for s in ("run", "env", "network", "agent", "consolidation", "eval"))
-    decay = f"{agent['epsilon_decay_steps']:,}" if agent["epsilon_decay_steps"] else \
-        f"{agent['epsilon_decay_fraction']:g} of the game's"
-    differing = sorted({f"{section}.{key}" for data in cells for section, values in data.config.items()
-                        for key, value in values.items() if value != config[section][key]}
-                       - {"run.games", "run.seed", "consolidation.method", "consolidation.ewc_lambda"})
+    decay = (
+        f"{agent['epsilon_decay_steps']:,}"
+        if agent["epsilon_decay_steps"]
+        else f"{agent['epsilon_decay_fraction']:g} of the game's"
+    )
+    differing = sorted(
+        {
+            f"{section}.{key}"
+            for data in cells
+            for section, values in data.config.items()
+            for key, value in values.items()
+            if value != config[section][key]
+        }
+        - {"run.games", "run.seed", "consolidation.method", "consolidation.ewc_lambda"}
+    )
     protocol = cells[0].evaluation.get("protocol", {})
     lines = [
-        "| setting | value |", "|---|---|",
+        "| setting | value |",
+        "|---|---|",
         f"| agent steps per game | {run['steps_per_game']:,} ({env['num_envs']} parallel environments) |",
         f"| replay ratio | one update of batch {agent['batch_size']} every {agent['steps_per_update']} agent steps "
         f"({agent['batch_size'] / agent['steps_per_update']:g} replayed transitions per agent step) |",
@@ -688,9 +715,14 @@ def settings_lines(cells: list[CellData]) -> list[str]:
 
 def _metric_header(order: tuple[str, ...]) -> tuple[list[str], list[str]]:
     first, last = order[0], order[-1]
-    names = ["final mean", f"retention: {first} after game {len(order)}",
-             f"retention as a fraction of {first} after game 1", "forgetting", "backward transfer",
-             f"new-game cost: {last} vs fine-tuning"]
+    names = [
+        "final mean",
+        f"retention: {first} after game {len(order)}",
+        f"retention as a fraction of {first} after game 1",
+        "forgetting",
+        "backward transfer",
+        f"new-game cost: {last} vs fine-tuning",
+    ]
     return names, ["|---"] * (len(names) + 2)
 
 
@@ -698,19 +730,22 @@ def summary_tables(order: tuple[str, ...], summaries: list[GroupSummary]) -> lis
     names, rule = _metric_header(order)
     lines = []
     for statistic, index in (("IQM", 0), ("Mean", 1)):
-        lines += [f"{statistic} [95% CI] over seeds:", "",
-                  "| method | seeds | " + " | ".join(names) + " |", "".join(rule) + "|"]
+        lines += [f"{statistic} [95% CI] over seeds:", "", "| method | seeds | " + " | ".join(names) + " |", "".join(rule) + "|"]
         for summary in summaries:
-            values = [("—" if name == "cost" and summary.key[1] == "finetune" else _text(summary.metrics[name][index]))
-                      for name in METRICS]
+            values = [
+                ("—" if name == "cost" and summary.key[1] == "finetune" else _text(summary.metrics[name][index]))
+                for name in METRICS
+            ]
             lines.append(f"| {group_label(summary.key)} | {summary.seeds} | " + " | ".join(values) + " |")
         lines.append("")
     return lines
 
 
 def matrix_table(summary: GroupSummary) -> list[str]:
-    lines = ["| after game | game | raw score, mean [95% CI] | normalised, IQM [95% CI] | normalised, mean [95% CI] |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| after game | game | raw score, mean [95% CI] | normalised, IQM [95% CI] | normalised, mean [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
     for (k, game), (_, raw_mean) in summary.raw.items():
         iqm, mean = summary.norm[(k, game)]
         lines.append(f"| {k} ({summary.key[0][k - 1]}) | {game} | {_text(raw_mean, 1)} | {_text(iqm)} | {_text(mean)} |")
@@ -733,9 +768,11 @@ def outcome_lines(summaries: dict[GroupKey, GroupSummary]) -> list[str]:
             verdict = "the intervals do not overlap: fine-tuning retains more"
         else:
             verdict = "the intervals overlap"
-        lines.append(f"- {order_text(order)}: normalised score on {order[0]} after the last game, IQM [95% CI]: "
-                     f"{group_label(pick['ewc'].key)} {_text(ewc)} ({_seeds(pick['ewc'].seeds)}), fine-tuning "
-                     f"{_text(finetune)} ({_seeds(pick['finetune'].seeds)}); {verdict}.")
+        lines.append(
+            f"- {order_text(order)}: normalised score on {order[0]} after the last game, IQM [95% CI]: "
+            f"{group_label(pick['ewc'].key)} {_text(ewc)} ({_seeds(pick['ewc'].seeds)}), fine-tuning "
+            f"{_text(finetune)} ({_seeds(pick['finetune'].seeds)}); {verdict}."
+        )
     return lines or ["- No game order has both EWC and fine-tuning cells yet."]
 
 
@@ -748,8 +785,14 @@ class Page:
     """Per method with a lambda sweep: the lambda with the highest final mean now."""
 
 
-def build_page(cells: list[CellData], incomplete: list[Incomplete], assets: Path, page_dir: Path,
-               main_order: tuple[str, ...] | None = None, command: str = "bash scripts/minatar_experiment.sh") -> Page:
+def build_page(
+    cells: list[CellData],
+    incomplete: list[Incomplete],
+    assets: Path,
+    page_dir: Path,
+    main_order: tuple[str, ...] | None = None,
+    command: str = "bash scripts/minatar_experiment.sh",
+) -> Page:
     """The page's markdown; writes its plots into `assets` (links are relative to `page_dir`)."""
     if not cells:
         raise ResultsError("no evaluated cells to report" + (f" ({len(incomplete)} incomplete)" if incomplete else ""))
@@ -768,19 +811,29 @@ def build_page(cells: list[CellData], incomplete: list[Incomplete], assets: Path
     def link(path: Path) -> str:
         return path.relative_to(page_dir).as_posix() if path.is_relative_to(page_dir) else str(path)
 
-    summaries = {key: summarise_group(key, group, refs, finetune_last_game(cells, refs, key[0]))
-                 for key, group in headline.items()}
+    summaries = {
+        key: summarise_group(key, group, refs, finetune_last_game(cells, refs, key[0])) for key, group in headline.items()
+    }
     lines = [
         f"# Results: {order_text(main)}",
         "",
         f"Generated by `python -m ewc_experiments.results_page` from {len(cells)} evaluated cells"
-        + (f" ({len(incomplete)} incomplete, listed at the end)" if incomplete else "") + ".",
+        + (f" ({len(incomplete)} incomplete, listed at the end)" if incomplete else "")
+        + ".",
         "The whole experiment is one command (it runs the sweeps, picks the lambdas, writes this page):",
-        "", f"    {command}", "",
-        "## Settings", "", *settings_lines(cells), "",
-        "## Normalisation", "",
-        f"Scores are the {score_name}: (score − random) / (reference − random).", "",
-        "| game | random | reference | source | seeds |", "|---|---|---|---|---|",
+        "",
+        f"    {command}",
+        "",
+        "## Settings",
+        "",
+        *settings_lines(cells),
+        "",
+        "## Normalisation",
+        "",
+        f"Scores are the {score_name}: (score − random) / (reference − random).",
+        "",
+        "| game | random | reference | source | seeds |",
+        "|---|---|---|---|---|",
     ]
     for game in dict.fromkeys(all_games):
         ref = refs.get(game)
@@ -790,8 +843,11 @@ def build_page(cells: list[CellData], incomplete: list[Incomplete], assets: Path
         warning = " — **reference not above random: normalised scores are meaningless**" if ref.reference <= ref.random else ""
         lines.append(f"| {game} | {ref.random:g} | {ref.reference:.3f} | {ref.source}{warning} | {ref.seeds or '—'} |")
     lines += [
-        "", "Random MinAtar returns: `MINATAR_RANDOM_SCORES` in ewc_experiments/results_page.py (FINDINGS.md).", "",
-        "## Per method and order", "",
+        "",
+        "Random MinAtar returns: `MINATAR_RANDOM_SCORES` in ewc_experiments/results_page.py (FINDINGS.md).",
+        "",
+        "## Per method and order",
+        "",
         "Each method's runs at its chosen lambda (the group with the most seeds). Statistics over seeds: IQM "
         "(interquartile mean; with fewer than 4 seeds it is the mean) and mean, with 95% stratified-bootstrap "
         f"confidence intervals (rliable, {stats.BOOTSTRAP_REPS:,} resamples). Retention: the normalised score on "
@@ -801,17 +857,26 @@ def build_page(cells: list[CellData], incomplete: list[Incomplete], assets: Path
     ]
     for order in orders:
         of_order = [summaries[key] for key in headline if key[0] == order]
-        lines += [f"### {order_text(order)}" + (" (main order)" if order == main else ""), "",
-                  *summary_tables(order, of_order)]
+        lines += [f"### {order_text(order)}" + (" (main order)" if order == main else ""), "", *summary_tables(order, of_order)]
         for summary in of_order:
-            image = assets / f"matrix_{file_name(group_label(summary.key).replace(' λ=', '-lambda'))}_{file_name('-'.join(order))}.png"
+            image = assets / f"matrix_{group_file_name(summary.key)}_{file_name('-'.join(order))}.png"
             plot_matrix(summary, image)
-            lines += [f"#### {group_label(summary.key)}: score after each game ({_seeds(summary.seeds)})", "",
-                      *matrix_table(summary), "", f"![{group_label(summary.key)} matrix]({link(image)})", ""]
+            lines += [
+                f"#### {group_label(summary.key)}: score after each game ({_seeds(summary.seeds)})",
+                "",
+                *matrix_table(summary),
+                "",
+                f"![{group_label(summary.key)} matrix]({link(image)})",
+                "",
+            ]
 
-    lines += ["## Continual evaluation", "",
-              f"Evaluation score of every game during training (`eval/<game>/score`), mean over seeds with a 95% "
-              f"bootstrap band; dotted lines mark the game boundaries.", ""]
+    lines += [
+        "## Continual evaluation",
+        "",
+        "Evaluation score of every game during training (`eval/<game>/score`), mean over seeds with a 95% "
+        "bootstrap band; dotted lines mark the game boundaries.",
+        "",
+    ]
     for order in orders:
         image = assets / f"curves_{file_name('-'.join(order))}.png"
         of_order = {key: group for key, group in headline.items() if key[0] == order}
@@ -822,8 +887,11 @@ def build_page(cells: list[CellData], incomplete: list[Incomplete], assets: Path
     image = assets / "single_game.png"
     drawn = plot_single_game(cells, refs, image)
     lines += ["### Single-game learning", ""]
-    lines += ([f"![single-game learning curves]({link(image)})", ""] if drawn else
-              ["No curves available (no fine-tuning cell with TensorBoard events or saved curves trains a game first).", ""])
+    lines += (
+        [f"![single-game learning curves]({link(image)})", ""]
+        if drawn
+        else ["No curves available (no fine-tuning cell with TensorBoard events or saved curves trains a game first).", ""]
+    )
 
     lines += ["## Lambda sweeps", ""]
     chosen = {}
@@ -836,13 +904,21 @@ def build_page(cells: list[CellData], incomplete: list[Incomplete], assets: Path
         except ResultsError:
             pass
         games = list(dict.fromkeys(main))
-        lines += [f"### {method} ({order_text(main)}, seed 0)", "",
-                  "| lambda | " + " | ".join(f"{game} after game {len(main)}" for game in games)
-                  + " | final mean | retention fraction of game 1 |", "|---" * (len(games) + 3) + "|"]
+        lines += [
+            f"### {method} ({order_text(main)}, seed 0)",
+            "",
+            "| lambda | "
+            + " | ".join(f"{game} after game {len(main)}" for game in games)
+            + " | final mean | retention fraction of game 1 |",
+            "|---" * (len(games) + 3) + "|",
+        ]
         for row in rows:
-            lines.append(f"| {row.strength:g} | " + " | ".join(_text(Estimate(v, math.nan, math.nan)) for v in row.final)
-                         + f" | {_text(Estimate(row.final_mean, math.nan, math.nan))} | "
-                         + f"{_text(Estimate(row.retention_fraction, math.nan, math.nan))} |")
+            lines.append(
+                f"| {row.strength:g} | "
+                + " | ".join(_text(Estimate(v, math.nan, math.nan)) for v in row.final)
+                + f" | {_text(Estimate(row.final_mean, math.nan, math.nan))} | "
+                + f"{_text(Estimate(row.retention_fraction, math.nan, math.nan))} |"
+            )
         most = next((key for key in headline if key[0] == main and key[1] == method), None)
         used = f"; the lambda run with the most seeds: {most[2]:g} ({_seeds(len(headline[most]))})" if most else ""
         best = f"{chosen[method]:g}" if method in chosen else "n/a"
@@ -854,14 +930,26 @@ def build_page(cells: list[CellData], incomplete: list[Incomplete], assets: Path
 
     total = [seconds for seconds in map(_cell_seconds, cells) if seconds is not None]
     starts = [data.timing["train_start"] for data in cells if data.timing.get("train_start") is not None]
-    ends = [data.timing["train_end"] + (data.timing.get("eval_seconds") or 0.0) for data in cells
-            if data.timing.get("train_end") is not None]
-    lines += ["## Cells", "",
-              "Wall time: first to last TensorBoard event of the training (a resumed cell includes its pause), plus "
-              "evaluate.py's time from the sweep's log. "
-              + (f"Sum over cells {sum(total) / 3600:.2f} h; first start to last end {(max(ends) - min(starts)) / 3600:.2f} h "
-                 "(cells ran in parallel)." if total else "No wall times recorded."), "",
-              "| cell | final mean | training (min) | evaluation (min) |", "|---|---|---|---|"]
+    ends = [
+        data.timing["train_end"] + (data.timing.get("eval_seconds") or 0.0)
+        for data in cells
+        if data.timing.get("train_end") is not None
+    ]
+    lines += [
+        "## Cells",
+        "",
+        "Wall time: first to last TensorBoard event of the training (a resumed cell includes its pause), plus "
+        "evaluate.py's time from the sweep's log. "
+        + (
+            f"Sum over cells {sum(total) / 3600:.2f} h; first start to last end {(max(ends) - min(starts)) / 3600:.2f} h "
+            "(cells ran in parallel)."
+            if total
+            else "No wall times recorded."
+        ),
+        "",
+        "| cell | final mean | training (min) | evaluation (min) |",
+        "|---|---|---|---|",
+    ]
     for data in cells:
         timing = data.timing
         training = None if timing.get("train_start") is None else timing["train_end"] - timing["train_start"]
@@ -895,10 +983,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="a sweep directory (with cells/) or a folder of saved cell JSON")
     parser.add_argument("--out", type=Path, help="the page to write, e.g. docs/results/minatar.md")
-    parser.add_argument("--choose-lambda", metavar="METHOD",
-                        help="print the lambda of METHOD's seed-0 main-order cells with the highest final mean score")
-    parser.add_argument("--print-references", action="store_true",
-                        help="print the measured MinAtar references as lines for envs/games.py")
+    parser.add_argument(
+        "--choose-lambda",
+        metavar="METHOD",
+        help="print the lambda of METHOD's seed-0 main-order cells with the highest final mean score",
+    )
+    parser.add_argument(
+        "--print-references", action="store_true", help="print the measured MinAtar references as lines for envs/games.py"
+    )
     parser.add_argument("--main-order", help="comma list: the sweep's main game order (default: the order with most cells)")
     parser.add_argument("--export-only", action="store_true", help="only save the cells' JSON beside --out")
     args = parser.parse_args(argv)

@@ -146,8 +146,10 @@ def check_config_is_the_cell(cell: Cell, config: Config) -> None:
 def check_eval_protocol(protocol: EvalConfig) -> None:
     """The cells' final evaluation uses their eval section; catch what evaluate.py would refuse after training."""
     if protocol.episodes < 1 or protocol.max_episode_frames < 1 or not 0 <= protocol.epsilon <= 1:
-        raise SweepError("eval.episodes and eval.max_episode_frames must be positive and eval.epsilon in [0, 1]: "
-                         "the sweep evaluates every cell with them")
+        raise SweepError(
+            "eval.episodes and eval.max_episode_frames must be positive and eval.epsilon in [0, 1]: "
+            "the sweep evaluates every cell with them"
+        )
 
 
 def cell_dir(sweep_dir: Path, cell: Cell) -> Path:
@@ -191,11 +193,12 @@ def check_saved_config(run_dir: Path, config: Config) -> None:
     if not saved_file.is_file():
         return
     saved, wanted = config_from_dict(load_yaml(saved_file)).to_dict(), config.to_dict()
-    changed = [f"{section}.{key}" for section in wanted for key in wanted[section]
-               if saved[section][key] != wanted[section][key]]
+    changed = [f"{section}.{key}" for section in wanted for key in wanted[section] if saved[section][key] != wanted[section][key]]
     if changed:
-        raise SweepError(f"{run_dir} was trained with other settings ({', '.join(changed)}); "
-                         "pass another --sweep-dir, or delete that cell to train it again")
+        raise SweepError(
+            f"{run_dir} was trained with other settings ({', '.join(changed)}); "
+            "pass another --sweep-dir, or delete that cell to train it again"
+        )
 
 
 def cell_commands(state: str, run_dir: Path, arguments: list[str], config: Config) -> list[list[str]]:
@@ -211,9 +214,20 @@ def cell_commands(state: str, run_dir: Path, arguments: list[str], config: Confi
         TRAINED: [],
     }[state]
     protocol = config.eval
-    evaluate = ["evaluate.py", str(run_dir), "--episodes", str(protocol.episodes), "--epsilon", repr(protocol.epsilon),
-                "--max-episode-frames", str(protocol.max_episode_frames), "--seed", str(EVAL_SEED),
-                "--device", config.run.device]
+    evaluate = [
+        "evaluate.py",
+        str(run_dir),
+        "--episodes",
+        str(protocol.episodes),
+        "--epsilon",
+        repr(protocol.epsilon),
+        "--max-episode-frames",
+        str(protocol.max_episode_frames),
+        "--seed",
+        str(EVAL_SEED),
+        "--device",
+        config.run.device,
+    ]
     return [*train, evaluate]
 
 
@@ -272,8 +286,12 @@ def plan_sweep(args: argparse.Namespace) -> tuple[Path, list[PlannedCell]]:
     before anything runs."""
     preset = Path(args.config).resolve() if args.config else None  # workers run from the project root
     orders = expand_orders(parse_games(args.games), args.orders)
-    grid = expand_grid(orders, parse_methods(args.methods), parse_lambdas(args.ewc_lambda, preset, args.overrides),
-                       comma_list(args.seeds, int, "--seeds"))
+    grid = expand_grid(
+        orders,
+        parse_methods(args.methods),
+        parse_lambdas(args.ewc_lambda, preset, args.overrides),
+        comma_list(args.seeds, int, "--seeds"),
+    )
     sweep_dir = Path(args.sweep_dir or Path("sweeps") / order_name(orders[0])).resolve()
     planned = []
     for cell in grid:
@@ -292,5 +310,7 @@ def plan_sweep(args: argparse.Namespace) -> tuple[Path, list[PlannedCell]]:
 
 def describe(sweep_dir: Path, planned: list[PlannedCell]) -> str:
     count = {state: sum(p.state == state for p in planned) for state in (NEW, INTERRUPTED, TRAINED, EVALUATED)}
-    return (f"sweep {sweep_dir}: {len(planned)} cells, {count[NEW]} to train, {count[INTERRUPTED]} to resume, "
-            f"{count[TRAINED]} to evaluate, {count[EVALUATED]} already evaluated")
+    return (
+        f"sweep {sweep_dir}: {len(planned)} cells, {count[NEW]} to train, {count[INTERRUPTED]} to resume, "
+        f"{count[TRAINED]} to evaluate, {count[EVALUATED]} already evaluated"
+    )

@@ -37,8 +37,9 @@ def run_cell(commands: list[list[str]], root: str, log: str) -> tuple[int, float
         for command in commands:
             output.write(f"$ {shlex.join(command)}\n")
             output.flush()
-            status = subprocess.run([sys.executable, *command], cwd=root, env=environment, stdout=output,
-                                    stderr=subprocess.STDOUT).returncode
+            status = subprocess.run(
+                [sys.executable, *command], cwd=root, env=environment, stdout=output, stderr=subprocess.STDOUT
+            ).returncode
             if status != 0:
                 return status, time.monotonic() - started
     return 0, time.monotonic() - started
@@ -53,8 +54,10 @@ def check_address(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except (OSError, ValueError):
-        raise SweepError(f"nothing answers at --address {address}; start the cluster's head with `ray start --head` "
-                         "and pass the address it prints (<head-ip>:6379)") from None
+        raise SweepError(
+            f"nothing answers at --address {address}; start the cluster's head with `ray start --head` "
+            "and pass the address it prints (<head-ip>:6379)"
+        ) from None
 
 
 def start_ray(address: str | None):
@@ -69,8 +72,14 @@ def start_ray(address: str | None):
         ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
         where = f"join the Ray cluster at {address}" if address else "start Ray"
-        hint = ("; a cluster with token authentication (what `ray start` sets up since Ray 2.59) "
-                "also needs RAY_AUTH_MODE=token here") if address else ""
+        hint = (
+            (
+                "; a cluster with token authentication (what `ray start` sets up since Ray 2.59) "
+                "also needs RAY_AUTH_MODE=token here"
+            )
+            if address
+            else ""
+        )
         raise SweepError(f"cannot {where}: {first_line(error)}{hint}") from None
     return ray
 
@@ -85,8 +94,10 @@ def run_on_ray(cells: list[PlannedCell], address: str | None, root: Path) -> dic
     try:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
-        print(f"Ray: {int(resources.get('CPU', 0))} CPUs, {gpus} GPUs; each cell takes one {'GPU' if gpus else 'CPU'}",
-              file=sys.stderr)
+        print(
+            f"Ray: {int(resources.get('CPU', 0))} CPUs, {gpus} GPUs; each cell takes one {'GPU' if gpus else 'CPU'}",
+            file=sys.stderr,
+        )
         task = ray.remote(run_cell).options(num_cpus=CPUS_PER_CELL, num_gpus=1 if gpus else 0, max_retries=0)
         pending = {task.remote(planned.commands, str(root), str(planned.log)): planned for planned in cells}
         errors: dict[str, str] = {}
@@ -96,8 +107,7 @@ def run_on_ray(cells: list[PlannedCell], address: str | None, root: Path) -> dic
             error, seconds = task_outcome(ray, done, planned)
             errors[planned.cell.name] = error
             outcome = f"failed: {error} (log: {planned.log})" if error else "evaluated"
-            print(f"[{len(errors)}/{len(cells)}] {planned.cell.name}: {outcome} ({seconds:.0f} s)",
-                  file=sys.stderr, flush=True)
+            print(f"[{len(errors)}/{len(cells)}] {planned.cell.name}: {outcome} ({seconds:.0f} s)", file=sys.stderr, flush=True)
         return errors
     finally:
         ray.shutdown()

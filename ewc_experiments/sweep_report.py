@@ -52,6 +52,7 @@ def cell_result(cell: Cell, run_dir: Path, error: str = "") -> CellResult:
 
 def _metrics_from_json(saved: dict) -> dict[str, object]:
     """eval.json's metrics with NaN back where JSON has null and game positions back to ints."""
+
     def number(value: float | None) -> float:
         return math.nan if value is None else float(value)
 
@@ -137,8 +138,14 @@ def final_score_iqms(results: list[CellResult]) -> dict[RowKey, str]:
     every row when rliable is not installed.
     """
     rows = table_rows(results)
-    finals = {key: [result.metrics["final_mean_hns"] for result in group if result.metrics
-                    and not math.isnan(result.metrics["final_mean_hns"])] for key, (_, _, group) in rows.items()}
+    finals = {
+        key: [
+            result.metrics["final_mean_hns"]
+            for result in group
+            if result.metrics and not math.isnan(result.metrics["final_mean_hns"])
+        ]
+        for key, (_, _, group) in rows.items()
+    }
     texts = {key: "n/a" for key in rows}
     names = {repr(key): key for key, values in finals.items() if values}
     if not names:
@@ -161,13 +168,18 @@ def method_tables(results: list[CellResult], iqms: dict[RowKey, str] | None = No
     rows = table_rows(results)
     for method in dict.fromkeys(key[0] for key in rows):
         of_method = {key: row for key, row in rows.items() if key[0] == method}
-        lines += [f"## {method}", "", "| lambda | order | cells | final mean normalised score | mean forgetting |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"## {method}",
+            "",
+            "| lambda | order | cells | final mean normalised score | mean forgetting |",
+            "|---|---|---|---|---|",
+        ]
         lines += [_row(strength, label, group) for strength, label, group in of_method.values()]
         if iqms is not None:
             lines += ["", "| lambda | order | cells | final mean normalised score: IQM [95% CI] |", "|---|---|---|---|"]
-            lines += [f"| {strength} | {label} | {_count(group)} | {iqms[key]} |"
-                      for key, (strength, label, group) in of_method.items()]
+            lines += [
+                f"| {strength} | {label} | {_count(group)} | {iqms[key]} |" for key, (strength, label, group) in of_method.items()
+            ]
         lines.append("")
     return lines
 
@@ -205,22 +217,40 @@ def report_markdown(sweep_dir: Path, results: list[CellResult]) -> str:
 def write_cells_csv(results: list[CellResult], path: Path) -> None:
     positions = range(1, max(len(result.cell.order) for result in results) + 1)
     after = [f"mean_hns_after_game_{k}" for k in positions]
-    columns = ["cell", "order", "method", "ewc_lambda", "seed", "status", "final_mean_hns", "mean_forgetting",
-               "backward_transfer", *after, "run_dir", "error"]
+    columns = [
+        "cell",
+        "order",
+        "method",
+        "ewc_lambda",
+        "seed",
+        "status",
+        "final_mean_hns",
+        "mean_forgetting",
+        "backward_transfer",
+        *after,
+        "run_dir",
+        "error",
+    ]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for result in results:
             cell, metrics = result.cell, result.metrics or {}
             curve = metrics.get("mean_hns_after_game", {})
-            writer.writerow({
-                "cell": cell.name, "order": ",".join(cell.order), "method": cell.method,
-                "ewc_lambda": "" if cell.ewc_lambda is None else cell.ewc_lambda, "seed": cell.seed,
-                "status": "evaluated" if result.metrics else "failed",
-                **{name: metrics.get(name, "") for name in ("final_mean_hns", "mean_forgetting", "backward_transfer")},
-                **{column: curve.get(k, "") for column, k in zip(after, positions)},
-                "run_dir": str(result.run_dir), "error": result.error,
-            })
+            writer.writerow(
+                {
+                    "cell": cell.name,
+                    "order": ",".join(cell.order),
+                    "method": cell.method,
+                    "ewc_lambda": "" if cell.ewc_lambda is None else cell.ewc_lambda,
+                    "seed": cell.seed,
+                    "status": "evaluated" if result.metrics else "failed",
+                    **{name: metrics.get(name, "") for name in ("final_mean_hns", "mean_forgetting", "backward_transfer")},
+                    **{column: curve.get(k, "") for column, k in zip(after, positions)},
+                    "run_dir": str(result.run_dir),
+                    "error": result.error,
+                }
+            )
 
 
 def _line_label(result: CellResult) -> str:
@@ -239,9 +269,14 @@ def plot_mean_hns(results: list[CellResult], path: Path) -> None:
         stats = [mean_and_std([curve.get(k, math.nan) for curve in curves]) for k in positions]
         means = [mean for mean, _ in stats]
         spreads = [0.0 if math.isnan(std) else std for _, std in stats]
-        line, = axes.plot(positions, means, marker="o", label=f"{label} ({len(group)} cells)")
-        axes.fill_between(positions, [m - s for m, s in zip(means, spreads)], [m + s for m, s in zip(means, spreads)],
-                          color=line.get_color(), alpha=0.2)
+        (line,) = axes.plot(positions, means, marker="o", label=f"{label} ({len(group)} cells)")
+        axes.fill_between(
+            positions,
+            [m - s for m, s in zip(means, spreads)],
+            [m + s for m, s in zip(means, spreads)],
+            color=line.get_color(),
+            alpha=0.2,
+        )
     longest = max(len(result.cell.order) for result in results)
     axes.set_xticks(range(1, longest + 1), [f"after game {k}" for k in range(1, longest + 1)])
     name = score_name(results).split(" (")[0]

@@ -18,8 +18,10 @@ def resolve_device(name: str, *, warn: bool = True) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         if warn:
-            print("warning: no CUDA GPU found; training on the CPU: correct, but slow (README, Performance: "
-                  "CPU figures)", file=sys.stderr)
+            print(
+                "warning: no CUDA GPU found; training on the CPU: correct, but slow (README, Performance: CPU figures)",
+                file=sys.stderr,
+            )
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceError(f"--device {name} asked for, but PyTorch sees no CUDA GPU (use --device auto or cpu)")

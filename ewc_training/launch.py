@@ -1,7 +1,7 @@
 """Starting and resuming a run: every check that can fail is made before anything is written.
 
-    start_run:  config -> device -> replay fits? -> run directory (locked) -> trainer
-    resume_run: run directory (locked) -> newest checkpoint -> its config.yaml -> trainer at that position
+start_run:  config -> device -> replay fits? -> run directory (locked) -> trainer
+resume_run: run directory (locked) -> newest checkpoint -> its config.yaml -> trainer at that position
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def check_replay_fits(config: Config, device: torch.device) -> None:
         fitting = max(0, free - MEMORY_RESERVE) // replay_bytes(1, frame_shape) // 10_000 * 10_000
         where = "the GPU" if place.type == "cuda" else "host memory"
         fix = f"set agent.replay_capacity={fitting} or lower" if fitting else "free memory or use a larger machine"
-        raise DeviceError(f"the replay of {capacity:,} transitions needs {needed / 1e9:.1f} GB but {where} has "
-                          f"{free / 1e9:.1f} GB free (and {MEMORY_RESERVE >> 30} GB is kept for the rest); {fix}")
+        raise DeviceError(
+            f"the replay of {capacity:,} transitions needs {needed / 1e9:.1f} GB but {where} has "
+            f"{free / 1e9:.1f} GB free (and {MEMORY_RESERVE >> 30} GB is kept for the rest); {fix}"
+        )
 
 
 def prepare_run_dir(config: Config, requested: str | None, overwrite: bool) -> Path:
@@ -49,8 +51,9 @@ def prepare_run_dir(config: Config, requested: str | None, overwrite: bool) -> P
     run_dir = Path(requested) if requested else Path("runs") / paths.default_run_name(config)
     if paths.has_run_files(run_dir):
         if not overwrite:
-            raise ConfigError(f"run directory {run_dir} already exists; continue it with --resume {run_dir} "
-                              "or pass --overwrite to replace it")
+            raise ConfigError(
+                f"run directory {run_dir} already exists; continue it with --resume {run_dir} or pass --overwrite to replace it"
+            )
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); --overwrite deletes only runs")
     ensure_writable(run_dir)
@@ -107,8 +110,7 @@ def train_until_done_or_stopped(trainer: SequenceTrainer, resume_hint: str) -> i
         name = signal.Signals(signum).name
         trainer.request_stop(name)
         # os.write, not print: the handler may run inside a print to stderr (tqdm), and print is not reentrant
-        os.write(2, f"\n{name}: stopping after the current update to save a checkpoint "
-                    f"(again to quit without one)\n".encode())
+        os.write(2, f"\n{name}: stopping after the current update to save a checkpoint (again to quit without one)\n".encode())
         signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
     for signum in (signal.SIGINT, signal.SIGTERM):

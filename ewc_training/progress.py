@@ -47,8 +47,15 @@ class Progress:
         self.stats = StatsAccumulator()
         self.last_score: float | None = None
         self.clock = (time.perf_counter(), position.total_steps)
-        self.bar = tqdm(total=steps_per_game, initial=position.step_in_game, unit="step", unit_scale=True,
-                        desc=f"[{position.game_index + 1}/{num_games}] {game}", mininterval=2.0, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=steps_per_game,
+            initial=position.step_in_game,
+            unit="step",
+            unit_scale=True,
+            desc=f"[{position.game_index + 1}/{num_games}] {game}",
+            mininterval=2.0,
+            dynamic_ncols=True,
+        )
 
     def add_update(self, stats: UpdateStats) -> None:
         self.stats.add(stats)

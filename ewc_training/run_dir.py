@@ -1,12 +1,12 @@
 """The run directory: where a run's config, provenance, TensorBoard events and checkpoints live.
 
-    runs/<name>/
-        config.yaml            the resolved config (defaults + preset + flags)
-        run.json               git commit, command line, versions, device, start time
-        events.out.tfevents.*  TensorBoard scalars, the config as text and as hparams
-        checkpoints/after_<k>_<game>.pt, checkpoints/latest.pt
-        checkpoints/latest_replay.pt  the replay at latest.pt's position (only with run.save_replay)
-        .lock                  held by the process that trains into the run (see `lock_run_dir`)
+runs/<name>/
+    config.yaml            the resolved config (defaults + preset + flags)
+    run.json               git commit, command line, versions, device, start time
+    events.out.tfevents.*  TensorBoard scalars, the config as text and as hparams
+    checkpoints/after_<k>_<game>.pt, checkpoints/latest.pt
+    checkpoints/latest_replay.pt  the replay at latest.pt's position (only with run.save_replay)
+    .lock                  held by the process that trains into the run (see `lock_run_dir`)
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def default_run_name(config: Config) -> str:
 
 def git_commit() -> str:
     """The project's commit, with `-dirty` when the working tree has uncommitted changes."""
+
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10, check=True
@@ -87,8 +88,11 @@ _GAME_END_NAME = re.compile(r"after_(\d+)_.+\.pt")
 
 def game_end_checkpoints(run_dir: Path) -> list[Path]:
     """The run's `after_<k>_<game>.pt` files, in sequence order (k numerically: 10 after 9)."""
-    found = [(int(match[1]), file) for file in checkpoint_dir(run_dir).glob("after_*.pt")
-             if (match := _GAME_END_NAME.fullmatch(file.name))]
+    found = [
+        (int(match[1]), file)
+        for file in checkpoint_dir(run_dir).glob("after_*.pt")
+        if (match := _GAME_END_NAME.fullmatch(file.name))
+    ]
     return [file for _, file in sorted(found)]
 
 
@@ -155,13 +159,15 @@ def record_resume(run_dir: Path, checkpoint: Path, total_steps: int) -> dict[str
     """Append this resume (when, how, which code, from where) to run.json; returns that entry."""
     path = run_dir / "run.json"
     info = json.loads(path.read_text()) if path.is_file() else {}
-    info.setdefault("resumed", []).append({
-        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": sys.argv,
-        "git_commit": git_commit(),
-        "checkpoint": str(checkpoint),
-        "total_steps": total_steps,
-    })
+    info.setdefault("resumed", []).append(
+        {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": sys.argv,
+            "git_commit": git_commit(),
+            "checkpoint": str(checkpoint),
+            "total_steps": total_steps,
+        }
+    )
     write_json(path, info)
     return info["resumed"][-1]
 
@@ -216,8 +222,9 @@ def lock_run_dir(run_dir: Path) -> None:
     except BlockingIOError:
         holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
         os.close(descriptor)
-        raise RunInUseError(f"{run_dir} is being written by another process (pid {holder}); "
-                            "wait for it to finish or stop it first") from None
+        raise RunInUseError(
+            f"{run_dir} is being written by another process (pid {holder}); wait for it to finish or stop it first"
+        ) from None
     os.ftruncate(descriptor, 0)
     os.write(descriptor, f"{os.getpid()}\n".encode())
     _held_locks[run_dir] = descriptor

@@ -94,8 +94,10 @@ def check_same_shapes(saved: dict[str, torch.Tensor], expected: dict[str, torch.
         raise ValueError(f"its network has other layers ({different[0]} is in only one of it and config.yaml)")
     for name, tensor in saved.items():
         if tensor.shape != expected[name].shape:
-            raise ValueError(f"its network has another shape ({name}: {tuple(tensor.shape)} in the checkpoint, "
-                             f"{tuple(expected[name].shape)} from config.yaml)")
+            raise ValueError(
+                f"its network has another shape ({name}: {tuple(tensor.shape)} in the checkpoint, "
+                f"{tuple(expected[name].shape)} from config.yaml)"
+            )
 
 
 def saved_position(path: Path) -> Position:

@@ -139,8 +139,13 @@ class SequenceTrainer:
                 self.learn(replay, game, progress)  # while the emulators step
                 observations, rewards, terminated, truncated, _ = env.recv()
                 obs = torch.from_numpy(observations).to(self.device)
-                replay.add(actions, torch.from_numpy(np.clip(rewards, -1, 1)), torch.from_numpy(terminated),
-                           torch.from_numpy(truncated), obs)
+                replay.add(
+                    actions,
+                    torch.from_numpy(np.clip(rewards, -1, 1)),
+                    torch.from_numpy(terminated),
+                    torch.from_numpy(truncated),
+                    obs,
+                )
                 progress.episodes_ended(episodes.step(rewards, terminated | truncated))
                 pos.step_in_game += num_envs
                 pos.total_steps += num_envs
@@ -173,8 +178,14 @@ class SequenceTrainer:
         """
         config, pos = self.config, self.position
         capacity = replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs)
-        replay = FrameReplay(capacity, config.env.num_envs, self.device, seed=env_seed(config.run.seed, pos.game_index),
-                             frame_shape=self.family.frame_shape, history=self.family.history)
+        replay = FrameReplay(
+            capacity,
+            config.env.num_envs,
+            self.device,
+            seed=env_seed(config.run.seed, pos.game_index),
+            frame_shape=self.family.frame_shape,
+            history=self.family.history,
+        )
         if pos.step_in_game == 0:
             replay.add_first(obs)
             self.learner.start_game()
@@ -183,10 +194,12 @@ class SequenceTrainer:
         else:
             replay.add_first(obs)
             skip_updates_until_refilled(pos, config.agent)
-            print(f"warning: no replay saved at this position (run.save_replay is off, or it was written for "
-                  f"another one); {self.games[pos.game_index]} refills it from step {pos.step_in_game:,}, learning "
-                  f"waits {config.agent.learning_starts:,} steps and the game's Fisher sees only steps after the resume",
-                  file=sys.stderr)
+            print(
+                f"warning: no replay saved at this position (run.save_replay is off, or it was written for "
+                f"another one); {self.games[pos.game_index]} refills it from step {pos.step_in_game:,}, learning "
+                f"waits {config.agent.learning_starts:,} steps and the game's Fisher sees only steps after the resume",
+                file=sys.stderr,
+            )
         return replay
 
     def learn(self, replay: FrameReplay, game: str, progress: Progress) -> None:
@@ -200,8 +213,10 @@ class SequenceTrainer:
 
     def check_losses(self, means: dict[str, float] | None, game: str) -> None:
         if means is not None and not all(np.isfinite(list(means.values()))):
-            raise TrainingDiverged(f"loss became {means['td_loss']} on {game} at step {self.position.step_in_game:,}; "
-                                   f"stopped, the checkpoints in {paths.checkpoint_dir(self.run_dir)} are from before it")
+            raise TrainingDiverged(
+                f"loss became {means['td_loss']} on {game} at step {self.position.step_in_game:,}; "
+                f"stopped, the checkpoints in {paths.checkpoint_dir(self.run_dir)} are from before it"
+            )
 
     def evaluate_all_games(self) -> None:
         """Continual evaluation: score the current network on every game of the run (eval/ tags)."""

@@ -28,8 +28,9 @@ def _one_thread():
 
 def run_train(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python train.py ARGS` from the project root, as a user would run it."""
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=SUBPROCESS_ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -61,8 +61,9 @@ def test_imports_flow_one_way(path):
 @pytest.mark.parametrize("path", sorted((ROOT / "agents").rglob("*.py")), ids=lambda path: str(path.relative_to(ROOT)))
 def test_the_agent_writes_no_files_and_parses_no_command_lines(path):
     for name in imported_modules(path):
-        assert not any(name == banned or name.startswith(banned + ".") for banned in AGENT_MUST_NOT_IMPORT), \
+        assert not any(name == banned or name.startswith(banned + ".") for banned in AGENT_MUST_NOT_IMPORT), (
             f"{path.relative_to(ROOT)} imports {name}"
+        )
 
 
 def test_the_layer_check_catches_an_upward_import(tmp_path):
@@ -86,8 +87,11 @@ def test_every_user_error_is_reported_in_one_line():
             continue
         module_name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
         module = __import__(module_name, fromlist=["_"])
-        errors += [obj for name, obj in inspect.getmembers(module, inspect.isclass)
-                   if name.endswith("Error") and obj.__module__ == module_name]
+        errors += [
+            obj
+            for name, obj in inspect.getmembers(module, inspect.isclass)
+            if name.endswith("Error") and obj.__module__ == module_name
+        ]
     assert len(errors) >= 8
     for error in errors:
         assert issubclass(error, cli.USER_ERRORS), f"{error.__module__}.{error.__name__} would print a traceback"
@@ -101,8 +105,13 @@ def test_the_readme_lists_every_registry_exactly():
     from agents.network import ARCHITECTURES
     from agents.optim import OPTIMIZERS
 
-    registries = {"consolidation.method": METHODS, "consolidation.fisher": ESTIMATORS, "agent.optimizer": OPTIMIZERS,
-                  "network.architecture": ARCHITECTURES, "agent.update_mode": UPDATE_MODES}
+    registries = {
+        "consolidation.method": METHODS,
+        "consolidation.fisher": ESTIMATORS,
+        "agent.optimizer": OPTIMIZERS,
+        "network.architecture": ARCHITECTURES,
+        "agent.update_mode": UPDATE_MODES,
+    }
     rows = {}
     for line in (ROOT / "README.md").read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -111,3 +120,13 @@ def test_the_readme_lists_every_registry_exactly():
     assert set(rows) == set(registries)
     for key, registry in registries.items():
         assert rows[key] == list(registry), f"README's {key} row does not match the registry"
+
+
+def test_ruff_lint_and_format_are_clean():
+    """The committed ruff config (pyproject.toml) holds for the whole tree: lint and format."""
+    import subprocess
+    import sys
+
+    for command in (["check", "."], ["format", "--check", "."]):
+        result = subprocess.run([sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

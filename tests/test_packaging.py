@@ -34,8 +34,18 @@ SCRIPTS = ("train.py", "evaluate.py", "sweep.py")
 # Host tools a RUN may use besides pip and python; anything else (apt-get, curl, ...) is not found.
 FILE_TOOLS = ("rm", "mkdir", "cp", "mv", "touch", "cat", "ls", "ln", "chmod", "test", "true", "false")
 IGNORED_INSTRUCTIONS = {
-    "FROM", "ARG", "LABEL", "VOLUME", "ENTRYPOINT", "CMD", "EXPOSE", "USER", "HEALTHCHECK", "SHELL",
-    "STOPSIGNAL", "MAINTAINER",
+    "FROM",
+    "ARG",
+    "LABEL",
+    "VOLUME",
+    "ENTRYPOINT",
+    "CMD",
+    "EXPOSE",
+    "USER",
+    "HEALTHCHECK",
+    "SHELL",
+    "STOPSIGNAL",
+    "MAINTAINER",
 }
 
 
@@ -192,7 +202,7 @@ def _copy(args: str, context_root: Path, context: set[str], root: Path, workdir:
                 shutil.copy2(context_root / match, out)
 
 
-STUB_PIP = '''\
+STUB_PIP = """\
 import json, os, sys, tempfile
 
 os.environ["PATH"] = os.environ["REPLAY_HOST_PATH"]
@@ -234,7 +244,7 @@ for project in call["local"]:
     os.chdir(call["cwd"])
 with open(os.environ["REPLAY_PIP_LOG"], "a") as log:
     log.write(json.dumps(call) + "\\n")
-'''
+"""
 
 
 def _stub_bin(folder: Path) -> Path:
@@ -403,8 +413,16 @@ def test_build_context_keeps_git_and_drops_outputs_and_caches(tmp_path):
     shutil.copy(REPO / ".dockerignore", tmp_path / ".dockerignore")
     kept = ["pyproject.toml", "train.py", "agents/__init__.py", "agents/ewc/__init__.py", ".git/HEAD", "configs/default.yaml"]
     dropped = [
-        "runs/r1/run.json", "sweeps/s/plan.json", "bench_results/b.json", ".venv/bin/python", "agents/__pycache__/a.pyc",
-        "ewc_atari.egg-info/PKG-INFO", ".pytest_cache/v", ".ruff_cache/c", "build/lib/x.py", "agents/x.pyc",
+        "runs/r1/run.json",
+        "sweeps/s/plan.json",
+        "bench_results/b.json",
+        ".venv/bin/python",
+        "agents/__pycache__/a.pyc",
+        "ewc_atari.egg-info/PKG-INFO",
+        ".pytest_cache/v",
+        ".ruff_cache/c",
+        "build/lib/x.py",
+        "agents/x.pyc",
     ]
     for path in kept + dropped:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)

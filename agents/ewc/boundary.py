@@ -42,8 +42,15 @@ def consolidate_game(learner: DQNLearner, replay: FrameReplay, game: str, config
         nonlocal seconds
         started = time.perf_counter()
         batches = replay_batches(replay, config.fisher_samples, config.fisher_batch_size)
-        fisher = diagonal_fisher(learner.online, batches, game, config.fisher, temperature=config.policy_temperature,
-                                 target_network=learner.target, gamma=learner.config.gamma)
+        fisher = diagonal_fisher(
+            learner.online,
+            batches,
+            game,
+            config.fisher,
+            temperature=config.policy_temperature,
+            target_network=learner.target,
+            gamma=learner.config.gamma,
+        )
         seconds = time.perf_counter() - started
         return fisher
 

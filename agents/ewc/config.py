@@ -39,6 +39,8 @@ class ConsolidationConfig:
             (0 <= self.online_gamma <= 1, "consolidation.online_gamma must be in [0, 1]"),
             (self.probe_states >= 0, "consolidation.probe_states must be >= 0"),
         ]
-        return (one_of("consolidation.method", self.method, METHODS)
-                + one_of("consolidation.fisher", self.fisher, ESTIMATORS)
-                + [message for ok, message in checks if not ok])
+        return (
+            one_of("consolidation.method", self.method, METHODS)
+            + one_of("consolidation.fisher", self.fisher, ESTIMATORS)
+            + [message for ok, message in checks if not ok]
+        )

@@ -103,9 +103,7 @@ def output_directions(estimator: str, q_values: torch.Tensor, batch: Transitions
     return ESTIMATORS[estimator](q_values.detach(), batch, context)
 
 
-def _squared_gradient_sums(
-    layer: torch.nn.Module, x: torch.Tensor, delta: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _squared_gradient_sums(layer: torch.nn.Module, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """sum over samples and directions of (dW)^2 and (db)^2 for z = layer(x), delta = d(u.Q)/dz."""
     if isinstance(layer, torch.nn.Linear):  # delta (D, N, out), x (N, in)
         weight = torch.einsum("dno,ni->oi", delta.square(), x.square())
@@ -142,9 +140,7 @@ def diagonal_fisher(
         taps: list = []
         q_values = network(batch.s_tm1, game, taps)
         directions = output_directions(estimator, q_values, batch, context)
-        deltas = torch.autograd.grad(
-            q_values, [z for _, z in taps], grad_outputs=directions, is_grads_batched=True
-        )
+        deltas = torch.autograd.grad(q_values, [z for _, z in taps], grad_outputs=directions, is_grads_batched=True)
         for index, ((x, _), delta) in enumerate(zip(taps, deltas)):
             layer = network.layers[index]
             weight_sum, bias_sum = _squared_gradient_sums(layer, x.detach(), delta)

@@ -37,8 +37,13 @@ def random_batches(count: int, device: str, size: int = 32, seed: int = 1) -> li
         return torch.randint(0, 256, (size, 4, 84, 84), dtype=torch.uint8, generator=generator)
 
     batches = [
-        Transitions(frames(), torch.randint(18, (size,), generator=generator), torch.randn(size, generator=generator),
-                    (torch.rand(size, generator=generator) > 0.1).float(), frames())
+        Transitions(
+            frames(),
+            torch.randint(18, (size,), generator=generator),
+            torch.randn(size, generator=generator),
+            (torch.rand(size, generator=generator) > 0.1).float(),
+            frames(),
+        )
         for _ in range(count)
     ]
     return [Transitions(*(tensor.to(device) for tensor in batch)) for batch in batches]
@@ -133,7 +138,8 @@ def test_cuda_graph_update_matches_eager(optimizer):
     learners = [make_learner("cuda", mode, optimizer) for mode in ("eager", "cuda-graph")]
     for learner in learners:
         learner.consolidation.end_game(
-            "earlier", learner.online,
+            "earlier",
+            learner.online,
             lambda: {name: torch.full_like(p, 0.5) for name, p in learner.online.shared_parameters().items()},
         )
     for batch in random_batches(7, "cuda"):
@@ -156,7 +162,8 @@ def test_cuda_graph_recaptures_for_a_new_game_and_penalty():
         for batch in batches[:4]:
             learner.update(batch, "pong")
         learner.consolidation.end_game(
-            "pong", learner.online,
+            "pong",
+            learner.online,
             lambda: {name: p.detach().abs() + 0.1 for name, p in learner.online.shared_parameters().items()},
         )
         learner.start_game()

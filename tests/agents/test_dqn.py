@@ -34,8 +34,9 @@ def test_epsilon_restarts_each_game_and_follows_its_schedule():
 def random_batch(n=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     frames = torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8, generator=g)
-    return Transitions(frames, torch.randint(0, 18, (n,), generator=g), torch.randn(n, generator=g),
-                       torch.ones(n), frames.roll(1, 0))
+    return Transitions(
+        frames, torch.randint(0, 18, (n,), generator=g), torch.randn(n, generator=g), torch.ones(n), frames.roll(1, 0)
+    )
 
 
 def test_update_lowers_td_loss_and_syncs_target_when_due():

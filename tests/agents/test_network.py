@@ -7,11 +7,16 @@ from torch.nn import functional as F
 from agents.network import QNetwork
 
 NATURE_STATE = {  # written out by hand: checkpoints saved before input shapes were configurable must load
-    "layers.0.weight": (32, 4, 8, 8), "layers.0.bias": (32,),
-    "layers.1.weight": (64, 32, 4, 4), "layers.1.bias": (64,),
-    "layers.2.weight": (64, 64, 3, 3), "layers.2.bias": (64,),
-    "layers.3.weight": (512, 3136), "layers.3.bias": (512,),
-    "layers.4.weight": (18, 512), "layers.4.bias": (18,),
+    "layers.0.weight": (32, 4, 8, 8),
+    "layers.0.bias": (32,),
+    "layers.1.weight": (64, 32, 4, 4),
+    "layers.1.bias": (64,),
+    "layers.2.weight": (64, 64, 3, 3),
+    "layers.2.bias": (64,),
+    "layers.3.weight": (512, 3136),
+    "layers.3.bias": (512,),
+    "layers.4.weight": (18, 512),
+    "layers.4.bias": (18,),
 }
 
 

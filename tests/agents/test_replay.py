@@ -68,10 +68,16 @@ def fill(env, replay, num_actions, steps, seed):
         actions = rng.integers(0, num_actions, num_envs)
         observations, rewards, terminated, truncated, _ = env.step(actions)
         clipped = np.clip(rewards, -1, 1).astype(np.float32)
-        replay.add(torch.from_numpy(actions), torch.from_numpy(clipped), torch.from_numpy(terminated),
-                   torch.from_numpy(truncated), torch.from_numpy(observations))
-        for key, value in zip(("obs", "action", "reward", "terminated", "truncated"),
-                              (observations, actions, clipped, terminated, truncated)):
+        replay.add(
+            torch.from_numpy(actions),
+            torch.from_numpy(clipped),
+            torch.from_numpy(terminated),
+            torch.from_numpy(truncated),
+            torch.from_numpy(observations),
+        )
+        for key, value in zip(
+            ("obs", "action", "reward", "terminated", "truncated"), (observations, actions, clipped, terminated, truncated)
+        ):
             naive[key].append(value)
     env.close()
     return replay, {key: np.stack(value) for key, value in naive.items()}

@@ -33,8 +33,13 @@ def test_stack_pair_matches_the_layer_by_layer_rule(frame_shape, history):
     for _ in range(47):  # more than the 20 slots per stream: the buffer wraps twice
         ends = torch.rand(num_envs, generator=generator) < 0.25
         truncated = ends & (torch.rand(num_envs, generator=generator) < 0.5)
-        replay.add(torch.randint(18, (num_envs,), generator=generator), torch.randn(num_envs, generator=generator),
-                   ends & ~truncated, truncated, frames())
+        replay.add(
+            torch.randint(18, (num_envs,), generator=generator),
+            torch.randn(num_envs, generator=generator),
+            ends & ~truncated,
+            truncated,
+            frames(),
+        )
     lowest = replay._oldest_sampleable()
     positions = [(env, t) for env in range(num_envs) for t in range(lowest, replay.observations_written - 1)]
     env, t = (torch.tensor(column) for column in zip(*positions))

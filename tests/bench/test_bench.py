@@ -14,8 +14,15 @@ from bench.report import report
 from bench.settings import Settings
 
 TINY = Settings(
-    env_counts=(1, 2), env_seconds=0.05, num_envs=2, end_to_end_steps=160, naive_steps=100, end_to_end_rounds=1,
-    learner_updates=2, fisher_samples=16, replay_transitions=1_000,
+    env_counts=(1, 2),
+    env_seconds=0.05,
+    num_envs=2,
+    end_to_end_steps=160,
+    naive_steps=100,
+    end_to_end_rounds=1,
+    learner_updates=2,
+    fisher_samples=16,
+    replay_transitions=1_000,
 )
 
 

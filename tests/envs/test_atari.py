@@ -41,10 +41,17 @@ def test_same_seed_gives_same_observations():
     assert np.array_equal(rollout(), rollout())
 
 
-@pytest.mark.parametrize("typed, rom", [
-    ("pong", "pong"), ("Pong", "pong"), ("SpaceInvaders", "space_invaders"),
-    ("space-invaders", "space_invaders"), ("MS_PACMAN", "ms_pacman"), ("MsPacman", "ms_pacman"),
-])
+@pytest.mark.parametrize(
+    "typed, rom",
+    [
+        ("pong", "pong"),
+        ("Pong", "pong"),
+        ("SpaceInvaders", "space_invaders"),
+        ("space-invaders", "space_invaders"),
+        ("MS_PACMAN", "ms_pacman"),
+        ("MsPacman", "ms_pacman"),
+    ],
+)
 def test_names_as_users_type_them(typed, rom):
     assert canonical_game(typed) == rom
 

@@ -31,10 +31,26 @@ from tests.conftest import ROOT, SUBPROCESS_ENV
 
 SHORT = ["--episodes", "2", "--max-episode-frames", "200", "--device", "cpu"]
 TINY = [
-    "--config", "configs/smoke.yaml", "--games", "pong,breakout", "--device", "cpu",
-    "--set", "run.steps_per_game=128", "--set", "agent.learning_starts=64", "--set", "run.log_every=64",
-    "--set", "consolidation.fisher_samples=32", "--set", "eval.eval_every=128", "--set", "eval.episodes=2",
-    "--set", "eval.max_episode_frames=200",
+    "--config",
+    "configs/smoke.yaml",
+    "--games",
+    "pong,breakout",
+    "--device",
+    "cpu",
+    "--set",
+    "run.steps_per_game=128",
+    "--set",
+    "agent.learning_starts=64",
+    "--set",
+    "run.log_every=64",
+    "--set",
+    "consolidation.fisher_samples=32",
+    "--set",
+    "eval.eval_every=128",
+    "--set",
+    "eval.episodes=2",
+    "--set",
+    "eval.max_episode_frames=200",
 ]
 
 
@@ -47,8 +63,14 @@ def runs(tmp_path_factory):
         folder / "ewc": ["--method", "ewc", "--ewc-lambda", "100", "--seed", "1"],
     }
     processes = [
-        subprocess.Popen([sys.executable, "train.py", *TINY, *flags, "--run-dir", str(run_dir)], cwd=ROOT,
-                         env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "train.py", *TINY, *flags, "--run-dir", str(run_dir)],
+            cwd=ROOT,
+            env=SUBPROCESS_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for run_dir, flags in commands.items()
     ]
     for process in processes:
@@ -142,8 +164,10 @@ def test_evaluate_writes_the_matrix_files(runs, capsys):
     with (run_dir / "eval" / "eval.csv").open() as handle:
         cells = list(csv.DictReader(handle))
     assert [(row["checkpoint"], row["game"]) for row in cells] == [
-        ("after_1_pong.pt", "pong"), ("after_1_pong.pt", "breakout"),
-        ("after_2_breakout.pt", "pong"), ("after_2_breakout.pt", "breakout"),
+        ("after_1_pong.pt", "pong"),
+        ("after_1_pong.pt", "breakout"),
+        ("after_2_breakout.pt", "pong"),
+        ("after_2_breakout.pt", "breakout"),
     ]
     with Image.open(run_dir / "eval" / "matrix.png") as image:
         assert image.format == "PNG" and image.width > 100 and image.height > 100

@@ -38,19 +38,37 @@ from ewc_training.config import build_config
 from tests.conftest import ROOT, SUBPROCESS_ENV
 
 TINY = [
-    "--games", "pong,breakout", "--config", "configs/smoke.yaml",
-    "--set", "run.steps_per_game=128", "--set", "agent.learning_starts=64", "--set", "consolidation.fisher_samples=32",
-    "--set", "eval.episodes=1", "--set", "eval.max_episode_frames=200", "--set", "run.device=cpu",
+    "--games",
+    "pong,breakout",
+    "--config",
+    "configs/smoke.yaml",
+    "--set",
+    "run.steps_per_game=128",
+    "--set",
+    "agent.learning_starts=64",
+    "--set",
+    "consolidation.fisher_samples=32",
+    "--set",
+    "eval.episodes=1",
+    "--set",
+    "eval.max_episode_frames=200",
+    "--set",
+    "run.device=cpu",
 ]
 GRID = ["--methods", "ewc,finetune", "--seeds", "0,1", "--ewc-lambda", "100"]
-CELLS = ["pong-breakout-ewc-lambda100-s0", "pong-breakout-ewc-lambda100-s1", "pong-breakout-finetune-s0",
-         "pong-breakout-finetune-s1"]
+CELLS = [
+    "pong-breakout-ewc-lambda100-s0",
+    "pong-breakout-ewc-lambda100-s1",
+    "pong-breakout-finetune-s0",
+    "pong-breakout-finetune-s1",
+]
 
 
 def run_sweep(*args: str) -> subprocess.CompletedProcess:
     """`python sweep.py ARGS` from the project root, as a user would run it."""
-    return subprocess.run([sys.executable, "sweep.py", *args], cwd=ROOT, env=SUBPROCESS_ENV,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "sweep.py", *args], cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=600
+    )
 
 
 def spread(values: list[float]) -> str:
@@ -66,6 +84,7 @@ def train_supports_resume() -> bool:
 
 
 # ---- the grid, pure ----
+
 
 def test_orders_given_both_and_random():
     games = ["pong", "breakout", "seaquest"]
@@ -105,6 +124,7 @@ def test_long_sequences_keep_distinct_names():
 
 
 # ---- where a cell stands, from its files ----
+
 
 def test_cell_state_follows_the_files_train_and_evaluate_leave(tmp_path):
     order, run = ("pong", "breakout"), tmp_path / "cell"
@@ -156,25 +176,29 @@ def test_tables_are_over_seeds_per_order_then_over_every_order_and_count_what_fa
         return CellResult(Cell(order, "ewc", 400.0, seed), Path("cell"), metrics, "" if metrics else "error: boom")
 
     given, reverse = ("pong", "breakout"), ("breakout", "pong")
-    lines = method_tables([result(given, 0, 0.1, 0.0), result(given, 1, 0.3, 0.2), result(reverse, 0, 0.5, 0.1),
-                           result(reverse, 1, None, None)])
+    lines = method_tables(
+        [result(given, 0, 0.1, 0.0), result(given, 1, 0.3, 0.2), result(reverse, 0, 0.5, 0.1), result(reverse, 1, None, None)]
+    )
     assert lines[0] == "## ewc"
     assert "| 400 | pong → breakout | 2 | 0.200 ± 0.141 | 0.100 ± 0.141 |" in lines
     assert "| 400 | breakout → pong | 1 of 2 | 0.500 | 0.100 |" in lines
     assert "| 400 | all 2 orders | 3 of 4 | 0.300 ± 0.200 | 0.100 ± 0.100 |" in lines
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--methods", "ewc,sgd"], "unknown method 'sgd'"),
-    (["--games", "pong,brekout"], "unknown game 'brekout'"),
-    (["--seeds", "0,one"], "--seeds must be a comma list"),
-    (["--ewc-lambda", "-1"], "--ewc-lambda must be >= 0"),
-    (["--orders", "3-random"], "only 2 distinct"),
-    (["--set", "run.seed=5"], "--set run.seed would override the sweep's --seeds"),
-    (["--set", "agent.learning_rat=1e-3"], "unknown config key 'agent.learning_rat'"),
-    (["--set", "eval.episodes=0"], "eval.episodes"),
-    (["--config", "configs/missing.yaml"], "cannot read config"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--methods", "ewc,sgd"], "unknown method 'sgd'"),
+        (["--games", "pong,brekout"], "unknown game 'brekout'"),
+        (["--seeds", "0,one"], "--seeds must be a comma list"),
+        (["--ewc-lambda", "-1"], "--ewc-lambda must be >= 0"),
+        (["--orders", "3-random"], "only 2 distinct"),
+        (["--set", "run.seed=5"], "--set run.seed would override the sweep's --seeds"),
+        (["--set", "agent.learning_rat=1e-3"], "unknown config key 'agent.learning_rat'"),
+        (["--set", "eval.episodes=0"], "eval.episodes"),
+        (["--config", "configs/missing.yaml"], "cannot read config"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2_before_anything_is_made(tmp_path, capsys, monkeypatch, arguments, message):
     monkeypatch.chdir(ROOT)
     where = tmp_path / "sweep"
@@ -191,6 +215,7 @@ def test_an_address_where_nothing_listens_fails_fast(tmp_path, capsys, monkeypat
 
 
 # ---- a tiny real sweep on Ray ----
+
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):

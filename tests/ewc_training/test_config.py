@@ -13,13 +13,16 @@ def test_presets_load_and_override_in_order(tmp_path):
     build_config(ROOT / "configs" / "smoke.yaml")
 
 
-@pytest.mark.parametrize("assignment, message", [
-    ("agent.learning_rat=3", "did you mean 'agent.learning_rate'"),
-    ("agnt.gamma=0.9", "did you mean 'agent'"),
-    ("agent.batch_size=big", "agent.batch_size must be int"),
-    ("run.games=pong", "run.games must be a list"),
-    ("nodot", "section.key=value"),
-])
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("agent.learning_rat=3", "did you mean 'agent.learning_rate'"),
+        ("agnt.gamma=0.9", "did you mean 'agent'"),
+        ("agent.batch_size=big", "agent.batch_size must be int"),
+        ("run.games=pong", "run.games must be a list"),
+        ("nodot", "section.key=value"),
+    ],
+)
 def test_bad_overrides_name_the_key(assignment, message):
     with pytest.raises(ConfigError, match=message):
         apply_override(Config(), assignment)

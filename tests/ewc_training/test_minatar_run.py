@@ -13,10 +13,32 @@ from ewc_training.checkpoint import load_checkpoint
 from tests.conftest import ROOT, SUBPROCESS_ENV, run_train
 
 GAMES = "minatar:breakout,minatar:space_invaders"
-SMALL = ["--config", "configs/minatar.yaml", "--games", GAMES, "--device", "cpu", "--steps-per-game", "1600",
-         "--set", "agent.learning_starts=400", "--set", "run.log_every=400", "--set", "eval.eval_every=800",
-         "--set", "eval.episodes=2", "--set", "eval.max_episode_frames=300", "--set", "consolidation.fisher_samples=64",
-         "--set", "consolidation.probe_states=32", "--set", "env.num_envs=4"]
+SMALL = [
+    "--config",
+    "configs/minatar.yaml",
+    "--games",
+    GAMES,
+    "--device",
+    "cpu",
+    "--steps-per-game",
+    "1600",
+    "--set",
+    "agent.learning_starts=400",
+    "--set",
+    "run.log_every=400",
+    "--set",
+    "eval.eval_every=800",
+    "--set",
+    "eval.episodes=2",
+    "--set",
+    "eval.max_episode_frames=300",
+    "--set",
+    "consolidation.fisher_samples=64",
+    "--set",
+    "consolidation.probe_states=32",
+    "--set",
+    "env.num_envs=4",
+]
 
 
 @pytest.mark.slow
@@ -40,8 +62,13 @@ def test_two_minatar_games_train_consolidate_and_evaluate(tmp_path):
         assert {f"charts/{game}/episodic_return", f"eval/{game}/score", f"losses/{game}/td_loss"} <= tags
     assert "retention/minatar:breakout/greedy_agreement" in tags and "fisher/minatar:breakout/mean" in tags
 
-    scored = subprocess.run([sys.executable, "evaluate.py", str(run_dir), "--episodes", "2", "--max-episode-frames",
-                             "300", "--device", "cpu"], cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
+    scored = subprocess.run(
+        [sys.executable, "evaluate.py", str(run_dir), "--episodes", "2", "--max-episode-frames", "300", "--device", "cpu"],
+        cwd=ROOT,
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+    )
     assert scored.returncode == 0, scored.stderr[-2000:]
     report = json.loads((run_dir / "eval" / "eval.json").read_text())
     assert report["normalisation"].startswith("MinAtar-normalised score")
@@ -49,6 +76,7 @@ def test_two_minatar_games_train_consolidate_and_evaluate(tmp_path):
     assert all(len(cell["scores"]) == 2 for row in report["rows"] for cell in row["cells"].values())
     assert "MinAtar-normalised score" in scored.stdout
 
-    video = subprocess.run([sys.executable, "evaluate.py", str(run_dir), "--video"], cwd=ROOT, env=SUBPROCESS_ENV,
-                           capture_output=True, text=True)
+    video = subprocess.run(
+        [sys.executable, "evaluate.py", str(run_dir), "--video"], cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True
+    )
     assert video.returncode == 2 and video.stderr.strip().splitlines()[-1].startswith("error: --video films Atari")

@@ -35,9 +35,18 @@ from tests.ewc_training.test_checkpoint import _CreatesFile
 
 STEPS = 400
 SMALL = [
-    "--config", "configs/smoke.yaml", "--device", "cpu",
-    "--set", f"run.steps_per_game={STEPS}", "--set", "agent.learning_starts=200", "--set", "run.log_every=200",
-    "--set", "consolidation.fisher_samples=32",
+    "--config",
+    "configs/smoke.yaml",
+    "--device",
+    "cpu",
+    "--set",
+    f"run.steps_per_game={STEPS}",
+    "--set",
+    "agent.learning_starts=200",
+    "--set",
+    "run.log_every=200",
+    "--set",
+    "consolidation.fisher_samples=32",
 ]
 UPDATES_PER_GAME = (STEPS - 200) // 4  # one per 4 steps after step 200, the last vector step included
 
@@ -46,8 +55,13 @@ def start_training(run_dir: Path, *args: str) -> subprocess.Popen:
     """`python train.py` as `run_train` runs it, but in the background; stderr (tqdm included)
     goes to a file, never a pipe that could fill up."""
     log = (run_dir.parent / f"{run_dir.name}.stderr").open("w")
-    return subprocess.Popen([sys.executable, "train.py", *SMALL, *args, "--run-dir", str(run_dir)],
-                            cwd=ROOT, env=SUBPROCESS_ENV, stderr=log, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "train.py", *SMALL, *args, "--run-dir", str(run_dir)],
+        cwd=ROOT,
+        env=SUBPROCESS_ENV,
+        stderr=log,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def stderr_of(run_dir: Path) -> str:
@@ -108,8 +122,10 @@ BAD_INPUTS = {
     "unknown key": (["--set", "agent.learnig_rate=1e-3"], ["agent.learnig_rate", "did you mean 'agent.learning_rate'"]),
     "yaml that does not parse": (["--config", "{folder}/broken.yaml"], ["is not valid YAML (line 3)"]),
     "unknown key in yaml": (["--config", "{folder}/typo.yaml"], ["'agent.learning_rat'", "did you mean 'agent.learning_rate'"]),
-    "replay too large": (["--set", "run.steps_per_game=2000000000", "--set", "agent.replay_capacity=2000000000"],
-                         ["needs 14130.0 GB", "set agent.replay_capacity="]),
+    "replay too large": (
+        ["--set", "run.steps_per_game=2000000000", "--set", "agent.replay_capacity=2000000000"],
+        ["needs 14130.0 GB", "set agent.replay_capacity="],
+    ),
     "unwritable run dir": (["--run-dir", "{folder}/a-file/run"], ["cannot write to run directory", "Not a directory"]),
     "resume of a missing run": (["--resume", "{folder}/nope"], ["not a run directory"]),
 }
@@ -261,8 +277,9 @@ def test_resume_restores_the_exact_state(interrupted):
 def test_printed_resume_command_finishes_the_sequence(interrupted):
     command = shlex.split(interrupted.stderr.rsplit("resume with: ", 1)[1].strip())
     assert command[0] == "python"
-    result = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env=SUBPROCESS_ENV,
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, *command[1:]], cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert "warning: no replay saved" not in result.stderr  # the saved replay was used
 
@@ -281,6 +298,7 @@ def test_printed_resume_command_finishes_the_sequence(interrupted):
 
 def test_replay_restart_never_joins_episodes_across_a_resume():
     """After `add_restart` the last saved observation has no transition and new stacks start clean."""
+
     def frames(value: int) -> torch.Tensor:
         return torch.full((2, 4, 84, 84), value, dtype=torch.uint8)
 
@@ -351,8 +369,9 @@ def replace_with_text(path: Path, tmp: Path) -> None:
 
 
 def replace_with_code(path: Path, tmp: Path) -> None:
-    torch.save({"format": FORMAT, "position": {"game_index": 9, "step_in_game": 0},
-                "x": _CreatesFile(tmp / "created-by-payload")}, path)
+    torch.save(
+        {"format": FORMAT, "position": {"game_index": 9, "step_in_game": 0}, "x": _CreatesFile(tmp / "created-by-payload")}, path
+    )
 
 
 def replace_with_other_network(path: Path, tmp: Path) -> None:
@@ -396,8 +415,11 @@ def test_sigkill_while_writing_checkpoints_then_resume_to_the_end(tmp_path):
 
     def rewriting_latest_in_game_two() -> bool:  # the write at total step 600 (breakout step 200)
         game_one_end, latest = checkpoints / "after_1_pong.pt", checkpoints / "latest.pt"
-        return (game_one_end.exists() and latest.stat().st_mtime_ns > game_one_end.stat().st_mtime_ns
-                and any(checkpoints.glob(".latest.pt.*.tmp")))
+        return (
+            game_one_end.exists()
+            and latest.stat().st_mtime_ns > game_one_end.stat().st_mtime_ns
+            and any(checkpoints.glob(".latest.pt.*.tmp"))
+        )
 
     wait_for(rewriting_latest_in_game_two, process)
     process.kill()
@@ -422,8 +444,9 @@ def test_sigkill_while_writing_checkpoints_then_resume_to_the_end(tmp_path):
 @pytest.mark.slow
 def test_nan_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_train(*SMALL, "--set", "agent.learning_rate=1e30", "--set", "run.checkpoint_every=100",
-                     "--run-dir", str(run_dir))
+    result = run_train(
+        *SMALL, "--set", "agent.learning_rate=1e30", "--set", "run.checkpoint_every=100", "--run-dir", str(run_dir)
+    )
     assert_one_line_error(result, "became NaN or infinite on pong by step", "are from before it", after_training=True)
     latest = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     assert latest["position"]["step_in_game"] < int(result.stderr.split("by step ")[1].split(";")[0].replace(",", ""))

@@ -13,13 +13,16 @@ import pytest
 from ewc_training.run_dir import RunInUseError, lock_run_dir, unlock_run_dir, write_json
 from tests.conftest import ROOT, SUBPROCESS_ENV, run_train
 
-HOLD = "import sys, time; from pathlib import Path; from ewc_training.run_dir import lock_run_dir; " \
-       "lock_run_dir(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)"
+HOLD = (
+    "import sys, time; from pathlib import Path; from ewc_training.run_dir import lock_run_dir; "
+    "lock_run_dir(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)"
+)
 
 
 def hold_lock_in_another_process(run_dir) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT, env=SUBPROCESS_ENV,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "locked"
     return holder
 
@@ -50,9 +53,14 @@ def test_training_into_a_run_that_is_being_written_is_refused(tmp_path):
     """A second train.py on a run directory another process is writing gets one line and status 2,
     and the first run's files are untouched."""
     run_dir = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "train.py", "--config", "configs/smoke.yaml", "--games", "pong",
-                              "--run-dir", str(run_dir)], cwd=ROOT, env=SUBPROCESS_ENV,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "train.py", "--config", "configs/smoke.yaml", "--games", "pong", "--run-dir", str(run_dir)],
+        cwd=ROOT,
+        env=SUBPROCESS_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "config.yaml").is_file() and time.monotonic() < deadline:

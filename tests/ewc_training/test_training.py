@@ -21,8 +21,9 @@ def scalars(run_dir):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "smoke"
-    result = run_train("--config", "configs/smoke.yaml", "--games", "pong,breakout",
-                       "--run-dir", str(run_dir), "--device", "cpu", "--seed", "3")
+    result = run_train(
+        "--config", "configs/smoke.yaml", "--games", "pong,breakout", "--run-dir", str(run_dir), "--device", "cpu", "--seed", "3"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
@@ -54,12 +55,22 @@ def test_smoke_run_writes_tags_checkpoints_and_provenance(smoke_run):
 
 
 def train_pong_then_breakout(method, strength, seed, tmp_path):
-    config = build_config("configs/smoke.yaml", [
-        "run.steps_per_game=1000", "agent.learning_starts=600", "agent.learning_rate=3e-3",
-        f"consolidation.method={method}", f"consolidation.ewc_lambda={strength}",
-        "consolidation.fisher_samples=256", "consolidation.probe_states=256",
-        "run.log_every=100000", "run.checkpoint_every=0", "run.device=cpu", f"run.seed={seed}",
-    ])
+    config = build_config(
+        "configs/smoke.yaml",
+        [
+            "run.steps_per_game=1000",
+            "agent.learning_starts=600",
+            "agent.learning_rate=3e-3",
+            f"consolidation.method={method}",
+            f"consolidation.ewc_lambda={strength}",
+            "consolidation.fisher_samples=256",
+            "consolidation.probe_states=256",
+            "run.log_every=100000",
+            "run.checkpoint_every=0",
+            "run.device=cpu",
+            f"run.seed={seed}",
+        ],
+    )
     trainer = SequenceTrainer(config, tmp_path / f"{method}-{seed}", torch.device("cpu"), MemoryLogger())
     trainer.run()
     return retention(trainer.learner.online, trainer.state.probes["pong"], "pong")
@@ -76,7 +87,9 @@ def test_ewc_keeps_pong_behaviour_that_finetuning_loses(tmp_path):
     seeds = (0, 1)
     finetune = [train_pong_then_breakout("finetune", 0.0, seed, tmp_path) for seed in seeds]
     ewc = [train_pong_then_breakout("ewc", 1e7, seed, tmp_path) for seed in seeds]
+
     def mean(runs, key):
         return sum(run[key] for run in runs) / len(runs)
+
     assert mean(ewc, "greedy_agreement") >= mean(finetune, "greedy_agreement") + 0.4
     assert mean(ewc, "mean_abs_dq") * 10 < mean(finetune, "mean_abs_dq")

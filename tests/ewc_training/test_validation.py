@@ -11,18 +11,21 @@ def resolve(*argv):
     return config_from_train_args(parse_train_args(list(argv)))
 
 
-@pytest.mark.parametrize("assignment, key", [
-    ("consolidation.fisher_batch_size=0", "consolidation.fisher_batch_size"),
-    ("consolidation.fisher_samples=0", "consolidation.fisher_samples"),
-    ("consolidation.policy_temperature=0", "consolidation.policy_temperature"),
-    ("consolidation.online_gamma=-3", "consolidation.online_gamma"),
-    ("agent.epsilon_end=5", "agent.epsilon_end"),
-    ("agent.learning_rate=-1e-4", "agent.learning_rate"),
-    ("agent.replay_capacity=10", "agent.replay_capacity"),
-    ("env.max_episode_frames=8", "env.max_episode_frames"),
-    ("eval.episodes=0", "eval.episodes"),
-    ("run.seed=-1", "run.seed"),
-])
+@pytest.mark.parametrize(
+    "assignment, key",
+    [
+        ("consolidation.fisher_batch_size=0", "consolidation.fisher_batch_size"),
+        ("consolidation.fisher_samples=0", "consolidation.fisher_samples"),
+        ("consolidation.policy_temperature=0", "consolidation.policy_temperature"),
+        ("consolidation.online_gamma=-3", "consolidation.online_gamma"),
+        ("agent.epsilon_end=5", "agent.epsilon_end"),
+        ("agent.learning_rate=-1e-4", "agent.learning_rate"),
+        ("agent.replay_capacity=10", "agent.replay_capacity"),
+        ("env.max_episode_frames=8", "env.max_episode_frames"),
+        ("eval.episodes=0", "eval.episodes"),
+        ("run.seed=-1", "run.seed"),
+    ],
+)
 def test_out_of_range_settings_are_refused(assignment, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         resolve("--set", "eval.eval_every=1000", "--set", assignment)

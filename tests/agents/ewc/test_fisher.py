@@ -28,9 +28,13 @@ def small_setup(modulated, kind="nature"):
     g = torch.Generator().manual_seed(1)
     high = 256 if network.input_scale < 1 else 2  # pixels, or MinAtar's 0/1 channels
     frames = torch.randint(0, high, (n + 1,) + network.input_shape, dtype=torch.uint8, generator=g)
-    batch = Transitions(frames[:n], torch.randint(0, network.num_actions, (n,), generator=g),
-                        torch.randn(n, dtype=torch.float64, generator=g),
-                        torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64), frames[1:])
+    batch = Transitions(
+        frames[:n],
+        torch.randint(0, network.num_actions, (n,), generator=g),
+        torch.randn(n, dtype=torch.float64, generator=g),
+        torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64),
+        frames[1:],
+    )
     return network, target, batch
 
 
@@ -49,8 +53,13 @@ def brute_force(network, target, batch, estimator, game, temperature=1.0, gamma=
             terms = [(1.0, q[a])]
         else:
             with torch.no_grad():
-                y = double_dqn_targets(network(batch.s_t[i : i + 1], game), target(batch.s_t[i : i + 1], game),
-                                       batch.r_t[i : i + 1], batch.discount_t[i : i + 1], gamma)[0]
+                y = double_dqn_targets(
+                    network(batch.s_t[i : i + 1], game),
+                    target(batch.s_t[i : i + 1], game),
+                    batch.r_t[i : i + 1],
+                    batch.discount_t[i : i + 1],
+                    gamma,
+                )[0]
             terms = [(1.0, F.smooth_l1_loss(q[a], y))]
         for weight, scalar in terms:
             grads = torch.autograd.grad(scalar, params, retain_graph=True)
@@ -65,8 +74,9 @@ def brute_force(network, target, batch, estimator, game, temperature=1.0, gamma=
 def test_estimator_equals_per_sample_loop(estimator, modulated, kind):
     network, target, batch = small_setup(modulated, kind)
     game = "pong" if modulated else None
-    fast = diagonal_fisher(network, [batch], game, estimator, temperature=0.7 if estimator == "policy" else 1.0,
-                           target_network=target)
+    fast = diagonal_fisher(
+        network, [batch], game, estimator, temperature=0.7 if estimator == "policy" else 1.0, target_network=target
+    )
     slow = brute_force(network, target, batch, estimator, game, temperature=0.7)
     for name in slow:
         scale = slow[name].abs().max().item()

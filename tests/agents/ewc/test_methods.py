@@ -89,8 +89,10 @@ def test_online_ewc_decays_running_fisher_and_anchors_at_latest():
 
 def test_finetune_adds_nothing_and_never_computes_a_fisher():
     finetune = make_consolidation("finetune", 100.0)
+
     def fail():
         raise AssertionError("finetune must not compute a Fisher")
+
     assert finetune.end_game("pong", make_network(0), fail) is None
     assert finetune.penalty(make_network(1)).item() == 0.0
 

@@ -32,7 +32,8 @@ def test_ewc_penalty_equals_the_sum_over_games_written_out():
     penalty = ewc.penalty(network)
     explicit = sum(
         20.0 * (term["fisher"][name] * (param - term["anchor"][name]).square()).sum()
-        for term in ewc.per_game.values() for name, param in network.shared_parameters().items()
+        for term in ewc.per_game.values()
+        for name, param in network.shared_parameters().items()
     )
     torch.testing.assert_close(penalty, explicit, rtol=1e-5, atol=0)
     for fast, slow in zip(torch.autograd.grad(penalty, params), torch.autograd.grad(explicit, params)):

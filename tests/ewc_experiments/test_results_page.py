@@ -1,0 +1,240 @@
+"""The results page on a hand-made sweep: eval.json files with known scores, no event files.
+
+Main order minatar:breakout -> minatar:space_invaders, fine-tuning and EWC (lambda 100) with two seeds
+each, and one EWC cell at lambda 1000 (the lambda sweep). References are set to (0, 10) for breakout
+and (0, 20) for space_invaders, so a normalised score is the raw score / 10 or / 20.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from envs import games
+from ewc_experiments import results_page, statistics
+from ewc_experiments.results_page import (
+    MINATAR_RANDOM_SCORES,
+    build_page,
+    choose_lambda,
+    file_name,
+    load_cells,
+    reference_lines,
+    references,
+)
+from ewc_experiments.statistics import column_estimates, global_numpy_seed, interval_estimates
+from ewc_training.config import Config
+
+pytest.importorskip("rliable")
+
+BREAKOUT, INVADERS = "minatar:breakout", "minatar:space_invaders"
+MAIN = (BREAKOUT, INVADERS)
+RAW = {
+    # (method, lambda, seed): mean raw score [[breakout, invaders] after game 1, [breakout, invaders] after game 2]
+    ("finetune", None, 0): [[10, 2], [2, 20]],
+    ("finetune", None, 1): [[8, 0], [0, 16]],
+    ("ewc", 100.0, 0): [[10, 2], [6, 14]],
+    ("ewc", 100.0, 1): [[6, 4], [5, 12]],
+    ("ewc", 1000.0, 0): [[9, 0], [8, 4]],
+}
+
+
+@pytest.fixture(autouse=True)
+def quick_and_fixed_references(monkeypatch):
+    monkeypatch.setattr(statistics, "BOOTSTRAP_REPS", 200)
+    monkeypatch.setattr(games, "MINATAR_REFERENCE_SCORES", {"breakout": (0.0, 10.0), "space_invaders": (0.0, 20.0)})
+
+
+def write_cell(sweep: Path, order, method, strength, seed, raw, evaluated=True) -> str:
+    config = Config()
+    config.run.games, config.run.seed, config.run.steps_per_game = list(order), seed, 60_000
+    config.network.architecture = "minatar"
+    config.consolidation.method = method
+    config.consolidation.ewc_lambda = 400.0 if strength is None else strength
+    name = f"{'-'.join(order)}-{method}{'' if strength is None else f'-lambda{strength:g}'}-s{seed}"
+    run = sweep / "cells" / name
+    (run / "eval").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if evaluated:
+        rows = [
+            {
+                "checkpoint": f"after_{k}_{game}.pt",
+                "label": f"after game {k} ({game})",
+                "games_done": k,
+                "step_in_game": 0,
+                "trained_game": game,
+                "cells": {g: {"scores": [value - 1.0, value + 1.0]} for g, value in zip(order, raw[k - 1])},
+            }
+            for k, game in enumerate(order, start=1)
+        ]
+        evaluation = {
+            "sequence": list(order),
+            "rows": rows,
+            "metrics": {},
+            "errors": [],
+            "protocol": {"episodes": 2, "epsilon": 0.05, "max_episode_frames": 10_000, "seed": 0},
+        }
+        (run / "eval" / "eval.json").write_text(json.dumps(evaluation))
+    return name
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    where = tmp_path / "sweep"
+    for (method, strength, seed), raw in RAW.items():
+        write_cell(where, MAIN, method, strength, seed, raw)
+    write_cell(where, MAIN, "l2", 1.0, 0, None, evaluated=False)  # still training
+    return where
+
+
+def page_of(sweep: Path, tmp_path: Path):
+    cells, incomplete = load_cells(sweep)
+    return build_page(cells, incomplete, tmp_path / "page" / "minatar", tmp_path / "page", MAIN)
+
+
+def metric(page, method, strength, name, statistic=1):
+    """A group's metric: statistic 0 is the IQM, 1 the mean (equal with two seeds)."""
+    return page.summaries[(MAIN, method, strength)].metrics[name][statistic]
+
+
+def test_matrix_means_are_over_seeds_in_raw_and_normalised_score(sweep, tmp_path):
+    page = page_of(sweep, tmp_path)
+    finetune = page.summaries[(MAIN, "finetune", None)]
+    expected_raw = {(1, BREAKOUT): 9.0, (1, INVADERS): 1.0, (2, BREAKOUT): 1.0, (2, INVADERS): 18.0}
+    for cell, value in expected_raw.items():
+        assert finetune.raw[cell][1].value == pytest.approx(value)
+    ewc = page.summaries[(MAIN, "ewc", 100.0)]
+    expected_normalised = {(1, BREAKOUT): 0.8, (1, INVADERS): 0.15, (2, BREAKOUT): 0.55, (2, INVADERS): 0.65}
+    for cell, value in expected_normalised.items():
+        iqm, mean = ewc.norm[cell]
+        assert mean.value == pytest.approx(value) and iqm.value == pytest.approx(value)  # two seeds: IQM = mean
+        assert mean.low <= mean.value <= mean.high
+    np.testing.assert_allclose(ewc.mean_matrix, [[0.8, 0.15], [0.55, 0.65]])
+
+
+def test_forgetting_backward_transfer_retention_and_cost(sweep, tmp_path):
+    page = page_of(sweep, tmp_path)
+    # fine-tuning forgets breakout: 1.0 -> 0.2 and 0.8 -> 0.0; EWC 1.0 -> 0.6 and 0.6 -> 0.5
+    assert metric(page, "finetune", None, "forgetting").value == pytest.approx(0.8)
+    assert metric(page, "ewc", 100.0, "forgetting").value == pytest.approx(0.25)
+    assert metric(page, "ewc", 100.0, "backward_transfer").value == pytest.approx(-0.25)
+    assert metric(page, "ewc", 100.0, "retention").value == pytest.approx(0.55)
+    assert metric(page, "ewc", 100.0, "retention_fraction").value == pytest.approx((0.6 / 1.0 + 0.5 / 0.6) / 2)
+    # invaders after game 2: EWC 0.7 and 0.6 against fine-tuning's mean 0.9
+    cost = metric(page, "ewc", 100.0, "cost")
+    assert cost.value == pytest.approx(-0.25) and cost.low == pytest.approx(-0.3) and cost.high == pytest.approx(-0.2)
+    assert math.isnan(metric(page, "finetune", None, "cost").value)
+    assert metric(page, "ewc", 100.0, "final_mean").value == pytest.approx(0.6)
+    assert metric(page, "finetune", None, "final_mean").value == pytest.approx(0.5)
+
+
+def test_the_lambda_sweep_picks_the_highest_final_mean(sweep, tmp_path, capsys):
+    cells, _ = load_cells(sweep)
+    assert choose_lambda(cells, references(cells), "ewc") == 100.0  # final mean 0.65 at 100, 0.5 at 1000
+    assert results_page.main([str(sweep), "--choose-lambda", "ewc", "--main-order", ",".join(MAIN)]) == 0
+    assert capsys.readouterr().out == "100\n"
+    assert results_page.main([str(sweep), "--choose-lambda", "online-ewc"]) == 2
+    assert "no seed-0 online-ewc cell" in capsys.readouterr().err
+    page = page_of(sweep, tmp_path)
+    assert page.chosen == {"ewc": 100.0}
+    assert "| 100 | 0.60 | 0.70 | 0.65 | 0.60 |" in page.markdown
+    assert "| 1000 | 0.80 | 0.20 | 0.50 | 0.89 |" in page.markdown
+
+
+def test_the_page_without_event_files(sweep, tmp_path):
+    text = page_of(sweep, tmp_path).markdown
+    assert "bash scripts/minatar_experiment.sh" in text and "| agent steps per game | 60,000" in text
+    assert "no curves available" in text and "No curves available" in text
+    assert "- `minatar:breakout-minatar:space_invaders-l2-lambda1-s0`: not started" in text
+    assert "envs.games.MINATAR_REFERENCE_SCORES" in text
+    assert "fine-tuning 0.10 [0.00, 0.20] (2 seeds); the intervals do not overlap: EWC retains more" in text
+    assert sorted(path.name for path in (tmp_path / "page" / "minatar").glob("*.png")) == [
+        "matrix_ewc-lambda100_minatar_breakout-minatar_space_invaders.png",
+        "matrix_finetune_minatar_breakout-minatar_space_invaders.png",
+    ]
+
+
+def test_saved_cells_rebuild_the_same_tables(sweep, tmp_path):
+    out = tmp_path / "docs" / "minatar.md"
+    assert results_page.main([str(sweep), "--out", str(out), "--main-order", ",".join(MAIN)]) == 0
+    saved = tmp_path / "docs" / "minatar" / "cells"
+    assert len(list(saved.glob("*.json"))) == len(RAW)  # the unfinished cell is not saved
+    first = out.read_text()
+    assert results_page.main([str(saved), "--out", str(out)]) == 0
+
+    def tables(text: str) -> str:  # all but the list of cells, which names the unfinished one only from the sweep
+        return text.split("## Cells")[0].replace(" (1 incomplete, listed at the end)", "")
+
+    assert tables(out.read_text()) == tables(first)
+
+
+def test_measured_references_when_envs_games_has_none(sweep, monkeypatch):
+    monkeypatch.setattr(games, "MINATAR_REFERENCE_SCORES", {})
+    cells, _ = load_cells(sweep)
+    refs = references(cells)
+    breakout, invaders = refs[BREAKOUT], refs[INVADERS]
+    assert (breakout.random, breakout.reference, breakout.seeds) == (MINATAR_RANDOM_SCORES["breakout"], 9.0, 2)
+    assert "single game" in breakout.source
+    assert invaders.reference == 18.0 and "after other games" in invaders.source  # no cell trains it first yet
+    assert '"breakout": (0.51, 9.000),' in reference_lines(refs)
+
+    for seed, score in ((0, 21.0), (1, 23.0)):  # the reverse order trains space_invaders alone first
+        write_cell(sweep, MAIN[::-1], "finetune", None, seed, [[score, 0.0], [5.0, 1.0]])
+    refs = references(load_cells(sweep)[0])
+    assert refs[INVADERS].reference == 22.0 and "single game" in refs[INVADERS].source
+
+
+def test_one_bootstrap_for_many_columns_matches_interval_estimates_per_column():
+    table = np.random.default_rng(0).normal(size=(6, 3))
+    table[0, 2] = math.nan  # left out of its column only
+    estimates = column_estimates(table)
+    for j in range(3):
+        column = table[np.isfinite(table[:, j]), j][:, None]
+        for statistic, (iqm, mean) in (("iqm", estimates[j]), ("mean", estimates[j])):
+            with global_numpy_seed(0):
+                alone = interval_estimates({"x": column}, statistic)["x"]
+            assert (iqm if statistic == "iqm" else mean).value == pytest.approx(alone.value)
+    with global_numpy_seed(0):
+        first_alone = interval_estimates({"x": table[:, :1]}, "iqm")["x"]
+    together = column_estimates(table[:, :1])[0][0]
+    assert (together.value, together.low, together.high) == pytest.approx(
+        (first_alone.value, first_alone.low, first_alone.high)
+    )  # same resamples
+    one_run = column_estimates(np.array([[0.3, math.nan]]))
+    assert one_run[0][0].value == 0.3 and math.isnan(one_run[0][0].low) and math.isnan(one_run[1][0].value)
+
+
+def test_event_files_give_the_curves_the_plots_and_the_wall_times(sweep, tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    finetune = [f"{'-'.join(MAIN)}-finetune-s{seed}" for seed in (0, 1)]
+    for seed, name in enumerate(finetune):
+        writer = SummaryWriter(str(sweep / "cells" / name))
+        for step in range(20_000, 120_001, 20_000):  # wall time 1,200 .. 2,200 s
+            for game in MAIN:
+                writer.add_scalar(f"eval/{game}/score", step / 10_000 + seed, step, walltime=1_000 + step / 100)
+        for episode in range(1_200):  # wall time 1,000 .. 2,199 s
+            writer.add_scalar(f"charts/{BREAKOUT}/episodic_return", float(episode % 7), 50 * episode, walltime=1_000 + episode)
+        writer.close()
+    (sweep / "logs").mkdir()
+    (sweep / "logs" / f"{finetune[0]}.log").write_text(
+        "$ evaluate.py\nx on y: 1.0 ± 0.0 (2 episodes, 1.5 s)\nx on z: 2.0 ± 1.0 (2 episodes, 4.5 s)\n"
+    )
+    out = tmp_path / "docs" / "minatar.md"
+    assert results_page.main([str(sweep), "--out", str(out)]) == 0
+
+    curves = json.loads((tmp_path / "docs" / "minatar" / "cells" / f"{file_name(finetune[1])}.curves.json").read_text())
+    assert curves[f"eval/{INVADERS}/score"][:2] == [[20_000.0, 3.0], [40_000.0, 5.0]]
+    returns = curves[f"charts/{BREAKOUT}/episodic_return"]
+    assert len(returns) == 500 and returns[-1][0] == 50 * 1_199  # averaged down, last step kept
+    text = out.read_text()
+    assert "(minatar/curves_minatar_breakout-minatar_space_invaders.png)" in text and "(minatar/single_game.png)" in text
+    assert "no curves available" not in text.lower()
+    assert f"| `{finetune[0]}` | 0.60 | 20.0 | 0.1 |" in text  # 1,200 s of training, 6 s of evaluation
+    assert f"| `{finetune[1]}` | 0.40 | 20.0 | n/a |" in text  # no log
+    assert all(
+        (tmp_path / "docs" / "minatar" / image).is_file()
+        for image in ("curves_minatar_breakout-minatar_space_invaders.png", "single_game.png")
+    )
