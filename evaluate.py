@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from envs.families import family_of_run
 from envs.games import parse_games
 from ewc_evaluation.config import EvalConfig
 from ewc_evaluation.video import check_video_support
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         picked = args.checkpoints.split(",") if args.checkpoints else None
         runs = [open_run(path, picked) for path in args.runs]
         games = list(dict.fromkeys(parse_games(args.games))) if args.games else None
+        for run in runs:
+            family_of_run(run.sequence + (games or []))  # one network reads one family's games
         if args.video:
             check_video_support(games or [game for run in runs for game in run.sequence])
         evaluations = []

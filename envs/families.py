@@ -5,7 +5,7 @@
 
 Everything that depends on the family (the emulators, the network's input and action count, how the
 replay stores an observation, how a score is normalised) is read from `Family`; nothing else in the
-project tests which family a game belongs to. A run's games all come from one family: one network
+project builds emulators, networks or replays by family. A run's games all come from one family: one network
 serves them all.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from envs import atari, minatar
 from envs.config import EnvConfig
-from envs.games import MINATAR_PREFIX, normalised_score
+from envs.games import MINATAR_PREFIX
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,6 @@ class Family:
     def observation_shape(self) -> tuple[int, int, int]:
         channels, height, width = self.frame_shape
         return (self.history * channels, height, width)
-
-    def normalised_score(self, game: str, score: float) -> float:
-        return normalised_score(game, score)
 
 
 def _make_minatar(game: str, num_envs: int, config: EnvConfig) -> minatar.MinAtarVectorEnv:

@@ -18,7 +18,7 @@ from ewc_training.trainer import TrainingDiverged
 USER_ERRORS = (ValueError, OSError, TrainingDiverged, VideoError)
 """Errors that are the user's input or machine, reported in one line (`fail`). Every one-line error
 of the project (ConfigError, UnknownGameError, DeviceError, CheckpointError, RunInUseError, RunError,
-SweepError) is a ValueError; tests/experiments/test_cli.py checks that none is missed."""
+SweepError) is a ValueError; tests/test_architecture.py checks that none is missed."""
 
 RESUME_OPTIONS = ("resume", "device")
 """The only train.py options `--resume` takes: where the run is, and where to run it now."""

@@ -309,7 +309,7 @@ def normalised(data: CellData, refs: dict[str, Reference]) -> np.ndarray:
     raw = data.raw()
     for j, game in enumerate(data.games):
         ref = refs.get(game)
-        if ref is None or ref.reference == ref.random:
+        if ref is None or ref.reference <= ref.random:
             raw[:, j] = math.nan
         else:
             raw[:, j] = (raw[:, j] - ref.random) / (ref.reference - ref.random)

@@ -49,20 +49,26 @@ def check_replay_fits(config: Config, device: torch.device) -> None:
 def prepare_run_dir(config: Config, requested: str | None, overwrite: bool) -> Path:
     """The run directory, locked for this process; an existing run is replaced only with `overwrite`."""
     run_dir = Path(requested) if requested else Path("runs") / paths.default_run_name(config)
-    if paths.has_run_files(run_dir):
-        if not overwrite:
-            raise ConfigError(
-                f"run directory {run_dir} already exists; continue it with --resume {run_dir} or pass --overwrite to replace it"
-            )
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); --overwrite deletes only runs")
+    check_replaceable(run_dir, overwrite)
     ensure_writable(run_dir)
     paths.lock_run_dir(run_dir)  # before deleting: never replace a run another process is writing
+    check_replaceable(run_dir, overwrite)  # again: a run may have been written before the lock was ours
     if overwrite:
         for entry in run_dir.iterdir():
-            if entry.name != paths.LOCK_FILE:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     return run_dir
+
+
+def check_replaceable(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to mix a new run into an existing one, or to --overwrite a folder that holds no run."""
+    if not paths.has_run_files(run_dir):
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"run directory {run_dir} already exists; continue it with --resume {run_dir} or pass --overwrite to replace it"
+        )
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); --overwrite deletes only runs")
 
 
 def ensure_writable(run_dir: Path) -> None:

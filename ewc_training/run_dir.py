@@ -6,11 +6,11 @@ runs/<name>/
     events.out.tfevents.*  TensorBoard scalars, the config as text and as hparams
     checkpoints/after_<k>_<game>.pt, checkpoints/latest.pt
     checkpoints/latest_replay.pt  the replay at latest.pt's position (only with run.save_replay)
-    .lock                  held by the process that trains into the run (see `lock_run_dir`)
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -200,33 +200,38 @@ class RunInUseError(ValueError):
     """Another live process is training into (or resuming) this run directory."""
 
 
-LOCK_FILE = ".lock"
 _held_locks: dict[Path, int] = {}
-"""Open lock files of this process: the lock lives as long as the descriptor stays open."""
+"""Run directories this process holds open and locked: a lock lives as long as its descriptor."""
+
+NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
+"""Errors of a filesystem that cannot lock (some network filesystems): the run goes on unlocked."""
 
 
 def lock_run_dir(run_dir: Path) -> None:
     """Make this process the run directory's only writer, until it exits.
 
-    An exclusive `flock` on <run>/.lock: the kernel releases it when the process ends in any way
-    (kill -9 included), so a crash never leaves a stale lock; a second process is refused at once.
-    The file keeps the holder's pid, for the message.
+    An exclusive `flock` on the directory itself: nothing is written to hold it, the kernel releases
+    it when the process ends in any way (kill -9 included), so a crash never leaves a stale lock, and
+    a second process is refused at once. A filesystem that cannot lock gets a warning, not an error.
     """
     run_dir = run_dir.resolve()
     if run_dir in _held_locks:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    descriptor = os.open(run_dir, os.O_RDONLY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
         os.close(descriptor)
-        raise RunInUseError(
-            f"{run_dir} is being written by another process (pid {holder}); wait for it to finish or stop it first"
-        ) from None
-    os.ftruncate(descriptor, 0)
-    os.write(descriptor, f"{os.getpid()}\n".encode())
+        raise RunInUseError(f"{run_dir} is being written by another process; wait for it to finish or stop it first") from None
+    except OSError as error:
+        if error.errno not in NO_FLOCK:
+            raise
+        print(
+            f"warning: {run_dir} cannot be locked on this filesystem ({error.strerror}); "
+            "make sure no other process writes this run",
+            file=sys.stderr,
+        )
     _held_locks[run_dir] = descriptor
 
 
@@ -238,5 +243,5 @@ def unlock_run_dir(run_dir: Path) -> None:
 
 
 def has_run_files(run_dir: Path) -> bool:
-    """Whether `run_dir` holds anything but a lock file (a process that died before writing leaves only that)."""
-    return run_dir.is_dir() and any(entry.name != LOCK_FILE for entry in run_dir.iterdir())
+    """Whether `run_dir` exists and holds anything."""
+    return run_dir.is_dir() and any(run_dir.iterdir())

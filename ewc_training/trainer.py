@@ -12,7 +12,7 @@ actions the emulators need).
 A run resumes from any checkpoint (`SequenceTrainer.resume`): the learner, consolidation, probes,
 position and random generators come back exactly (ewc_training/schema.py); the emulators restart
 new episodes from seeds derived from the step, and the replay comes back only if it was saved
-(`run.save_replay`). `request_stop()` (train.py calls it on SIGINT/SIGTERM) ends the run after
+(`run.save_replay`). `request_stop()` (ewc_training/launch.py calls it on SIGINT/SIGTERM) ends the run after
 the current update with checkpoints/latest.pt written.
 """
 
@@ -230,8 +230,9 @@ class SequenceTrainer:
         pos = self.position
         game = self.games[pos.game_index]
         end = consolidate_game(self.learner, replay, game, self.config.consolidation)
-        if end.fisher is not None:
+        if end.fisher_seconds is not None:
             self.logger.scalar(f"fisher/{game}/seconds", end.fisher_seconds, pos.total_steps)
+        if end.fisher is not None:
             for name, value in fisher_summary(end.fisher).items():
                 self.logger.scalar(f"fisher/{game}/{name}", value, pos.total_steps)
         if end.probe is not None:

@@ -25,7 +25,8 @@ class GameEnd:
 
     fisher: Fisher | None
     """The diagonal Fisher the method computed (None for methods that need none: finetune, l2)."""
-    fisher_seconds: float
+    fisher_seconds: float | None
+    """Seconds the Fisher took; None when the method computed none (l2 and finetune)."""
     probe: ProbeSet | None
     """None when `probe_states` is 0."""
 
@@ -36,7 +37,7 @@ def consolidate_game(learner: DQNLearner, replay: FrameReplay, game: str, config
     The Fisher is computed only if the method asks for it (`end_game` calls `compute_fisher`), over
     `fisher_samples` states drawn uniformly from this game's replay, with this game's modulation.
     """
-    seconds = 0.0
+    seconds = None
 
     def compute_fisher() -> Fisher:
         nonlocal seconds

@@ -31,7 +31,7 @@ def hold_lock_in_another_process(run_dir) -> subprocess.Popen:
 def test_a_second_process_is_refused_and_a_killed_one_leaves_no_stale_lock(tmp_path):
     holder = hold_lock_in_another_process(tmp_path)
     try:
-        with pytest.raises(RunInUseError, match=rf"pid {holder.pid}\b"):
+        with pytest.raises(RunInUseError, match="being written by another process"):
             lock_run_dir(tmp_path)
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -46,6 +46,14 @@ def test_run_json_is_replaced_whole(tmp_path):
     write_json(path, {"b": 2})
     assert json.loads(path.read_text()) == {"b": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
+
+
+def test_the_lock_writes_nothing_into_the_run(tmp_path):
+    lock_run_dir(tmp_path)
+    try:
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        unlock_run_dir(tmp_path)
 
 
 @pytest.mark.slow
