@@ -844,7 +844,7 @@ def build_page(
         lines.append(f"| {game} | {ref.random:g} | {ref.reference:.3f} | {ref.source}{warning} | {ref.seeds or '—'} |")
     lines += [
         "",
-        "Random MinAtar returns: `MINATAR_RANDOM_SCORES` in ewc_experiments/results_page.py (FINDINGS.md).",
+        "Random MinAtar returns: `MINATAR_RANDOM_SCORES` in envs/games.py (the shared FINDINGS.md).",
         "",
         "## Per method and order",
         "",

@@ -61,6 +61,9 @@ EWC_LAMBDA=$(chosen ewc)
 stage B1 --methods ewc --ewc-lambda "$EWC_LAMBDA" --seeds 0,1,2,3,4
 stage B2 --methods finetune --seeds 0,1,2 --orders both
 stage B4-ewc --methods ewc --ewc-lambda "$EWC_LAMBDA" --seeds 0,1,2 --orders both
+# The chosen EWC lambda was the largest of A2's grid: one step further up, seed 0, to see past the edge
+# (the choice above is made from A2's grid alone, as it was when the page's cells were trained).
+stage A2-edge --methods ewc --ewc-lambda 100000 --seeds 0
 stage A3 --methods l2 --ewc-lambda 0.01,0.1,1 --seeds 0
 L2_LAMBDA=$(chosen l2)
 stage B3 --methods l2 --ewc-lambda "$L2_LAMBDA" --seeds 0,1,2

@@ -116,3 +116,21 @@ def test_state_round_trip_keeps_penalty(name):
     assert restored.penalty(network).item() == method.penalty(network).item()
     with pytest.raises(ValueError, match="consolidation"):
         Consolidation().set_state(method.get_state())
+
+
+def test_online_ewc_is_ewc_until_a_third_game():
+    """After one game both hold F_1 and theta*_1; after two, online EWC (gamma 1) keeps F_1 + F_2 anchored
+    at theta*_2 while EWC keeps two terms: the MinAtar two-game experiment relies on the first."""
+    network = make_network(0)
+    ewc, online = make_consolidation("ewc", 30.0), make_consolidation("online-ewc", 30.0)
+    first = random_fisher(network, 1)
+    for method in (ewc, online):
+        method.end_game("a", network, lambda: first)
+    moved = make_network(2)
+    assert ewc.penalty(moved).item() == online.penalty(moved).item() > 0
+    for name in ewc.precision:
+        assert torch.equal(ewc.precision[name], online.precision[name]) and torch.equal(ewc.anchor[name], online.anchor[name])
+    second = random_fisher(network, 3)
+    for method in (ewc, online):
+        method.end_game("b", moved, lambda: second)
+    assert ewc.penalty(network).item() != pytest.approx(online.penalty(network).item())
