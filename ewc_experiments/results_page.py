@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 from matplotlib.figure import Figure
 
 from envs import games as game_table
@@ -60,6 +61,7 @@ from ewc_experiments.sweep_plan import (
     NEW,
     TRAINED,
     Cell,
+    cell_dir,
     cell_state,
     log_path,
     read_evaluation,
@@ -245,6 +247,21 @@ def export_cells(cells: list[CellData], folder: Path) -> None:
         stem.with_name(stem.name + ".json").write_text(json.dumps(saved, indent=1) + "\n")
         if data.curves:
             stem.with_name(stem.name + ".curves.json").write_text(json.dumps(data.curves, separators=(",", ":")) + "\n")
+
+
+def restore_cells(cells: list[CellData], sweep_dir: Path) -> int:
+    """Write saved cells back as <sweep>/cells/<cell>/{config.yaml, eval/eval.json}: an evaluated cell to
+    sweep.py (ewc_experiments/sweep_plan.py::cell_state), which then skips it. Existing cells are left alone."""
+    restored = 0
+    for data in cells:
+        run_dir = cell_dir(sweep_dir, data.cell)
+        if run_dir.exists():
+            continue
+        (run_dir / "eval").mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(data.config, sort_keys=False))
+        (run_dir / "eval" / "eval.json").write_text(json.dumps(data.evaluation, indent=1) + "\n")
+        restored += 1
+    return restored
 
 
 # ---- normalisation ----
@@ -993,9 +1010,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--main-order", help="comma list: the sweep's main game order (default: the order with most cells)")
     parser.add_argument("--export-only", action="store_true", help="only save the cells' JSON beside --out")
+    parser.add_argument(
+        "--restore-into",
+        type=Path,
+        metavar="SWEEP_DIR",
+        help="write the saved cells of SOURCE back as evaluated cells of SWEEP_DIR, so a sweep skips them",
+    )
     args = parser.parse_args(argv)
-    if not (args.out or args.choose_lambda or args.print_references):
-        parser.error("give --out, --choose-lambda or --print-references")
+    if not (args.out or args.choose_lambda or args.print_references or args.restore_into):
+        parser.error("give --out, --choose-lambda, --print-references or --restore-into")
     return args
 
 
@@ -1010,6 +1033,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{choose_lambda(cells, refs, args.choose_lambda, main_order):g}")
             if args.print_references:
                 print(reference_lines(refs, _steps_per_game(cells[0]) if cells else None))
+        if args.restore_into:
+            cells, _ = load_cells(args.source)
+            print(f"restored {restore_cells(cells, args.restore_into)} cells into {args.restore_into}", file=sys.stderr)
         if args.out:
             page = write_page(args.source, args.out, main_order, args.export_only)
             where = assets_folder(args.out)

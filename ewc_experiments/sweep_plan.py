@@ -179,12 +179,24 @@ def read_evaluation(run_dir: Path) -> dict | None:
 
 
 def cell_state(run_dir: Path, order: tuple[str, ...]) -> str:
-    """NEW, INTERRUPTED, TRAINED or EVALUATED, read from the files train.py and evaluate.py leave."""
+    """NEW, INTERRUPTED, TRAINED or EVALUATED, read from the files train.py and evaluate.py leave.
+
+    A whole evaluation of the last game's end is enough to be EVALUATED, checkpoints or not: a cell
+    restored from saved results (results_page --restore-into) is skipped like one trained here.
+    """
+    if evaluates_the_end(read_evaluation(run_dir), order):
+        return EVALUATED
     if final_checkpoint(run_dir, order).is_file():
-        return EVALUATED if read_evaluation(run_dir) is not None else TRAINED
+        return TRAINED
     if (run_dir / "config.yaml").is_file() and paths.run_checkpoints(run_dir):
         return INTERRUPTED
     return NEW  # a run stopped before its first checkpoint has nothing to resume from
+
+
+def evaluates_the_end(evaluation: dict | None, order: tuple[str, ...]) -> bool:
+    """Whether an eval.json scores the checkpoint saved at the end of the sequence's last game."""
+    rows = evaluation["rows"] if evaluation else []
+    return any(row["games_done"] == len(order) and row["step_in_game"] == 0 for row in rows)
 
 
 def check_saved_config(run_dir: Path, config: Config) -> None:

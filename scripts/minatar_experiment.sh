@@ -16,7 +16,8 @@
 # then the page: python -m ewc_experiments.results_page SWEEP_DIR --out docs/results/minatar.md
 #
 # Running it again continues where it stopped: sweep.py skips evaluated cells and resumes interrupted
-# ones, and a chosen lambda is kept in SWEEP_DIR/chosen_lambda_<method>.txt, so that later cells (which
+# ones, cells whose results were committed (docs/results/minatar/cells/) are restored as evaluated, and a
+# chosen lambda is kept in docs/results/minatar/chosen_lambda_<method>.txt, so that later cells (which
 # can change the normalisation references) never move it. After every stage the evaluated cells'
 # compact results are saved into docs/results/minatar/cells/. A stage with a failed cell stops the
 # script (sweep.py's report in SWEEP_DIR/report.md names it). PYTHON overrides the interpreter.
@@ -46,7 +47,7 @@ stage() {
 
 # chosen METHOD: the lambda of METHOD's lambda sweep, chosen once and then read back.
 chosen() {
-    local file="$SWEEP/chosen_lambda_$1.txt"
+    local file="${PAGE%.md}/chosen_lambda_$1.txt"
     if [ ! -s "$file" ]; then
         "$PYTHON" -m ewc_experiments.results_page "$SWEEP" --choose-lambda "$1" --main-order "$GAMES" >"$file.tmp"
         mv "$file.tmp" "$file"
@@ -54,6 +55,11 @@ chosen() {
     fi
     cat "$file"
 }
+
+# Cells saved by an earlier session (committed beside the page) count as evaluated: never trained twice.
+if [ -d "${PAGE%.md}/cells" ]; then
+    "$PYTHON" -m ewc_experiments.results_page "${PAGE%.md}/cells" --restore-into "$SWEEP"
+fi
 
 stage A1 --methods finetune --seeds 0,1,2,3,4
 stage A2 --methods ewc --ewc-lambda 100,1000,10000 --seeds 0

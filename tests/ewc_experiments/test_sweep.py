@@ -137,9 +137,21 @@ def test_cell_state_follows_the_files_train_and_evaluate_leave(tmp_path):
     (run / "checkpoints" / "after_2_breakout.pt").write_bytes(b"")
     assert cell_state(run, order) == TRAINED
     (run / "eval").mkdir()
-    (run / "eval" / "eval.json").write_text(json.dumps({"rows": [{}], "errors": ["after_1_pong.pt: unreadable"]}))
+    end = {"games_done": 2, "step_in_game": 0}
+    (run / "eval" / "eval.json").write_text(json.dumps({"rows": [end], "errors": ["after_1_pong.pt: unreadable"]}))
     assert cell_state(run, order) == TRAINED  # an evaluation with errors is done again
-    (run / "eval" / "eval.json").write_text(json.dumps({"rows": [{}], "errors": []}))
+    (run / "eval" / "eval.json").write_text(json.dumps({"rows": [{"games_done": 1, "step_in_game": 0}], "errors": []}))
+    assert cell_state(run, order) == TRAINED  # an evaluation that misses the last game's end
+    (run / "eval" / "eval.json").write_text(json.dumps({"rows": [end], "errors": []}))
+    assert cell_state(run, order) == EVALUATED
+
+
+def test_a_cell_restored_from_saved_results_is_evaluated_without_checkpoints(tmp_path):
+    """What results_page --restore-into writes (config.yaml and eval/eval.json) is enough to skip a cell."""
+    order, run = ("pong", "breakout"), tmp_path / "cell"
+    (run / "eval").mkdir(parents=True)
+    (run / "config.yaml").write_text("{}\n")
+    (run / "eval" / "eval.json").write_text(json.dumps({"rows": [{"games_done": 2, "step_in_game": 0}], "errors": []}))
     assert cell_state(run, order) == EVALUATED
 
 
