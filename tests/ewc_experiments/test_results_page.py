@@ -238,3 +238,19 @@ def test_event_files_give_the_curves_the_plots_and_the_wall_times(sweep, tmp_pat
         (tmp_path / "docs" / "minatar" / image).is_file()
         for image in ("curves_minatar_breakout-minatar_space_invaders.png", "single_game.png")
     )
+
+
+def test_saved_cells_restore_into_a_sweep_that_then_skips_them(sweep, tmp_path):
+    from ewc_experiments.sweep_plan import EVALUATED, cell_state
+
+    out = tmp_path / "docs" / "minatar.md"
+    assert results_page.main([str(sweep), "--out", str(out), "--export-only"]) == 0
+    fresh = tmp_path / "fresh-sweep"
+    assert results_page.main([str(out.parent / "minatar" / "cells"), "--restore-into", str(fresh)]) == 0
+    restored = sorted((fresh / "cells").iterdir())
+    assert len(restored) == len(RAW)
+    for run_dir in restored:
+        order = tuple(json.loads((run_dir / "eval" / "eval.json").read_text())["sequence"])
+        assert cell_state(run_dir, order) == EVALUATED
+    again, _ = load_cells(fresh)
+    assert sorted(data.name for data in again) == sorted(run_dir.name for run_dir in restored)
