@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from agents.ewc.methods import METHODS
-from ewc_experiments.cli import USER_ERRORS, fail
+from ewc_experiments.cli import USER_ERRORS, add_set_option, fail
 from ewc_experiments.sweep_plan import describe, plan_sweep
 from ewc_experiments.sweep_ray import run_on_ray
 from ewc_experiments.sweep_report import PLOT, TABLE, cell_result, write_report
@@ -34,14 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ewc-lambda", help="comma list of lambdas for every method but finetune (default: the config's)")
     parser.add_argument("--orders", default="given", help="game orders: given (default), both (and reversed) or N-random")
     parser.add_argument("--config", help="YAML preset for every cell, e.g. configs/smoke.yaml")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a config key in every cell (repeatable)",
-    )
+    add_set_option(parser, "override a config key in every cell (repeatable)")
     parser.add_argument("--sweep-dir", help="where the cells and the report go (default sweeps/<games>)")
     parser.add_argument("--address", help="join this Ray cluster (default: start Ray in this process)")
     return parser.parse_args(argv)

@@ -50,6 +50,11 @@ def probability(text: str) -> float:
     return value
 
 
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--set SECTION.KEY=VALUE`, repeatable, into `args.overrides` (train.py and sweep.py)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help=help)
+
+
 def train_parser(description: str = "") -> argparse.ArgumentParser:
     """train.py's options; sweep.py parses every cell's arguments with it too."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,14 +80,7 @@ def train_parser(description: str = "") -> argparse.ArgumentParser:
         const=True,
         help="save the replay with every latest.pt so a resumed game keeps it (large: ~7 GB per million transitions)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override any config key, e.g. --set agent.learning_rate=3e-4 (repeatable)",
-    )
+    add_set_option(parser, "override any config key, e.g. --set agent.learning_rate=3e-4 (repeatable)")
     parser.add_argument("--list-games", action="store_true", help="print the game names and exit")
     return parser
 
