@@ -95,9 +95,16 @@ MINATAR_RANDOM_SCORES: dict[str, float] = {
 """Mean return of a uniformly random agent per MinAtar game, measured for this project
 (the project's shared FINDINGS.md, MinAtar section); the random end of MINATAR_REFERENCE_SCORES."""
 
-MINATAR_REFERENCE_SCORES: dict[str, tuple[float, float]] = {}
+MINATAR_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
+    # random: MINATAR_RANDOM_SCORES; reference: this project's DQN trained on the game alone with
+    # configs/minatar.yaml (60,000 agent steps), its evaluation score after that game, mean over seeds
+    # (docs/results/minatar.md; `python -m ewc_experiments.results_page SWEEP --print-references`)
+    "breakout": (0.51, 2.712),  # 5 seeds
+    "space_invaders": (2.95, 23.583),  # 3 seeds
+}
 """MinAtar has no human scores. (random agent, reference agent) per game for the MinAtar-normalised
-score (score - random) / (reference - random); filled in below from measurements of this project."""
+score (score - random) / (reference - random): 0 plays like a random agent, 1 like the single-game
+DQN with the preset's budget. Games without an entry have no normalised score (NaN)."""
 
 
 class UnknownGameError(ValueError):
