@@ -181,16 +181,15 @@ def read_evaluation(run_dir: Path) -> dict | None:
 def cell_state(run_dir: Path, order: tuple[str, ...]) -> str:
     """NEW, INTERRUPTED, TRAINED or EVALUATED, read from the files train.py and evaluate.py leave.
 
-    A whole evaluation of the last game's end is enough to be EVALUATED, checkpoints or not: a cell
-    restored from saved results (results_page --restore-into) is skipped like one trained here.
+    A cell restored from saved results (results_page --restore-into: config.yaml and an eval.json of
+    the last game's end, no checkpoints) is EVALUATED too, and skipped like one trained here.
     """
-    if evaluates_the_end(read_evaluation(run_dir), order):
-        return EVALUATED
+    evaluated = evaluates_the_end(read_evaluation(run_dir), order)
     if final_checkpoint(run_dir, order).is_file():
-        return TRAINED
+        return EVALUATED if evaluated else TRAINED
     if (run_dir / "config.yaml").is_file() and paths.run_checkpoints(run_dir):
         return INTERRUPTED
-    return NEW  # a run stopped before its first checkpoint has nothing to resume from
+    return EVALUATED if evaluated else NEW  # a run stopped before its first checkpoint has nothing to resume from
 
 
 def evaluates_the_end(evaluation: dict | None, order: tuple[str, ...]) -> bool:
