@@ -12,7 +12,6 @@ class EpisodeTracker:
         self.returns = np.zeros(num_envs)
         self.lengths = np.zeros(num_envs, dtype=np.int64)
         self.resetting = np.zeros(num_envs, dtype=bool)  # this step returns a reset observation
-        self.last_score: float | None = None
 
     def step(self, rewards: np.ndarray, ended: np.ndarray) -> list[tuple[float, int]]:
         live = ~self.resetting
@@ -21,6 +20,4 @@ class EpisodeTracker:
         finished = [(float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(ended)]
         self.returns[ended], self.lengths[ended] = 0.0, 0
         self.resetting = ended.copy()
-        if finished:
-            self.last_score = finished[-1][0]
         return finished
