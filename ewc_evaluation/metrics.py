@@ -11,11 +11,16 @@ A game without reference scores has HNS NaN and is left out of every mean below.
 
 - mean HNS after game k:  A_k = mean over the sequence's games g (each once) of R[k][g].
 - final mean HNS:         A_K.
-- forgetting of game g:   F_g = max_{t_g <= k <= K} R[k][g] - R[K][g], for games with t_g < K:
-                          the best it ever was since it was first learned, minus where it ended
-                          (Chaudhry et al., "Riemannian Walk for Incremental Learning", ECCV 2018;
-                          as used by Continual World, Wolczyk et al., NeurIPS 2021). F_g >= 0.
-- mean forgetting:        mean of F_g over those games.
+- total clipped HNS after game k: S_k = sum over the sequence's games g (each once) of min(R[k][g], 1):
+                          the y axis of Kirkpatrick et al. 2017, Fig. 4 ("total human-normalised score,
+                          each game's score clipped at 1"); its maximum is the number of games.
+- forgetting of game g:   F_g = max_{t_g <= l < K} R[l][g] - R[K][g], for games with t_g < K:
+                          the best it was at an earlier checkpoint since it was first learned, minus
+                          where it ended (Chaudhry et al., "Riemannian Walk for Incremental Learning",
+                          ECCV 2018, eq. 8). Negative when the game ended better than it ever was before.
+- clipped forgetting:     F+_g = max_{t_g <= k <= K} R[k][g] - R[K][g] = max(F_g, 0): the same with the
+                          final checkpoint in the max (Continual World's variant), never negative.
+- mean forgetting:        mean of F_g over those games (and mean clipped forgetting, of F+_g).
 - backward transfer:      BWT = mean over positions i < K of (R[K][g_i] - R[i][g_i]): how training
                           the later games changed each game from right after it was trained
                           (Lopez-Paz & Ranzato, "Gradient Episodic Memory", NeurIPS 2017).
@@ -45,16 +50,43 @@ def mean_hns_after_each_game(hns: HnsMatrix, sequence: Sequence[str]) -> dict[in
     return {k: mean_hns(row[g] for g in games if g in row) for k, row in sorted(hns.items())}
 
 
+def total_clipped_hns(values: Iterable[float]) -> float:
+    """Sum of min(value, 1) over the values that are not NaN (0 if there are none)."""
+    return sum(min(value, 1.0) for value in values if not math.isnan(value))
+
+
+def total_clipped_hns_after_each_game(hns: HnsMatrix, sequence: Sequence[str]) -> dict[int, float]:
+    """S_k = sum over the sequence's games of min(R[k][g], 1), NaN games left out, for every position k."""
+    games = list(dict.fromkeys(sequence))
+    return {k: total_clipped_hns(row[g] for g in games if g in row) for k, row in sorted(hns.items())}
+
+
 def forgetting(hns: HnsMatrix, sequence: Sequence[str]) -> dict[str, float]:
-    """F_g = max_{t_g <= k <= K} R[k][g] - R[K][g] for every game first trained before K."""
+    """F_g = max_{t_g <= l < K} R[l][g] - R[K][g] for every game first trained before K (signed)."""
+    return _best_since_learned_minus_final(hns, sequence, include_final=False)
+
+
+def clipped_forgetting(hns: HnsMatrix, sequence: Sequence[str]) -> dict[str, float]:
+    """F+_g = max_{t_g <= k <= K} R[k][g] - R[K][g] = max(F_g, 0) for every game first trained before K."""
+    return _best_since_learned_minus_final(hns, sequence, include_final=True)
+
+
+def _best_since_learned_minus_final(hns: HnsMatrix, sequence: Sequence[str], include_final: bool) -> dict[str, float]:
+    """max over evaluated rows k in [t_g, K) (or [t_g, K]) of R[k][g], minus R[K][g].
+
+    A game whose only evaluated row since t_g is K itself (the rows between were not evaluated)
+    has no earlier checkpoint to compare with: it is left out of the signed forgetting.
+    """
     final = max(hns)
     result: dict[str, float] = {}
     for game in dict.fromkeys(sequence):
         first_trained = sequence.index(game) + 1
         if first_trained >= final or game not in hns[final]:
             continue
-        since_learned = [row[game] for k, row in hns.items() if k >= first_trained and game in row]
-        result[game] = max(since_learned) - hns[final][game]
+        last_row = final if include_final else final - 1
+        since_learned = [row[game] for k, row in hns.items() if first_trained <= k <= last_row and game in row]
+        if since_learned:
+            result[game] = max(since_learned) - hns[final][game]
     return result
 
 
@@ -74,13 +106,19 @@ def summarise(hns: HnsMatrix, sequence: Sequence[str]) -> dict[str, object]:
     if not hns:
         return {}
     after_each = mean_hns_after_each_game(hns, sequence)
+    total_clipped = total_clipped_hns_after_each_game(hns, sequence)
     per_game_forgetting = forgetting(hns, sequence)
+    per_game_clipped = clipped_forgetting(hns, sequence)
     final = max(hns)
     return {
         "final_after_game": final,
         "final_mean_hns": after_each[final],
+        "final_total_clipped_hns": total_clipped[final],
         "mean_forgetting": mean_hns(per_game_forgetting.values()),
+        "mean_clipped_forgetting": mean_hns(per_game_clipped.values()),
         "backward_transfer": backward_transfer(hns, sequence),
         "forgetting": per_game_forgetting,
+        "clipped_forgetting": per_game_clipped,
         "mean_hns_after_game": after_each,
+        "total_clipped_hns_after_game": total_clipped,
     }

@@ -22,7 +22,7 @@ from envs.episodes import EpisodeTracker
 from envs.families import make_env
 from envs.games import normalised_score
 from ewc_evaluation.config import EvalConfig
-from ewc_evaluation.metrics import mean_hns
+from ewc_evaluation.metrics import mean_hns, total_clipped_hns
 
 MAX_PARALLEL_EPISODES = 16
 """Emulators per evaluation; more episodes than this are shared out among them."""
@@ -81,7 +81,8 @@ def continual_evaluation(
     """One evaluation of the current network on every game of the run, as TensorBoard scalars.
 
     Returns `eval/<game>/score` (mean raw score), `eval/<game>/hns`, `eval/mean_hns` (over the
-    sequence's games, each once) and `eval/seconds`. Earlier games are scored too, not only the
+    sequence's games, each once), `eval/total_clipped_hns` (their sum, each clipped at 1: the
+    paper's Fig. 4 metric, ewc_evaluation.metrics) and `eval/seconds`. Earlier games are scored too, not only the
     one being trained: their curves are where forgetting shows (CORA's "continual evaluation",
     Powers et al. 2022). Every evaluation of a run uses the run's seed, so successive points of a
     curve start from the same episodes and differ by the network alone.
@@ -95,5 +96,6 @@ def continual_evaluation(
         scalars[f"eval/{game}/score"] = score
         scalars[f"eval/{game}/hns"] = hns_by_game[game]
     scalars["eval/mean_hns"] = mean_hns(hns_by_game.values())
+    scalars["eval/total_clipped_hns"] = total_clipped_hns(hns_by_game.values())
     scalars["eval/seconds"] = time.perf_counter() - started
     return scalars

@@ -183,26 +183,35 @@ def _metric_lines(metrics: dict[str, object], normalisation: str) -> list[str]:
         return ["No game-end checkpoint was evaluated, so there are no continual-learning metrics."]
     forgetting = ", ".join(f"{game} {_number(value, 3)}" for game, value in metrics["forgetting"].items())
     after_each = ", ".join(f"{k}: {_number(value, 3)}" for k, value in metrics["mean_hns_after_game"].items())
+    total_clipped = ", ".join(f"{k}: {_number(value, 3)}" for k, value in metrics["total_clipped_hns_after_game"].items())
     return [
         f"## Metrics ({normalisation}; final = after game {metrics['final_after_game']}; definitions in docs/evaluation.md)",
         "",
         f"- final mean HNS: {_number(metrics['final_mean_hns'], 3)}",
-        f"- mean forgetting: {_number(metrics['mean_forgetting'], 3)}" + (f" ({forgetting})" if forgetting else ""),
+        f"- final total clipped HNS (each game clipped at 1, Kirkpatrick et al. Fig. 4): "
+        f"{_number(metrics['final_total_clipped_hns'], 3)}",
+        f"- mean forgetting (signed, Chaudhry et al.): {_number(metrics['mean_forgetting'], 3)}"
+        + (f" ({forgetting})" if forgetting else ""),
+        f"- mean clipped forgetting (never negative): {_number(metrics['mean_clipped_forgetting'], 3)}",
         f"- backward transfer: {_number(metrics['backward_transfer'], 3)}",
         f"- mean HNS after each game: {after_each}",
+        f"- total clipped HNS after each game: {total_clipped}",
     ]
+
+
+COMPARED_METRICS = ("final_mean_hns", "final_total_clipped_hns", "mean_forgetting", "backward_transfer")
 
 
 def comparison_markdown(evaluations: list[RunEvaluation]) -> str:
     """One line per run: what it did and how it ended, so EWC vs fine-tuning is one table."""
     lines = [
-        "| run | method | lambda | seed | final mean HNS | mean forgetting | backward transfer |",
-        "|---|---|---|---|---|---|---|",
+        "| run | method | lambda | seed | final mean HNS | final total clipped HNS | mean forgetting | backward transfer |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for evaluation in evaluations:
         config, metrics = evaluation.run.config, evaluation.metrics()
         strength = "-" if config.consolidation.method == "finetune" else f"{config.consolidation.ewc_lambda:g}"
-        values = [_number(metrics.get(name, math.nan), 3) for name in ("final_mean_hns", "mean_forgetting", "backward_transfer")]
+        values = [_number(metrics.get(name, math.nan), 3) for name in COMPARED_METRICS]
         lines.append(
             f"| {evaluation.run.path.name} | {config.consolidation.method} | {strength} | {config.run.seed} | "
             + " | ".join(values)

@@ -1,7 +1,8 @@
 """The sweep's one report: a table per method, a plot of mean normalised score after each game, a CSV of every cell.
 
     <sweep>/report.md     per method, one row per (lambda, order): mean ± std over seeds of the final
-                          mean normalised score and the mean forgetting, and a row over all orders when
+                          mean normalised score, the final total clipped normalised score (Kirkpatrick
+                          et al.'s Fig. 4 metric) and the mean forgetting, and a row over all orders when
                           there are several; beside it the IQM [95% CI] of the final mean normalised score
     <sweep>/mean_hns.png  mean normalised score after each game, one line per method and lambda, ± std band
     <sweep>/cells.csv     one line per cell: its settings, how it ended, its metrics
@@ -58,6 +59,7 @@ def _metrics_from_json(saved: dict) -> dict[str, object]:
 
     return {
         "final_mean_hns": number(saved["final_mean_hns"]),
+        "final_total_clipped_hns": number(saved.get("final_total_clipped_hns")),  # absent before it existed
         "mean_forgetting": number(saved["mean_forgetting"]),
         "backward_transfer": number(saved["backward_transfer"]),
         "mean_hns_after_game": {int(k): number(value) for k, value in saved["mean_hns_after_game"].items()},
@@ -99,6 +101,10 @@ def _strength(cell: Cell) -> str:
     return "-" if cell.ewc_lambda is None else f"{cell.ewc_lambda:g}"
 
 
+TABLE_METRICS = ("final_mean_hns", "final_total_clipped_hns", "mean_forgetting")
+"""The method tables' columns, each a mean ± std over a row's cells."""
+CSV_METRICS = (*TABLE_METRICS, "backward_transfer")
+
 RowKey = tuple[str, float | None, tuple[str, ...] | None]
 """A table row: (method, lambda, order); order None for the row over every order."""
 
@@ -110,9 +116,8 @@ def _count(group: list[CellResult]) -> str:
 
 def _row(strength: str, label: str, group: list[CellResult]) -> str:
     evaluated = [result.metrics for result in group if result.metrics]
-    final = _mean_std_text([metrics["final_mean_hns"] for metrics in evaluated])
-    forgetting = _mean_std_text([metrics["mean_forgetting"] for metrics in evaluated])
-    return f"| {strength} | {label} | {_count(group)} | {final} | {forgetting} |"
+    columns = [_mean_std_text([metrics[name] for metrics in evaluated]) for name in TABLE_METRICS]
+    return f"| {strength} | {label} | {_count(group)} | " + " | ".join(columns) + " |"
 
 
 def table_rows(results: list[CellResult]) -> dict[RowKey, tuple[str, str, list[CellResult]]]:
@@ -171,8 +176,8 @@ def method_tables(results: list[CellResult], iqms: dict[RowKey, str] | None = No
         lines += [
             f"## {method}",
             "",
-            "| lambda | order | cells | final mean normalised score | mean forgetting |",
-            "|---|---|---|---|---|",
+            "| lambda | order | cells | final mean normalised score | final total clipped normalised score | mean forgetting |",
+            "|---|---|---|---|---|---|",
         ]
         lines += [_row(strength, label, group) for strength, label, group in of_method.values()]
         if iqms is not None:
@@ -224,9 +229,7 @@ def write_cells_csv(results: list[CellResult], path: Path) -> None:
         "ewc_lambda",
         "seed",
         "status",
-        "final_mean_hns",
-        "mean_forgetting",
-        "backward_transfer",
+        *CSV_METRICS,
         *after,
         "run_dir",
         "error",
@@ -245,7 +248,7 @@ def write_cells_csv(results: list[CellResult], path: Path) -> None:
                     "ewc_lambda": "" if cell.ewc_lambda is None else cell.ewc_lambda,
                     "seed": cell.seed,
                     "status": "evaluated" if result.metrics else "failed",
-                    **{name: metrics.get(name, "") for name in ("final_mean_hns", "mean_forgetting", "backward_transfer")},
+                    **{name: metrics.get(name, "") for name in CSV_METRICS},
                     **{column: curve.get(k, "") for column, k in zip(after, positions)},
                     "run_dir": str(result.run_dir),
                     "error": result.error,

@@ -4,7 +4,15 @@ import math
 
 import pytest
 
-from ewc_evaluation.metrics import backward_transfer, forgetting, mean_hns, mean_hns_after_each_game, summarise
+from ewc_evaluation.metrics import (
+    backward_transfer,
+    clipped_forgetting,
+    forgetting,
+    mean_hns,
+    mean_hns_after_each_game,
+    summarise,
+    total_clipped_hns_after_each_game,
+)
 
 SEQUENCE = ["pong", "breakout", "seaquest"]
 # R[k][game]: Breakout scores 0.9 before it is ever trained; forgetting must not count that.
@@ -19,10 +27,28 @@ def test_mean_hns_after_each_game_averages_the_sequence_games():
     assert mean_hns_after_each_game(MATRIX, SEQUENCE) == pytest.approx({1: 0.5, 2: 0.4, 3: 1.7 / 3})
 
 
-def test_forgetting_is_best_since_first_trained_minus_final():
-    # pong: max(0.5, 0.3, 0.2) - 0.2; breakout: max(0.8, 0.6) - 0.6 (row 1 is before its training);
+def test_forgetting_is_best_earlier_checkpoint_since_first_trained_minus_final():
+    # pong: max(0.5, 0.3) - 0.2; breakout: 0.8 - 0.6 (row 1 is before its training);
     # seaquest is trained last and cannot have been forgotten.
     assert forgetting(MATRIX, SEQUENCE) == pytest.approx({"pong": 0.3, "breakout": 0.2})
+
+
+def test_forgetting_is_negative_when_a_game_ends_better_than_ever_and_the_clipped_one_is_zero():
+    sequence = ["pong", "breakout"]
+    matrix = {1: {"pong": 0.4, "breakout": 0.0}, 2: {"pong": 0.9, "breakout": 0.5}}
+    assert forgetting(matrix, sequence) == pytest.approx({"pong": -0.5})  # Chaudhry et al.: 0.4 - 0.9
+    assert clipped_forgetting(matrix, sequence) == pytest.approx({"pong": 0.0})  # max(0.4, 0.9) - 0.9
+    summary = summarise(matrix, sequence)
+    assert summary["mean_forgetting"] == pytest.approx(-0.5)
+    assert summary["mean_clipped_forgetting"] == pytest.approx(0.0)
+
+
+def test_total_clipped_hns_sums_each_game_clipped_at_one():
+    # Kirkpatrick et al. Fig. 4: row 1 0.5 + 0.9 + 0.1; row 3 0.2 + 0.6 + 0.9; a 3.0 counts as 1.
+    assert total_clipped_hns_after_each_game(MATRIX, SEQUENCE) == pytest.approx({1: 1.5, 2: 1.2, 3: 1.7})
+    matrix = {1: {"pong": 3.0, "breakout": -0.2, "tetris": math.nan}}
+    assert total_clipped_hns_after_each_game(matrix, ["pong", "breakout", "tetris"]) == pytest.approx({1: 0.8})
+    assert summarise(MATRIX, SEQUENCE)["final_total_clipped_hns"] == pytest.approx(1.7)
 
 
 def test_backward_transfer_compares_final_with_just_trained():
@@ -33,7 +59,9 @@ def test_backward_transfer_compares_final_with_just_trained():
 def test_a_revisited_game_is_measured_from_its_first_training():
     sequence = ["pong", "breakout", "pong"]
     matrix = {1: {"pong": 0.6, "breakout": 0.0}, 2: {"pong": 0.1, "breakout": 0.5}, 3: {"pong": 0.7, "breakout": 0.2}}
-    assert forgetting(matrix, sequence) == pytest.approx({"pong": 0.0, "breakout": 0.3})
+    # pong: max(0.6, 0.1) - 0.7 (it ended better after its revisit); breakout: 0.5 - 0.2
+    assert forgetting(matrix, sequence) == pytest.approx({"pong": -0.1, "breakout": 0.3})
+    assert clipped_forgetting(matrix, sequence) == pytest.approx({"pong": 0.0, "breakout": 0.3})
     # position 1 (pong): 0.7 - 0.6; position 2 (breakout): 0.2 - 0.5
     assert backward_transfer(matrix, sequence) == pytest.approx(-0.1)
     assert mean_hns_after_each_game(matrix, sequence)[3] == pytest.approx(0.45)
@@ -41,7 +69,9 @@ def test_a_revisited_game_is_measured_from_its_first_training():
 
 def test_missing_checkpoints_are_skipped_and_the_last_row_is_final():
     without_middle = {k: MATRIX[k] for k in (1, 3)}
-    assert forgetting(without_middle, SEQUENCE) == pytest.approx({"pong": 0.3, "breakout": 0.0})
+    # breakout's only row since it was trained is the final one: no earlier checkpoint to forget from.
+    assert forgetting(without_middle, SEQUENCE) == pytest.approx({"pong": 0.3})
+    assert clipped_forgetting(without_middle, SEQUENCE) == pytest.approx({"pong": 0.3, "breakout": 0.0})
     assert backward_transfer(without_middle, SEQUENCE) == pytest.approx(-0.3)  # position 1 only
     first_two = {k: MATRIX[k] for k in (1, 2)}
     summary = summarise(first_two, SEQUENCE)

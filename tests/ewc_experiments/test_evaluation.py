@@ -132,7 +132,14 @@ def test_training_logs_continual_evaluation_of_every_game(runs):
     events = EventAccumulator(str(runs[0]), size_guidance={"scalars": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    expected = {"eval/pong/score", "eval/pong/hns", "eval/breakout/score", "eval/breakout/hns", "eval/mean_hns"}
+    expected = {
+        "eval/pong/score",
+        "eval/pong/hns",
+        "eval/breakout/score",
+        "eval/breakout/hns",
+        "eval/mean_hns",
+        "eval/total_clipped_hns",
+    }
     assert expected <= tags
     # every 128 agent steps: mid-run (end of Pong's steps) and at the end, all games each time
     assert [event.step for event in events.Scalars("eval/mean_hns")] == [128, 256]
@@ -142,6 +149,8 @@ def test_training_logs_continual_evaluation_of_every_game(runs):
             score = events.Scalars(f"eval/{game}/score")[index].value
             assert hns[game] == pytest.approx(human_normalised_score(game, score), abs=1e-5)
         assert events.Scalars("eval/mean_hns")[index].value == pytest.approx(np.mean(list(hns.values())), abs=1e-5)
+        clipped_sum = sum(min(value, 1.0) for value in hns.values())
+        assert events.Scalars("eval/total_clipped_hns")[index].value == pytest.approx(clipped_sum, abs=1e-5)
 
 
 @pytest.mark.slow
@@ -184,6 +193,7 @@ def test_evaluate_compares_runs_in_one_table(runs, capsys):
     assert table[1].startswith("| ewc | ewc | 100 | 1 | ")
     assert f"{finetune['metrics']['final_mean_hns']:.3f}" in table[0]
     assert f"{ewc['metrics']['mean_forgetting']:.3f}" in table[1]
+    assert f"{ewc['metrics']['final_total_clipped_hns']:.3f}" in table[1]
     assert finetune["games"] == ["pong"]
 
 

@@ -184,7 +184,11 @@ def test_mean_and_std_skip_nan_and_need_two_values_for_a_spread():
 
 def test_tables_are_over_seeds_per_order_then_over_every_order_and_count_what_failed():
     def result(order, seed, final, forgetting):
-        metrics = None if final is None else {"final_mean_hns": final, "mean_forgetting": forgetting}
+        metrics = (
+            None
+            if final is None
+            else {"final_mean_hns": final, "final_total_clipped_hns": 2 * final, "mean_forgetting": forgetting}
+        )
         return CellResult(Cell(order, "ewc", 400.0, seed), Path("cell"), metrics, "" if metrics else "error: boom")
 
     given, reverse = ("pong", "breakout"), ("breakout", "pong")
@@ -192,9 +196,9 @@ def test_tables_are_over_seeds_per_order_then_over_every_order_and_count_what_fa
         [result(given, 0, 0.1, 0.0), result(given, 1, 0.3, 0.2), result(reverse, 0, 0.5, 0.1), result(reverse, 1, None, None)]
     )
     assert lines[0] == "## ewc"
-    assert "| 400 | pong → breakout | 2 | 0.200 ± 0.141 | 0.100 ± 0.141 |" in lines
-    assert "| 400 | breakout → pong | 1 of 2 | 0.500 | 0.100 |" in lines
-    assert "| 400 | all 2 orders | 3 of 4 | 0.300 ± 0.200 | 0.100 ± 0.100 |" in lines
+    assert "| 400 | pong → breakout | 2 | 0.200 ± 0.141 | 0.400 ± 0.283 | 0.100 ± 0.141 |" in lines
+    assert "| 400 | breakout → pong | 1 of 2 | 0.500 | 1.000 | 0.100 |" in lines
+    assert "| 400 | all 2 orders | 3 of 4 | 0.300 ± 0.200 | 0.600 ± 0.400 | 0.100 ± 0.100 |" in lines
 
 
 @pytest.mark.parametrize(
@@ -251,6 +255,7 @@ def test_a_tiny_sweep_trains_evaluates_and_reports_every_cell(tiny_sweep):
         metrics = json.loads((where / "cells" / name / "eval" / "eval.json").read_text())["metrics"]
         assert float(row["final_mean_hns"]) == pytest.approx(metrics["final_mean_hns"])
         assert float(row["mean_forgetting"]) == pytest.approx(metrics["mean_forgetting"])
+        assert float(row["final_total_clipped_hns"]) == pytest.approx(metrics["final_total_clipped_hns"])
         assert float(row["mean_hns_after_game_1"]) == pytest.approx(metrics["mean_hns_after_game"]["1"])
     assert rows["pong-breakout-finetune-s0"]["ewc_lambda"] == "" and rows["pong-breakout-ewc-lambda100-s1"]["seed"] == "1"
 
@@ -260,9 +265,10 @@ def test_a_tiny_sweep_trains_evaluates_and_reports_every_cell(tiny_sweep):
     tables = (("ewc", "100", "pong-breakout-ewc-lambda100-s"), ("finetune", "-", "pong-breakout-finetune-s"))
     for method, strength, prefix in tables:
         cells = [rows[f"{prefix}{seed}"] for seed in (0, 1)]
-        final, forgetting = ([float(row[column]) for row in cells] for column in ("final_mean_hns", "mean_forgetting"))
+        columns = ("final_mean_hns", "final_total_clipped_hns", "mean_forgetting")
+        spreads = " | ".join(spread([float(row[column]) for row in cells]) for column in columns)
         section = report.split(f"## {method}\n", 1)[1].split("\n## ", 1)[0]
-        assert f"| {strength} | pong → breakout | 2 | {spread(final)} | {spread(forgetting)} |" in section, section
+        assert f"| {strength} | pong → breakout | 2 | {spreads} |" in section, section
 
     with Image.open(where / "mean_hns.png") as plot:
         assert plot.format == "PNG" and plot.width > 400 and plot.height > 300
