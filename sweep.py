@@ -2,6 +2,7 @@
 
     python sweep.py --games pong,breakout --methods ewc,l2,finetune --seeds 0,1,2 --ewc-lambda 100,400,1000
     python sweep.py --games pong,breakout --orders both --config configs/smoke.yaml
+    python sweep.py --games pong,breakout,enduro --sequence random:6 --seeds 0,1,2 --methods ewc,finetune
     python sweep.py --games pong,breakout --address <head>:6379     # a cluster started with `ray start --head`
 
 Every cell is an ordinary train.py run in <sweep-dir>/cells/<cell>/, evaluated with evaluate.py when it
@@ -33,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
     parser.add_argument("--ewc-lambda", help="comma list of lambdas for every method but finetune (default: the config's)")
     parser.add_argument("--orders", default="given", help="game orders: given (default), both (and reversed) or N-random")
+    parser.add_argument(
+        "--sequence",
+        metavar="random:SEGMENTS",
+        help="each seed trains the order train.py --sequence draws for it (every method the same one)",
+    )
     parser.add_argument("--config", help="YAML preset for every cell, e.g. configs/smoke.yaml")
     add_set_option(parser, "override a config key in every cell (repeatable)")
     parser.add_argument("--sweep-dir", help="where the cells and the report go (default sweeps/<games>)")

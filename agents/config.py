@@ -8,6 +8,11 @@ from agents.cuda_graph import UPDATE_MODES
 from agents.network import ARCHITECTURES
 from agents.optim import OPTIMIZERS
 
+LOSS_REDUCTIONS = ("mean", "sum")
+"""`agent.loss_reduction`: how a minibatch's Huber losses are combined (torch's `reduction`)."""
+GRAD_CLIP_SCOPES = ("total", "td")
+"""`agent.grad_clip_scope`: which gradient `agent.max_grad_norm` bounds."""
+
 
 def one_of(key: str, value: str, registry) -> list[str]:
     """The problem line for a name that is not in its registry (empty list when it is)."""
@@ -46,7 +51,19 @@ class AgentConfig:
     """Agent steps of each game before its first update; the count restarts at every game."""
     target_update_every: int = 2_000
     """Gradient updates between target-network syncs (2,000 updates = 8,000 agent steps)."""
+    loss_reduction: str = "mean"
+    """How the per-transition Huber losses of a minibatch are combined: `mean` (CleanRL, Dopamine)
+    or `sum` (DeepMind's DQN, and so the EWC paper: its gradient is the sum of the clipped TD
+    errors' gradients, 32x the mean's at batch 32). Adam does not care, but centred RMSProp's eps
+    of 0.01 inside the root does: only `sum` gives DeepMind's step size at DeepMind's learning rate.
+    The consolidation term is added to this loss as it is, so the same lambda weighs the penalty
+    `batch_size` times more against `mean` TD loss than against `sum` TD loss."""
     max_grad_norm: float = 10.0
+    """The gradient is rescaled to at most this L2 norm before the optimizer step."""
+    grad_clip_scope: str = "total"
+    """Which gradient `max_grad_norm` bounds: `total`, of TD loss + consolidation term (a strong
+    penalty cannot take a huge step either), or `td`, of the TD loss alone, the penalty's gradient
+    added after the clipping (it is then never shrunk by a large TD gradient)."""
     epsilon_start: float = 1.0
     epsilon_end: float = 0.01
     epsilon_decay_start: int = 0
@@ -67,6 +84,7 @@ class AgentConfig:
             (self.steps_per_update > 0, "agent.steps_per_update must be positive"),
             (self.target_update_every > 0, "agent.target_update_every must be positive"),
             (self.learning_rate > 0, "agent.learning_rate must be positive"),
+            (self.max_grad_norm > 0, "agent.max_grad_norm must be positive"),
             (0 <= self.gamma <= 1, "agent.gamma must be in [0, 1]"),
             (
                 0 <= self.epsilon_end <= 1 and 0 <= self.epsilon_start <= 1,
@@ -75,6 +93,8 @@ class AgentConfig:
         ]
         return (
             one_of("agent.optimizer", self.optimizer, OPTIMIZERS)
+            + one_of("agent.loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
+            + one_of("agent.grad_clip_scope", self.grad_clip_scope, GRAD_CLIP_SCOPES)
             + one_of("agent.update_mode", self.update_mode, UPDATE_MODES)
             + [message for ok, message in checks if not ok]
         )

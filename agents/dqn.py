@@ -125,7 +125,9 @@ class DQNLearner:
         self._graph_game: str | None = None
 
     def td_loss(self, batch: Transitions, game: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Huber loss between Q(s, a) and the Double DQN target; also returns Q(s, a)."""
+        """Huber loss between Q(s, a) and the Double DQN target, mean or sum over the batch
+        (`loss_reduction`); also returns Q(s, a). Huber with delta 1 is DQN's "TD error clipped to
+        [-1, 1]": its gradient is clip(Q(s, a) - y, -1, 1) times that of Q(s, a)."""
         q_taken = self.online(batch.s_tm1, game).gather(1, batch.a_tm1.unsqueeze(1)).squeeze(1)
         with torch.no_grad():
             targets = double_dqn_targets(
@@ -135,7 +137,7 @@ class DQNLearner:
                 batch.discount_t,
                 self.config.gamma,
             )
-        return F.smooth_l1_loss(q_taken, targets), q_taken
+        return F.smooth_l1_loss(q_taken, targets, reduction=self.config.loss_reduction), q_taken
 
     def gradient_step(self, game: str, *batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """TD loss + consolidation term, backward, clipping, optimizer step: what a CUDA graph captures.
@@ -145,10 +147,25 @@ class DQNLearner:
         td_loss, q_taken = self.td_loss(Transitions(*batch), game)
         penalty = self.consolidation.penalty(self.online)
         self.optimizer.zero_grad(set_to_none=True)
-        (td_loss + penalty).backward()
-        nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
+        self.backward_clipped(td_loss, penalty)
         self.optimizer.step()
         return td_loss.detach(), penalty.detach(), q_taken.detach().mean()
+
+    def backward_clipped(self, td_loss: torch.Tensor, penalty: torch.Tensor) -> None:
+        """Gradients of td_loss + penalty, with `max_grad_norm` applied where `grad_clip_scope` says:
+
+            total:  g = clip(grad(L_TD + P))
+            td:     g = clip(grad L_TD) + grad P
+        where clip(v) = v * min(1, max_grad_norm / ||v||_2) over every parameter together.
+        """
+        if self.config.grad_clip_scope == "td":
+            td_loss.backward()
+            nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
+            if penalty.requires_grad:  # fine-tuning, and any method before its first game ends, has none
+                penalty.backward()
+            return
+        (td_loss + penalty).backward()
+        nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
 
     def update(self, batch: Transitions, game: str) -> UpdateStats:
         """One gradient step (eager or a replayed CUDA graph); syncs the target when due."""

@@ -19,9 +19,13 @@ MINATAR_PREFIX = "minatar:"
 
 # Random and human reference scores of the 57 standard Atari games:
 # (score of a uniformly random agent, score of a professional human tester), each averaged over
-# episodes that start with up to 30 no-ops and are cut at 108,000 frames. Published with DQN
-# (Mnih et al., Nature 2015, Extended Data Table 2) and extended to all 57 games by Agent57
-# (Badia et al., ICML 2020, Table H.4); the same figures DeepMind's DQN Zoo uses.
+# episodes that start with up to 30 no-ops and are cut at 108,000 frames. The table is DeepMind's
+# 57-game one as distributed with DQN Zoo (dqn_zoo/atari_data.py) and used by Agent57 (Badia et al.,
+# ICML 2020) and rliable. For the 49 games of DQN (Mnih et al., Nature 2015, Extended Data Table 2)
+# its random scores are that paper's, but its human scores are a later measurement, not the Nature
+# table's: Alien's human
+# score is 7,127.7 here and 6,875 there, Pong's 14.6 and 9.3. HNS values computed against the Nature
+# table are therefore not comparable with these.
 REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     "alien": (227.8, 7127.7),
     "amidar": (5.8, 1719.5),

@@ -12,6 +12,7 @@ from agents.ewc.fisher import ESTIMATORS
 from agents.ewc.methods import METHODS
 from envs.games import parse_games
 from ewc_evaluation.video import VideoError
+from ewc_experiments.sequences import draw_sequence, parse_sequence_rule
 from ewc_training.config import Config, apply_override, build_config
 from ewc_training.trainer import TrainingDiverged
 
@@ -59,6 +60,12 @@ def train_parser(description: str = "") -> argparse.ArgumentParser:
     """train.py's options; sweep.py parses every cell's arguments with it too."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--games", help="comma list, in training order; repeats revisit (default: pong,breakout)")
+    parser.add_argument(
+        "--sequence",
+        metavar="random:SEGMENTS",
+        help="draw the training order: SEGMENTS games from --games, each at least once, revisits allowed, "
+        "seeded by --seed (the EWC paper's protocol); the order is printed and saved in run.json",
+    )
     parser.add_argument("--steps-per-game", type=positive_int, help="agent steps per game (default 10,000,000)")
     parser.add_argument("--config", help="YAML preset, e.g. configs/paper.yaml")
     parser.add_argument("--device", help="auto (default: CUDA when present), cuda or cpu")
@@ -117,5 +124,8 @@ def config_from_train_args(args: argparse.Namespace) -> Config:
     for assignment in args.overrides:  # --set has the last word, --games included
         apply_override(config, assignment)
     config.run.games = parse_games(",".join(config.run.games))
+    if args.sequence is not None:
+        config.run.games = draw_sequence(config.run.games, parse_sequence_rule(args.sequence), config.run.seed)
+        print(f"training order ({args.sequence}, seed {config.run.seed}): {' -> '.join(config.run.games)}", file=sys.stderr)
     config.validate()
     return config

@@ -25,6 +25,7 @@ from envs.games import parse_games
 from ewc_evaluation.config import EvalConfig
 from ewc_experiments.cli import config_from_train_args, parse_train_args
 from ewc_experiments.eval_report import eval_folder
+from ewc_experiments.sequences import draw_sequence, parse_sequence_rule
 from ewc_training import run_dir as paths
 from ewc_training.config import Config, build_config, config_from_dict, load_yaml
 
@@ -112,6 +113,15 @@ def expand_grid(orders: list[tuple[str, ...]], methods: list[str], lambdas: list
         for method in methods
         for strength in (lambdas if uses_lambda(method) else [None])
         for seed in seeds
+    ]
+
+
+def drawn_sequence_grid(games: list[str], rule: str, methods: list[str], lambdas: list[float], seeds: list[int]) -> list[Cell]:
+    """`--sequence random:N`: each seed trains the order train.py --sequence draws for it, every
+    method and lambda of that seed the same one (ewc_experiments/sequences.py)."""
+    segments = parse_sequence_rule(rule)
+    return [
+        cell for seed in seeds for cell in expand_grid([tuple(draw_sequence(games, segments, seed))], methods, lambdas, [seed])
     ]
 
 
@@ -296,14 +306,19 @@ def plan_sweep(args: argparse.Namespace) -> tuple[Path, list[PlannedCell]]:
     """Every cell of sweep.py's `args`, its config resolved as train.py will resolve it, checked
     before anything runs."""
     preset = Path(args.config).resolve() if args.config else None  # workers run from the project root
-    orders = expand_orders(parse_games(args.games), args.orders)
-    grid = expand_grid(
-        orders,
-        parse_methods(args.methods),
-        parse_lambdas(args.ewc_lambda, preset, args.overrides),
-        comma_list(args.seeds, int, "--seeds"),
-    )
-    sweep_dir = Path(args.sweep_dir or Path("sweeps") / order_name(orders[0])).resolve()
+    games = parse_games(args.games)
+    methods = parse_methods(args.methods)
+    lambdas = parse_lambdas(args.ewc_lambda, preset, args.overrides)
+    seeds = comma_list(args.seeds, int, "--seeds")
+    if args.sequence is None:
+        grid = expand_grid(expand_orders(games, args.orders), methods, lambdas, seeds)
+        default_name = order_name(grid[0].order)
+    elif args.orders != "given":
+        raise SweepError("--sequence draws each seed's order; drop --orders")
+    else:
+        grid = drawn_sequence_grid(games, args.sequence, methods, lambdas, seeds)
+        default_name = f"{order_name(list(dict.fromkeys(games)))}-{args.sequence.replace(':', '')}"
+    sweep_dir = Path(args.sweep_dir or Path("sweeps") / default_name).resolve()
     planned = []
     for cell in grid:
         arguments = train_arguments(cell, preset, args.overrides)

@@ -116,7 +116,7 @@ def _count(group: list[CellResult]) -> str:
 
 def _row(strength: str, label: str, group: list[CellResult]) -> str:
     evaluated = [result.metrics for result in group if result.metrics]
-    columns = [_mean_std_text([metrics[name] for metrics in evaluated]) for name in TABLE_METRICS]
+    columns = [_mean_std_text([metrics.get(name, math.nan) for metrics in evaluated]) for name in TABLE_METRICS]
     return f"| {strength} | {label} | {_count(group)} | " + " | ".join(columns) + " |"
 
 

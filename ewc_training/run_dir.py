@@ -2,7 +2,7 @@
 
 runs/<name>/
     config.yaml            the resolved config (defaults + preset + flags)
-    run.json               git commit, command line, versions, device, start time
+    run.json               git commit, command line, the game sequence, versions, device, start time
     events.out.tfevents.*  TensorBoard scalars, the config as text and as hparams
     checkpoints/after_<k>_<game>.pt, checkpoints/latest.pt
     checkpoints/latest_replay.pt  the replay at latest.pt's position (only with run.save_replay)
@@ -180,6 +180,7 @@ def write_run_files(run_dir: Path, config: Config, device: torch.device) -> dict
     info = {
         "git_commit": git_commit(),
         "command": sys.argv,
+        "sequence": config.run.games,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -229,7 +229,14 @@ class SequenceTrainer:
         """The boundary: consolidate this game from its replay, keep its probe set, save after_<k>_<game>.pt."""
         pos = self.position
         game = self.games[pos.game_index]
-        end = consolidate_game(self.learner, replay, game, self.config.consolidation)
+        trained_steps = self.games[: pos.game_index + 1].count(game) * self.config.run.steps_per_game
+        end = consolidate_game(self.learner, replay, game, self.config.consolidation, trained_steps)
+        if not end.consolidated:
+            print(
+                f"{game}: trained {trained_steps:,} of the {self.config.consolidation.consolidate_after_steps:,} steps "
+                "consolidation.consolidate_after_steps asks for; not consolidated yet",
+                file=sys.stderr,
+            )
         if end.fisher_seconds is not None:
             self.logger.scalar(f"fisher/{game}/seconds", end.fisher_seconds, pos.total_steps)
         if end.fisher is not None:

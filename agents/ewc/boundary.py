@@ -24,18 +24,25 @@ class GameEnd:
     """What the boundary produced, for the caller to keep and log."""
 
     fisher: Fisher | None
-    """The diagonal Fisher the method computed (None for methods that need none: finetune, l2)."""
+    """The diagonal Fisher the method computed (None for methods that need none, finetune and l2,
+    and for a game not consolidated yet: see `consolidate_after_steps`)."""
     fisher_seconds: float | None
     """Seconds the Fisher took; None when the method computed none (l2 and finetune)."""
     probe: ProbeSet | None
     """None when `probe_states` is 0."""
+    consolidated: bool = True
+    """False when the game has not been trained for `consolidate_after_steps` yet: no term was added."""
 
 
-def consolidate_game(learner: DQNLearner, replay: FrameReplay, game: str, config: ConsolidationConfig) -> GameEnd:
+def consolidate_game(
+    learner: DQNLearner, replay: FrameReplay, game: str, config: ConsolidationConfig, trained_steps: int
+) -> GameEnd:
     """Consolidate `game`, whose training just ended, from its own `replay`.
 
     The Fisher is computed only if the method asks for it (`end_game` calls `compute_fisher`), over
     `fisher_samples` states drawn uniformly from this game's replay, with this game's modulation.
+    A game trained for fewer than `consolidate_after_steps` agent steps in all (`trained_steps`, every
+    visit counted) is not consolidated yet: no term is added for it; its probe set is still kept.
     """
     seconds = None
 
@@ -55,6 +62,7 @@ def consolidate_game(learner: DQNLearner, replay: FrameReplay, game: str, config
         seconds = time.perf_counter() - started
         return fisher
 
-    fisher = learner.consolidation.end_game(game, learner.online, compute_fisher)
+    consolidated = trained_steps >= config.consolidate_after_steps
+    fisher = learner.consolidation.end_game(game, learner.online, compute_fisher) if consolidated else None
     probe = make_probe_set(learner.online, replay, game, config.probe_states) if config.probe_states > 0 else None
-    return GameEnd(fisher, seconds, probe)
+    return GameEnd(fisher, seconds, probe, consolidated)

@@ -29,6 +29,11 @@ class ConsolidationConfig:
     """Decay of the accumulated Fisher in `online-ewc`: F* <- gamma F* + F_new."""
     probe_states: int = 512
     """Replay states kept per game to measure forgetting (greedy-action agreement, |dQ|)."""
+    consolidate_after_steps: int = 0
+    """A game is consolidated (its Fisher and anchor stored, its penalty switched on) only at the end
+    of a visit that brings its training, over all its visits, to at least this many agent steps.
+    0: at the end of every game. The EWC paper's 20M frames = 5,000,000 agent steps ("the EWC penalty
+    for a game was switched on only after that game had been trained for 20M frames")."""
 
     def problems(self) -> list[str]:
         checks = [
@@ -38,6 +43,7 @@ class ConsolidationConfig:
             (self.policy_temperature > 0, "consolidation.policy_temperature must be positive"),
             (0 <= self.online_gamma <= 1, "consolidation.online_gamma must be in [0, 1]"),
             (self.probe_states >= 0, "consolidation.probe_states must be >= 0"),
+            (self.consolidate_after_steps >= 0, "consolidation.consolidate_after_steps must be >= 0"),
         ]
         return (
             one_of("consolidation.method", self.method, METHODS)
