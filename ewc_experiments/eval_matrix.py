@@ -150,7 +150,7 @@ def evaluate_run(
     Every cell uses the same `seed`, so a column compares checkpoints on the same episode starts.
     With `video_dir`, one more episode per cell is filmed there as <checkpoint>_<game>.mp4.
     """
-    evaluation = RunEvaluation(run, games, protocol, seed)
+    evaluation = RunEvaluation(run, list(dict.fromkeys(games)), protocol, seed)  # a revisited game is one column
     for checkpoint in run.checkpoints:
         try:
             network, position = load_network(run, checkpoint, device)
@@ -161,7 +161,7 @@ def evaluate_run(
         done = position.game_index
         trained = run.sequence[done - 1 if position.step_in_game == 0 else done]
         row = MatrixRow(checkpoint.name, done, position.step_in_game, trained)
-        for game in games:
+        for game in evaluation.games:
             started = time.perf_counter()
             scores = play_episodes(network, game, protocol, run.config.env, seed)
             row.scores[game] = scores.tolist()
