@@ -54,8 +54,9 @@ class AgentConfig:
     loss_reduction: str = "mean"
     """How the per-transition Huber losses of a minibatch are combined: `mean` (CleanRL, Dopamine)
     or `sum` (DeepMind's DQN, and so the EWC paper: its gradient is the sum of the clipped TD
-    errors' gradients, 32x the mean's at batch 32). Adam does not care, but centred RMSProp's eps
-    of 0.01 inside the root does: only `sum` gives DeepMind's step size at DeepMind's learning rate.
+    errors' gradients, 32x the mean's at batch 32). Centred RMSProp's eps of 0.01 inside the root
+    makes its step nearly proportional to the gradient: only `sum` gives DeepMind's step at
+    DeepMind's learning rate. Adam is scale-invariant only where |g| >> `adam_eps`.
     The consolidation term is added to this loss as it is, so the same lambda weighs the penalty
     `batch_size` times more against `mean` TD loss than against `sum` TD loss."""
     max_grad_norm: float = 10.0

@@ -13,13 +13,14 @@ A game without reference scores has HNS NaN and is left out of every mean below.
 - final mean HNS:         A_K.
 - total clipped HNS after game k: S_k = sum over the sequence's games g (each once) of min(R[k][g], 1):
                           the y axis of Kirkpatrick et al. 2017, Fig. 4 ("total human-normalised score,
-                          each game's score clipped at 1"); its maximum is the number of games.
+                          each game's score clipped at 1"); its maximum is the number of games
+                          (with reference scores: the others are left out, as from every mean).
 - forgetting of game g:   F_g = max_{t_g <= l < K} R[l][g] - R[K][g], for games with t_g < K:
                           the best it was at an earlier checkpoint since it was first learned, minus
                           where it ended (Chaudhry et al., "Riemannian Walk for Incremental Learning",
                           ECCV 2018, eq. 8). Negative when the game ended better than it ever was before.
 - clipped forgetting:     F+_g = max_{t_g <= k <= K} R[k][g] - R[K][g] = max(F_g, 0): the same with the
-                          final checkpoint in the max (Continual World's variant), never negative.
+                          final checkpoint in the max, never negative (this suite's forgetting before).
 - mean forgetting:        mean of F_g over those games (and mean clipped forgetting, of F+_g).
 - backward transfer:      BWT = mean over positions i < K of (R[K][g_i] - R[i][g_i]): how training
                           the later games changed each game from right after it was trained
@@ -51,8 +52,9 @@ def mean_hns_after_each_game(hns: HnsMatrix, sequence: Sequence[str]) -> dict[in
 
 
 def total_clipped_hns(values: Iterable[float]) -> float:
-    """Sum of min(value, 1) over the values that are not NaN (0 if there are none)."""
-    return sum(min(value, 1.0) for value in values if not math.isnan(value))
+    """Sum of min(value, 1) over the values that are not NaN; NaN if there are none."""
+    kept = [min(value, 1.0) for value in values if not math.isnan(value)]
+    return float(sum(kept)) if kept else math.nan
 
 
 def total_clipped_hns_after_each_game(hns: HnsMatrix, sequence: Sequence[str]) -> dict[int, float]:

@@ -9,7 +9,7 @@ fit is reported in one line and the others are still evaluated.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,14 +84,29 @@ class RunEvaluation:
 
     def hns(self) -> HnsMatrix:
         """R[k][game], mean HNS, from the game-end rows (the ones the metrics are defined on)."""
-        return {
-            row.games_done: {game: float(np.mean(cell_hns(game, scores))) for game, scores in row.scores.items()}
-            for row in self.rows
-            if row.is_game_end
-        }
+        return game_end_hns((row.games_done, row.step_in_game, row.scores) for row in self.rows)
 
     def metrics(self) -> dict[str, object]:
         return summarise(self.hns(), self.run.sequence)
+
+
+def game_end_hns(rows: Iterable[tuple[int, int, dict[str, list[float]]]]) -> HnsMatrix:
+    """R[k][game] from (games_done, step_in_game, raw scores per game) rows: the game-end ones."""
+    return {
+        done: {game: float(np.mean(cell_hns(game, scores))) for game, scores in scores_by_game.items()}
+        for done, step_in_game, scores_by_game in rows
+        if step_in_game == 0 and done > 0
+    }
+
+
+def saved_metrics(saved: dict) -> dict[str, object]:
+    """The metrics of an eval.json, recomputed from its raw episode scores with today's definitions
+    and references: a file written before a metric changed (or was added) reads as a new one would."""
+    rows = (
+        (row["games_done"], row["step_in_game"], {game: cell["scores"] for game, cell in row["cells"].items()})
+        for row in saved["rows"]
+    )
+    return summarise(game_end_hns(rows), saved["sequence"])
 
 
 def cell_hns(game: str, scores: list[float]) -> np.ndarray:

@@ -140,9 +140,10 @@ def train_arguments(cell: Cell, preset: Path | None, overrides: list[str]) -> li
 def check_config_is_the_cell(cell: Cell, config: Config) -> None:
     """Refuse a --set that changes what the cell's name says (it would train another cell under it).
 
-    (`--set run.games` needs no check: train.py's --games, which every cell gets, wins over it.)
+    `--set` has the last word in train.py, over --games too, so `run.games` is checked like the rest.
     """
     named = [
+        ("run.games", "--games", list(cell.order), config.run.games),
         ("run.seed", "--seeds", cell.seed, config.run.seed),
         ("consolidation.method", "--methods", cell.method, config.consolidation.method),
     ]

@@ -8,9 +8,10 @@
     <sweep>/cells.csv     one line per cell: its settings, how it ended, its metrics
 
 "Normalised" is the family's score: HNS on Atari, the MinAtar-normalised score on MinAtar
-(envs.families). Every cell's metrics are read from the eval/eval.json that evaluate.py wrote into it
-(definitions in docs/evaluation.md); nothing is computed here but means, standard deviations and the
-IQMs with their bootstrap intervals (rliable, through ewc_experiments/statistics.py) across cells.
+(envs.families). Every cell's metrics come from the episode scores in the eval/eval.json that
+evaluate.py wrote into it, through the same `summarise` (definitions in docs/evaluation.md), so a cell
+evaluated before a definition changed reads as a new one. Across cells, only means, standard
+deviations and IQMs with their bootstrap intervals (rliable, through ewc_experiments/statistics.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from envs.families import family_of_run
+from ewc_experiments.eval_matrix import saved_metrics
 from ewc_experiments.statistics import StatisticsError, interval_estimates
 from ewc_experiments.sweep_plan import EVALUATED, Cell, cell_state, read_evaluation
 
@@ -45,25 +47,13 @@ class CellResult:
 
 
 def cell_result(cell: Cell, run_dir: Path, error: str = "") -> CellResult:
-    """A cell as its files leave it: metrics from its eval.json once evaluated, else the error it failed with."""
+    """A cell as its files leave it: metrics from its eval.json once evaluated, else the error it failed with.
+
+    The metrics are recomputed from the file's episode scores (eval_matrix.saved_metrics), so cells
+    evaluated before a metric's definition changed are reported under today's definition."""
     if cell_state(run_dir, cell.order) != EVALUATED:
         return CellResult(cell, run_dir, None, error or "not evaluated")
-    return CellResult(cell, run_dir, _metrics_from_json(read_evaluation(run_dir)["metrics"]))
-
-
-def _metrics_from_json(saved: dict) -> dict[str, object]:
-    """eval.json's metrics with NaN back where JSON has null and game positions back to ints."""
-
-    def number(value: float | None) -> float:
-        return math.nan if value is None else float(value)
-
-    return {
-        "final_mean_hns": number(saved["final_mean_hns"]),
-        "final_total_clipped_hns": number(saved.get("final_total_clipped_hns")),  # absent before it existed
-        "mean_forgetting": number(saved["mean_forgetting"]),
-        "backward_transfer": number(saved["backward_transfer"]),
-        "mean_hns_after_game": {int(k): number(value) for k, value in saved["mean_hns_after_game"].items()},
-    }
+    return CellResult(cell, run_dir, saved_metrics(read_evaluation(run_dir)))
 
 
 def write_report(sweep_dir: Path, results: list[CellResult]) -> Path:

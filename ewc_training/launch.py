@@ -82,8 +82,24 @@ def ensure_writable(run_dir: Path) -> None:
         raise ConfigError(f"cannot write to run directory {run_dir}: {error.strerror or error}") from None
 
 
+def warn_if_never_consolidated(config: Config) -> None:
+    """Say before training when `consolidate_after_steps` is more than a game will ever be trained:
+    such a game is never protected, and the run is fine-tuning for it."""
+    threshold, sequence = config.consolidation.consolidate_after_steps, config.run.games
+    if config.consolidation.method == "finetune" or threshold == 0:
+        return
+    short = [game for game in dict.fromkeys(sequence) if sequence.count(game) * config.run.steps_per_game < threshold]
+    if short:
+        print(
+            f"warning: {', '.join(short)} will never be consolidated: trained fewer than "
+            f"consolidation.consolidate_after_steps={threshold:,} agent steps in all",
+            file=sys.stderr,
+        )
+
+
 def start_run(config: Config, requested_dir: str | None, overwrite: bool) -> SequenceTrainer:
     """A new run of a validated `config`."""
+    warn_if_never_consolidated(config)
     device = resolve_device(config.run.device)
     check_replay_fits(config, device)
     run_dir = prepare_run_dir(config, requested_dir, overwrite)

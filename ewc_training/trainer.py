@@ -231,7 +231,7 @@ class SequenceTrainer:
         game = self.games[pos.game_index]
         trained_steps = self.games[: pos.game_index + 1].count(game) * self.config.run.steps_per_game
         end = consolidate_game(self.learner, replay, game, self.config.consolidation, trained_steps)
-        if not end.consolidated:
+        if not end.consolidated and self.config.consolidation.method != "finetune":
             print(
                 f"{game}: trained {trained_steps:,} of the {self.config.consolidation.consolidate_after_steps:,} steps "
                 "consolidation.consolidate_after_steps asks for; not consolidated yet",

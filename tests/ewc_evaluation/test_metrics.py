@@ -49,6 +49,7 @@ def test_total_clipped_hns_sums_each_game_clipped_at_one():
     matrix = {1: {"pong": 3.0, "breakout": -0.2, "tetris": math.nan}}
     assert total_clipped_hns_after_each_game(matrix, ["pong", "breakout", "tetris"]) == pytest.approx({1: 0.8})
     assert summarise(MATRIX, SEQUENCE)["final_total_clipped_hns"] == pytest.approx(1.7)
+    assert math.isnan(total_clipped_hns_after_each_game({1: {"tetris": math.nan}}, ["tetris"])[1])  # no references at all
 
 
 def test_backward_transfer_compares_final_with_just_trained():

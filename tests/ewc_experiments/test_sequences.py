@@ -22,6 +22,14 @@ def test_every_game_at_least_once_and_never_twice_in_a_row(segments):
         assert all(a != b for a, b in zip(drawn, drawn[1:])), drawn
 
 
+def test_the_papers_pool_of_19_games_in_20_segments_is_drawn_at_once():
+    """Valid orders are a tiny fraction of all walks here: rejection sampling would not find one."""
+    pool = [f"game{i}" for i in range(19)]
+    for seed in range(5):
+        drawn = draw_sequence(pool, 20, seed)
+        assert set(drawn) == set(pool) and all(a != b for a, b in zip(drawn, drawn[1:]))
+
+
 def test_the_seed_fixes_the_draw_and_the_draws_vary():
     assert draw_sequence(GAMES, 6, 1) == draw_sequence(GAMES, 6, 1)
     assert len({tuple(draw_sequence(GAMES, 6, seed)) for seed in range(20)}) > 10
@@ -43,6 +51,8 @@ def test_the_draw_is_close_to_uniform_over_valid_orders():
         ("shuffle:3", GAMES, "--sequence must look like random:SEGMENTS"),
         ("random:x", GAMES, "--sequence must look like random:SEGMENTS"),
         ("random:0", GAMES, "--sequence must look like random:SEGMENTS"),
+        ("random:\u00b2", GAMES, "--sequence must look like random:SEGMENTS"),  # a superscript two is a digit to str.isdigit
+        ("random:10001", GAMES, "SEGMENTS <= 10,000"),
     ],
 )
 def test_impossible_rules_are_one_line_errors(rule, games, message):

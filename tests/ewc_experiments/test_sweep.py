@@ -33,7 +33,7 @@ from ewc_experiments.sweep_plan import (
     expand_orders,
     last_error,
 )
-from ewc_experiments.sweep_report import CellResult, mean_and_std, method_tables
+from ewc_experiments.sweep_report import CellResult, cell_result, mean_and_std, method_tables
 from ewc_training.config import build_config
 from tests.conftest import ROOT, SUBPROCESS_ENV
 
@@ -201,6 +201,29 @@ def test_tables_are_over_seeds_per_order_then_over_every_order_and_count_what_fa
     assert "| 400 | all 2 orders | 3 of 4 | 0.300 ± 0.200 | 0.600 ± 0.400 | 0.100 ± 0.100 |" in lines
 
 
+def test_metrics_are_recomputed_from_the_saved_scores_not_read_from_an_older_eval_json(tmp_path):
+    """A cell evaluated before forgetting became signed holds the old clipped value (0.0 here): the
+    report recomputes it from the episode scores, so old and new cells share one definition."""
+
+    def row(done, pong, breakout):
+        return {"games_done": done, "step_in_game": 0, "cells": {"pong": {"scores": pong}, "breakout": {"scores": breakout}}}
+
+    # Pong: HNS (score + 20.7) / 35.3; after game 1 -20.7 (0.0), after game 2 -3.05 (0.5): it improved.
+    saved = {
+        "sequence": ["pong", "breakout"],
+        "rows": [row(1, [-20.7], [1.7]), row(2, [-3.05, -3.05], [30.5])],
+        "metrics": {"final_mean_hns": 0.75, "mean_forgetting": 0.0, "backward_transfer": 0.5, "mean_hns_after_game": {}},
+        "errors": [],
+    }
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "eval.json").write_text(json.dumps(saved))
+    result = cell_result(Cell(("pong", "breakout"), "ewc", 400.0, 0), tmp_path)
+    assert result.metrics["mean_forgetting"] == pytest.approx(-0.5)  # signed: 0.0 earlier - 0.5 at the end
+    assert result.metrics["mean_clipped_forgetting"] == pytest.approx(0.0)
+    assert result.metrics["final_total_clipped_hns"] == pytest.approx(1.5)  # 0.5 + 1.0
+    assert result.metrics["mean_hns_after_game"] == pytest.approx({1: 0.0, 2: 0.75})
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -210,6 +233,7 @@ def test_tables_are_over_seeds_per_order_then_over_every_order_and_count_what_fa
         (["--ewc-lambda", "-1"], "--ewc-lambda must be >= 0"),
         (["--orders", "3-random"], "only 2 distinct"),
         (["--set", "run.seed=5"], "--set run.seed would override the sweep's --seeds"),
+        (["--set", "run.games=[breakout, pong]"], "--set run.games would override the sweep's --games"),
         (["--set", "agent.learning_rat=1e-3"], "unknown config key 'agent.learning_rat'"),
         (["--set", "eval.episodes=0"], "eval.episodes"),
         (["--config", "configs/missing.yaml"], "cannot read config"),
