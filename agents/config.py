@@ -12,6 +12,8 @@ LOSS_REDUCTIONS = ("mean", "sum")
 """`agent.loss_reduction`: how a minibatch's Huber losses are combined (torch's `reduction`)."""
 GRAD_CLIP_SCOPES = ("total", "td")
 """`agent.grad_clip_scope`: which gradient `agent.max_grad_norm` bounds."""
+EPSILON_CLOCKS = ("visit", "game")
+"""`agent.epsilon_clock`: whose steps the epsilon schedule counts."""
 
 
 def one_of(key: str, value: str, registry) -> list[str]:
@@ -72,6 +74,10 @@ class AgentConfig:
     epsilon_decay_steps: int = 0
     """Agent steps over which epsilon falls; 0 means `epsilon_decay_fraction` of the game."""
     epsilon_decay_fraction: float = 0.1
+    epsilon_clock: str = "visit"
+    """Which steps the epsilon schedule counts: `visit`, the steps of the current visit of the game
+    (every revisit explores from `epsilon_start` again), or `game`, every step the game has been
+    trained over all its visits (the EWC paper's "different timer for each of the tasks")."""
     update_mode: str = "eager"
     """How each gradient update runs: `eager`; `cuda-graph`, the whole update (forward, backward,
     clipping, optimizer step) captured once per game and replayed, which replaces a few hundred
@@ -96,6 +102,7 @@ class AgentConfig:
             one_of("agent.optimizer", self.optimizer, OPTIMIZERS)
             + one_of("agent.loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
             + one_of("agent.grad_clip_scope", self.grad_clip_scope, GRAD_CLIP_SCOPES)
+            + one_of("agent.epsilon_clock", self.epsilon_clock, EPSILON_CLOCKS)
             + one_of("agent.update_mode", self.update_mode, UPDATE_MODES)
             + [message for ok, message in checks if not ok]
         )

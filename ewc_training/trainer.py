@@ -130,10 +130,11 @@ class SequenceTrainer:
         replay = self.game_replay(obs)
         episodes = EpisodeTracker(num_envs)
         progress = Progress(self.logger, game, pos, len(self.games), steps_per_game)
+        epsilon_steps = self.steps_of_earlier_visits() if config.agent.epsilon_clock == "game" else 0
         try:
             while pos.step_in_game < steps_per_game:
                 self.stop_if_requested(replay)
-                epsilon = epsilon_at(pos.step_in_game, config.agent, steps_per_game)
+                epsilon = epsilon_at(epsilon_steps + pos.step_in_game, config.agent, steps_per_game)
                 actions = self.learner.act(obs, game, epsilon, self.state.generator)
                 env.send(actions.cpu().numpy())
                 self.learn(replay, game, progress)  # while the emulators step
@@ -154,6 +155,11 @@ class SequenceTrainer:
             progress.close()
             env.close()
         return replay
+
+    def steps_of_earlier_visits(self) -> int:
+        """Agent steps the current game was trained before this visit (every visit is steps_per_game long)."""
+        index = self.position.game_index
+        return self.games[:index].count(self.games[index]) * self.config.run.steps_per_game
 
     def after_vector_step(self, replay: FrameReplay, game: str, epsilon: float, progress: Progress) -> None:
         """What is due every so many agent steps: logs, latest.pt, continual evaluation."""
@@ -229,7 +235,7 @@ class SequenceTrainer:
         """The boundary: consolidate this game from its replay, keep its probe set, save after_<k>_<game>.pt."""
         pos = self.position
         game = self.games[pos.game_index]
-        trained_steps = self.games[: pos.game_index + 1].count(game) * self.config.run.steps_per_game
+        trained_steps = self.steps_of_earlier_visits() + self.config.run.steps_per_game
         end = consolidate_game(self.learner, replay, game, self.config.consolidation, trained_steps)
         if not end.consolidated and self.config.consolidation.method != "finetune":
             print(

@@ -99,7 +99,7 @@ def test_every_user_error_is_reported_in_one_line():
 
 def test_the_readme_lists_every_registry_exactly():
     """README's "Every choice" table names exactly the options each registry holds."""
-    from agents.config import GRAD_CLIP_SCOPES, LOSS_REDUCTIONS
+    from agents.config import EPSILON_CLOCKS, GRAD_CLIP_SCOPES, LOSS_REDUCTIONS
     from agents.cuda_graph import UPDATE_MODES
     from agents.ewc.fisher import ESTIMATORS
     from agents.ewc.methods import METHODS
@@ -112,6 +112,7 @@ def test_the_readme_lists_every_registry_exactly():
         "agent.optimizer": OPTIMIZERS,
         "agent.loss_reduction": LOSS_REDUCTIONS,
         "agent.grad_clip_scope": GRAD_CLIP_SCOPES,
+        "agent.epsilon_clock": EPSILON_CLOCKS,
         "network.architecture": ARCHITECTURES,
         "agent.update_mode": UPDATE_MODES,
     }

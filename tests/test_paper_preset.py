@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.build import build_learner
 from agents.replay import Transitions
@@ -36,6 +37,7 @@ def test_every_table_s2_row_is_in_the_preset_or_the_code():
     assert agent.target_update_every * agent.steps_per_update == 7_500  # agent steps between target syncs
     assert (agent.epsilon_start, agent.epsilon_end) == (1.0, 0.01)
     assert (agent.epsilon_decay_start, agent.epsilon_decay_start + agent.epsilon_decay_steps) == (50_000, 1_050_000)
+    assert agent.epsilon_clock == "game"  # "a different timer for each of the tasks"
     assert cons.fisher_samples == 100 * agent.batch_size  # 100 minibatches
     assert (cons.method, cons.ewc_lambda) == ("ewc", 400.0)
     assert cons.consolidate_after_steps * atari.FRAMESKIP == 20_000_000  # EWC on after 20M frames
@@ -163,6 +165,7 @@ def test_a_drawn_sequence_runs_end_to_end_with_the_paper_preset(tmp_path):
         "consolidation.probe_states=32",
         "env.num_envs=4",
         "run.device=cpu",
+        "run.log_every=100",
     ]
     result = run_train(
         *("--config", str(PAPER), "--sequence", "random:4", "--games", "pong,breakout,enduro"),
@@ -182,3 +185,9 @@ def test_a_drawn_sequence_runs_end_to_end_with_the_paper_preset(tmp_path):
     never = [game for game in dict.fromkeys(drawn) if drawn.count(game) < 2]  # 4 segments, 3 games: two of them
     before_training = result.stderr.split("run directory")[0]
     assert f"warning: {', '.join(never)} will never be consolidated" in before_training
+    # epsilon_clock: game: the revisited game's epsilon goes on falling across its visits, never restarts
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    (game,) = revisited
+    epsilons = [event.value for event in sorted(events.Scalars(f"charts/{game}/epsilon"), key=lambda e: e.step)]
+    assert len(epsilons) == 4 and epsilons == sorted(epsilons, reverse=True) and epsilons[-1] < 0.3, epsilons
