@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -70,3 +72,48 @@ def test_act_is_greedy_at_zero_epsilon_and_random_at_one():
     generator = torch.Generator().manual_seed(0)
     assert torch.equal(learner.act(frames, None, 0.0, generator), greedy)
     assert (learner.act(frames, None, 1.0, generator) != greedy).float().mean() > 0.5
+
+
+def test_gradients_are_clipped_to_max_grad_norm_before_the_step():
+    """With the gradient norm G above `max_grad_norm` c, the step is Adam's first step on g * c / G:
+    lr * g' / (|g'| + eps) per weight, far smaller here than the unclipped step."""
+    lr, eps, c = 1e-3, 1.5e-4, 1e-4
+    batch = random_batch(8, seed=3)
+    steps = {}
+    for clip in (c, 1e9):
+        torch.manual_seed(0)
+        learner = DQNLearner(
+            QNetwork(), AgentConfig(optimizer="adam", learning_rate=lr, adam_eps=eps, max_grad_norm=clip), Consolidation()
+        )
+        before = [p.detach().clone() for p in learner.online.parameters()]
+        reference = copy.deepcopy(learner)  # the raw gradient, computed beside the learner
+        reference.td_loss(batch, None)[0].backward()
+        gradients = [p.grad for p in reference.online.parameters()]
+        learner.update(batch, None)
+        steps[clip] = [b - p.detach() for b, p in zip(before, learner.online.parameters())]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gradients])).item()
+    assert norm > 100 * c
+    for step, gradient in zip(steps[c], gradients):
+        clipped = gradient * (c / norm)
+        expected = lr * clipped / (clipped.abs() + eps)
+        assert torch.allclose(step, expected, rtol=1e-3, atol=1e-8)  # float32 weights: ulp ~ 4e-9
+    for step, gradient in zip(steps[1e9], gradients):
+        assert torch.allclose(step, lr * gradient / (gradient.abs() + eps), rtol=1e-3, atol=1e-8)
+    largest = [max(step.abs().max().item() for step in steps[clip]) for clip in (c, 1e9)]
+    assert largest[0] < 0.5 * lr < 0.9 * lr < largest[1]
+
+
+def test_act_explores_with_probability_epsilon():
+    """Each action is uniformly random with probability epsilon, greedy otherwise: with 6 actions,
+    epsilon 0.3 changes 0.3 * 5/6 = 25% of the greedy actions, spread over the other five."""
+    torch.manual_seed(0)
+    network = QNetwork("minatar", 6, input_shape=(10, 10, 10), input_scale=1.0)
+    learner = DQNLearner(network, AgentConfig(), Consolidation())
+    frames = torch.randint(0, 2, (6000, 10, 10, 10), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    greedy = network(frames).argmax(1)
+    actions = learner.act(frames, None, 0.3, torch.Generator().manual_seed(2))
+    changed = actions != greedy
+    assert changed.float().mean().item() == pytest.approx(0.25, abs=0.02)
+    offsets = (actions[changed] - greedy[changed]) % 6  # which other action: 1..5, each a fifth
+    assert torch.bincount(offsets, minlength=6)[0] == 0
+    assert all(abs(share - 0.2) < 0.03 for share in (torch.bincount(offsets, minlength=6)[1:] / changed.sum()).tolist())

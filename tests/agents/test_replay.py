@@ -126,17 +126,46 @@ def test_sampling_is_seeded():
     assert all(torch.equal(a, b) for a, b in zip(replay_a.sample(16), replay_b.sample(16)))
 
 
+def continue_both(replays, steps, seed):
+    """Store the same further real Pong steps in every replay of `replays` (the streams go on)."""
+    env = make_env("pong", replays[0].num_envs, EnvConfig(max_episode_frames=400))
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    for _ in range(steps):
+        actions = rng.integers(0, 18, replays[0].num_envs)
+        observations, rewards, terminated, truncated, _ = env.step(actions)
+        for replay in replays:
+            step = (actions, np.clip(rewards, -1, 1).astype(np.float32), terminated, truncated, observations)
+            replay.add(*(torch.from_numpy(x) for x in step))
+    env.close()
+
+
 def test_state_round_trip_restores_buffer_and_sampler():
+    """A copy built with another seed, restored from a replay whose sampler has moved on, then both
+    continue: every field and every later sample agree (the episode flags and generator included)."""
     replay, _ = fill_from_real_env("pong", 2, capacity=200, steps=60, max_frames=400)
-    copy = FrameReplay(200, 2)
+    replay.sample(16)  # the generator is no longer at its seed
+    copy = FrameReplay(200, 2, seed=12345)
     copy.set_state(replay.get_state())
-    assert all(torch.equal(a, b) for a, b in zip(replay.sample(16), copy.sample(16)))
+    continue_both([replay, copy], steps=70, seed=9)  # past the wrap-around: 100 slots per stream
+    assert replay.observations_written == copy.observations_written == 131
+    original, restored = replay.get_state(), copy.get_state()
+    assert original.keys() == restored.keys()
+    for name, value in original.items():
+        assert torch.equal(value, restored[name]) if isinstance(value, torch.Tensor) else value == restored[name], name
+    for _ in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(replay.sample(16), copy.sample(16)))
 
 
 def test_memory_is_one_frame_per_transition():
+    """84x84 uint8 frames, each stored once: 7,056 B a transition, plus 8 B of action, reward and flags."""
     assert replay_bytes(1_000_000) / 1e9 == pytest.approx(7.07, abs=0.01)
     replay = FrameReplay(1000, 4)
-    assert replay.frames.numel() == 1000 * 84 * 84
+    assert replay.frames.dtype == torch.uint8 and replay.frames.shape == (4, 250, 1, 84, 84)
+    per_slot = [replay.frames, replay.actions, replay.rewards, replay.terminated, replay.has_transition, replay.episode_start]
+    stored = sum(tensor.numel() * tensor.element_size() for tensor in per_slot)
+    assert stored == 1000 * (84 * 84 + 1 + 4 + 3)
+    assert stored <= replay_bytes(1000) <= stored + 1000  # the estimate launch.py checks memory with
 
 
 @pytest.mark.parametrize("game, limit", [("breakout", 12), ("space_invaders", 20)])

@@ -73,3 +73,40 @@ def test_reference_scores_cover_the_57_games_and_normalise():
     assert human_normalised_score("pong", -20.7) == pytest.approx(0.0)
     assert human_normalised_score("pong", 14.6) == pytest.approx(1.0)
     assert np.isnan(human_normalised_score("tetris", 10))
+
+
+def test_each_observation_is_the_last_one_shifted_by_a_frame():
+    """The 4-frame stack: o_{t+1}[:3] == o_t[1:] (the oldest frame drops out, a new one comes in)."""
+    env = make_env("pong", 2, EnvConfig())
+    try:
+        observations, _ = env.reset(seed=3)
+        rng = np.random.default_rng(0)
+        for _ in range(40):  # no Pong episode ends this early
+            following, _, terminated, truncated, _ = env.step(rng.integers(0, NUM_ACTIONS, 2))
+            assert not (terminated | truncated).any()
+            assert np.array_equal(following[:, :3], observations[:, 1:])
+            assert not np.array_equal(following[:, 3], observations[:, 3]) or not following[:, 3].any()
+            observations = following
+    finally:
+        env.close()
+
+
+def test_a_lost_life_in_breakout_does_not_end_the_episode():
+    """Whole games (EWC paper, Machado et al.): losing one of Breakout's 5 lives is no episode end."""
+    env = make_env("breakout", 1, EnvConfig())
+    try:
+        _, info = env.reset(seed=0)
+        lives, rng = int(info["lives"][0]), np.random.default_rng(1)
+        assert lives == 5
+        for _ in range(2000):
+            _, _, terminated, truncated, info = env.step(rng.integers(0, NUM_ACTIONS, 1))
+            if int(info["lives"][0]) < lives:
+                break
+        else:
+            pytest.fail("random play lost no life in 2,000 steps")
+        assert not terminated[0] and not truncated[0]
+        for _ in range(5):  # and the same episode goes on
+            _, _, terminated, truncated, info = env.step(np.array([1]))
+            assert not terminated[0] and not truncated[0] and int(info["lives"][0]) == lives - 1
+    finally:
+        env.close()

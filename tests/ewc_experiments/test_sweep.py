@@ -4,9 +4,7 @@ The real sweep is 2 methods x 2 seeds of pong -> breakout at 128 agent steps a g
 one episode cut at 200 frames: it checks the machinery, not learning.
 """
 
-import contextlib
 import csv
-import io
 import json
 import math
 import shutil
@@ -19,7 +17,6 @@ import torch
 from PIL import Image
 
 import sweep
-from ewc_experiments.cli import parse_train_args
 from ewc_experiments.sweep_plan import (
     EVALUATED,
     INTERRUPTED,
@@ -74,13 +71,6 @@ def run_sweep(*args: str) -> subprocess.CompletedProcess:
 def spread(values: list[float]) -> str:
     mean, std = mean_and_std(values)
     return f"{mean:.3f} ± {std:.3f}"
-
-
-def train_supports_resume() -> bool:
-    """`train.py --resume` is being added on another branch; until it lands, resuming cannot be tested."""
-    with contextlib.redirect_stdout(io.StringIO()) as help_text, pytest.raises(SystemExit):
-        parse_train_args(["--help"])
-    return "--resume" in help_text.getvalue()
 
 
 # ---- the grid, pure ----
@@ -333,12 +323,15 @@ def test_a_failing_cell_is_named_in_the_report_and_the_exit_status(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not train_supports_resume(), reason="train.py has no --resume yet")
 def test_an_interrupted_cell_is_resumed(tiny_sweep, tmp_path):
     where = tmp_path / "copy"
     shutil.copytree(tiny_sweep[0], where)
     cell = where / "cells" / "pong-breakout-finetune-s1"
     (cell / "checkpoints" / "after_2_breakout.pt").unlink()  # as if stopped during breakout, after pong ended
+    finished = cell / "checkpoints" / "after_1_pong.pt"
+    finished_bytes, finished_mtime = finished.read_bytes(), finished.stat().st_mtime_ns
+    evaluated = cell / "eval" / "eval.json"
+    evaluated_mtime = evaluated.stat().st_mtime_ns
     untouched = where / "cells" / "pong-breakout-finetune-s0" / "checkpoints" / "after_2_breakout.pt"
     mtime = untouched.stat().st_mtime_ns
     result = run_sweep(*TINY, *GRID, "--sweep-dir", str(where))
@@ -347,3 +340,8 @@ def test_an_interrupted_cell_is_resumed(tiny_sweep, tmp_path):
     assert (where / "logs" / f"{cell.name}.log").read_text().startswith(f"$ train.py --resume {cell}")
     assert (cell / "checkpoints" / "after_2_breakout.pt").is_file()
     assert untouched.stat().st_mtime_ns == mtime
+    # Pong, which had finished, is not trained again; the cell is evaluated again from its new end
+    assert finished.stat().st_mtime_ns == finished_mtime and finished.read_bytes() == finished_bytes
+    assert evaluated.stat().st_mtime_ns != evaluated_mtime
+    report = json.loads(evaluated.read_text())
+    assert [row["checkpoint"] for row in report["rows"]] == ["after_1_pong.pt", "after_2_breakout.pt"]

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+import agents.ewc.fisher as fisher_module
 from agents.dqn import double_dqn_targets
 from agents.ewc.fisher import diagonal_fisher, fisher_summary
 from agents.network import QNetwork
@@ -84,12 +85,27 @@ def test_estimator_equals_per_sample_loop(estimator, modulated, kind):
         assert torch.allclose(fast[name], slow[name], rtol=1e-5, atol=1e-5 * scale), name
 
 
-def test_chunking_does_not_change_the_mean():
+def test_batches_do_not_change_the_mean():
     network, target, batch = small_setup(False)
     whole = diagonal_fisher(network, [batch], None, "policy")
     halves = [Transitions(*(x[:2] for x in batch)), Transitions(*(x[2:] for x in batch))]
     split = diagonal_fisher(network, halves, None, "policy")
     assert all(torch.allclose(whole[k], split[k], rtol=1e-10) for k in whole)
+
+
+def test_cpu_chunking_of_conv_gradients_does_not_change_the_fisher(monkeypatch):
+    """Per-sample conv gradients are squared a few samples at a time on a CPU (CPU_CHUNK_BYTES, about
+    7 Nature-CNN samples at once, so the 4 samples here are one chunk by default: the test above
+    never chunks); one sample per chunk and the whole batch in one give the same."""
+    network, _, batch = small_setup(True)
+    game = "pong"
+    monkeypatch.setattr(fisher_module, "CPU_CHUNK_BYTES", 1 << 40)  # one chunk
+    whole = diagonal_fisher(network, [batch], game, "policy")
+    monkeypatch.setattr(fisher_module, "CPU_CHUNK_BYTES", 1)  # a chunk per sample
+    chunked = diagonal_fisher(network, [batch], game, "policy")
+    for name in whole:
+        assert whole[name].abs().max() > 0
+        assert torch.allclose(whole[name], chunked[name], rtol=1e-10, atol=0), name
 
 
 def test_mean_of_squares_is_not_square_of_mean():
@@ -101,7 +117,25 @@ def test_mean_of_squares_is_not_square_of_mean():
     assert fisher["layers.4.weight"].sum() > 1.5 * mean_grad.square().sum()
 
 
-def test_summary_shares_add_up_to_one():
+def test_summary_of_a_hand_made_fisher():
+    """Mean and max over all weights; each layer's share is its weights' and bias's mass over the total."""
+    fisher = {
+        "layers.0.weight": torch.tensor([[1.0, 2.0], [3.0, 4.0]]),
+        "layers.0.bias": torch.tensor([0.0, 10.0]),
+        "layers.1.weight": torch.tensor([[5.0, 0.0, 0.0]]),
+        "layers.1.bias": torch.tensor([0.0]),
+        "layers.10.weight": torch.tensor([[25.0]]),
+        "layers.10.bias": torch.tensor([0.0]),
+    }
+    summary = fisher_summary(fisher)
+    # total 1+2+3+4+10 + 5 + 25 = 50 over 4+2+3+1+1+1 = 12 weights
+    assert summary == pytest.approx(
+        {"mean": 50 / 12, "max": 25.0, "share_layers_0": 20 / 50, "share_layers_1": 5 / 50, "share_layers_10": 25 / 50}
+    )
+    assert fisher_summary({name: torch.zeros_like(f) for name, f in fisher.items()})["share_layers_0"] == 0.0
+
+
+def test_summary_of_a_network_fisher_adds_up_to_one():
     network, _, batch = small_setup(False)
     summary = fisher_summary(diagonal_fisher(network, [batch], None, "policy"))
     shares = [v for k, v in summary.items() if k.startswith("share_")]

@@ -116,6 +116,18 @@ def test_state_round_trip_keeps_penalty(name):
     assert restored.penalty(network).item() == method.penalty(network).item()
     with pytest.raises(ValueError, match="consolidation"):
         Consolidation().set_state(method.get_state())
+    # what the folded penalty does not show: the per-game terms (a revisit replaces one) and the
+    # running Fisher (online EWC adds to it) must come back too, so the next game ends the same way
+    for game in ("breakout", "seaquest"):
+        ended = make_network(50)
+        fisher = random_fisher(ended, 51)
+        method.end_game(game, ended, lambda: fisher)
+        restored.end_game(game, ended, lambda: fisher)
+        for name in method.precision:
+            assert torch.equal(restored.precision[name], method.precision[name]), (game, name)
+            assert torch.equal(restored.anchor[name], method.anchor[name]), (game, name)
+        assert restored.offset == method.offset
+        assert restored.penalty(network).item() == method.penalty(network).item()
 
 
 def test_online_ewc_is_ewc_until_a_third_game():
