@@ -143,11 +143,14 @@ def continue_both(replays, steps, seed):
 def test_state_round_trip_restores_buffer_and_sampler():
     """A copy built with another seed, restored from a replay whose sampler has moved on, then both
     continue: every field and every later sample agree (the episode flags and generator included)."""
-    replay, _ = fill_from_real_env("pong", 2, capacity=200, steps=60, max_frames=400)
+    # 400-frame episodes end at the 100th step: the restored replay must know the next observation
+    # starts an episode (the ended flags are part of the state, not only the buffers)
+    replay, _ = fill_from_real_env("pong", 2, capacity=200, steps=100, max_frames=400)
+    assert replay.get_state()["previous_ended"].all()
     replay.sample(16)  # the generator is no longer at its seed
     copy = FrameReplay(200, 2, seed=12345)
     copy.set_state(replay.get_state())
-    continue_both([replay, copy], steps=70, seed=9)  # past the wrap-around: 100 slots per stream
+    continue_both([replay, copy], steps=30, seed=9)  # 100 slots per stream: the buffer wraps around
     assert replay.observations_written == copy.observations_written == 131
     original, restored = replay.get_state(), copy.get_state()
     assert original.keys() == restored.keys()
