@@ -51,10 +51,10 @@ class StackingEnv:
         pass
 
 
-def fill_from_real_env(game, num_envs, capacity, steps, max_frames, seed=0):
+def fill_from_real_env(game, num_envs, capacity, steps, max_frames, seed=0, device="cpu"):
     """Play random actions in a real ALE game; return the replay and the naive record of it."""
     env = make_env(game, num_envs, EnvConfig(max_episode_frames=max_frames))
-    return fill(env, FrameReplay(capacity, num_envs, seed=seed), 18, steps, seed)
+    return fill(env, FrameReplay(capacity, num_envs, device, seed=seed), 18, steps, seed)
 
 
 def fill(env, replay, num_actions, steps, seed):
@@ -88,6 +88,8 @@ def check_against_naive(replay, naive, draws=4000):
     ended = naive["terminated"] | naive["truncated"]  # ended[t]: o_{t+1} is a final observation
     env, t = replay.sample_indices(draws)
     batch = replay.gather(env, t)
+    assert all(tensor.device.type == replay.device.type for tensor in (*batch, env, t))
+    batch = type(batch)(*(tensor.cpu() for tensor in batch))
     written = replay.observations_written
     for i, (e, step) in enumerate(zip(env.tolist(), t.tolist())):
         older = replay.history - 1  # frames before f_t in o_t
@@ -102,9 +104,10 @@ def check_against_naive(replay, naive, draws=4000):
     return env, t
 
 
-def test_stacks_match_env_over_truncations_and_wraparound():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_stacks_match_env_over_truncations_and_wraparound(device):
     # 50 slots per stream, 160 steps: the buffer wraps three times; 100-frame episodes truncate often.
-    replay, naive = fill_from_real_env("pong", 3, capacity=150, steps=160, max_frames=100)
+    replay, naive = fill_from_real_env("pong", 3, capacity=150, steps=160, max_frames=100, device=device)
     assert naive["truncated"].sum() >= 6
     env, t = check_against_naive(replay, naive)
     assert t.min().item() >= replay.observations_written - replay.slots + 3
@@ -183,9 +186,10 @@ def test_minatar_observations_match_env_over_ends_and_wraparound(game, limit):
     assert replay.sample(8).s_tm1.shape == (8, CHANNELS, SIDE, SIDE)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("frame_shape, history", [((3, 5, 7), 4), ((2, 6, 6), 2), ((1, 84, 84), 4)])
-def test_multichannel_stacks_match_env_over_ends_and_wraparound(frame_shape, history):
-    replay = FrameReplay(90, 3, seed=2, frame_shape=frame_shape, history=history)
+def test_multichannel_stacks_match_env_over_ends_and_wraparound(frame_shape, history, device):
+    replay = FrameReplay(90, 3, device, seed=2, frame_shape=frame_shape, history=history)
     replay, naive = fill(StackingEnv(3, frame_shape, history), replay, 6, 100, seed=5)
     assert naive["terminated"].sum() >= 5 and naive["truncated"].sum() >= 5
     _, t = check_against_naive(replay, naive)

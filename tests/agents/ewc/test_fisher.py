@@ -1,5 +1,7 @@
 """Each Fisher estimator against a brute-force loop over single samples (float64)."""
 
+import copy
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -69,20 +71,40 @@ def brute_force(network, target, batch, estimator, game, temperature=1.0, gamma=
     return dict(zip(network.shared_parameters(), total))
 
 
-@pytest.mark.parametrize("estimator", ["policy", "q-gaussian", "empirical-td"])
-@pytest.mark.parametrize("modulated", [False, True])
-@pytest.mark.parametrize("kind", sorted(NETWORKS))
-def test_estimator_equals_per_sample_loop(estimator, modulated, kind):
+def check_estimator(estimator, modulated, kind, device):
+    """The estimator computed on `device` against the per-sample loop on the CPU, both in float64."""
     network, target, batch = small_setup(modulated, kind)
     game = "pong" if modulated else None
+    on_device = Transitions(*(x.to(device) for x in batch))
     fast = diagonal_fisher(
-        network, [batch], game, estimator, temperature=0.7 if estimator == "policy" else 1.0, target_network=target
+        copy.deepcopy(network).to(device),
+        [on_device],
+        game,
+        estimator,
+        temperature=0.7 if estimator == "policy" else 1.0,
+        target_network=copy.deepcopy(target).to(device),
     )
+    fast = {name: value.cpu() for name, value in fast.items()}
     slow = brute_force(network, target, batch, estimator, game, temperature=0.7)
     for name in slow:
         scale = slow[name].abs().max().item()
         assert scale > 0
         assert torch.allclose(fast[name], slow[name], rtol=1e-5, atol=1e-5 * scale), name
+
+
+@pytest.mark.parametrize("estimator", ["policy", "q-gaussian", "empirical-td"])
+@pytest.mark.parametrize("modulated", [False, True])
+@pytest.mark.parametrize("kind", sorted(NETWORKS))
+def test_estimator_equals_per_sample_loop(estimator, modulated, kind):
+    check_estimator(estimator, modulated, kind, "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("estimator", ["policy", "q-gaussian", "empirical-td"])
+@pytest.mark.parametrize("kind", sorted(NETWORKS))
+def test_estimator_on_cuda_equals_per_sample_loop(estimator, kind):
+    """On a GPU the conv gradients are squared a whole batch at once (no CPU chunking)."""
+    check_estimator(estimator, True, kind, "cuda")
 
 
 def test_batches_do_not_change_the_mean():

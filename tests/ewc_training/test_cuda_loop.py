@@ -1,0 +1,82 @@
+"""On a GPU, the training loop with the update captured as a CUDA graph writes the checkpoints the
+eager loop writes (scripts/gpu_check.sh runs it; skipped without CUDA).
+
+Acting is made independent of the network (epsilon 1 throughout), so both loops play the same
+episodes and store the same replay whatever the last bits of their Q-values; what is compared is
+then everything the updates and the boundary produce: weights, target, Adam's moments, each game's
+Fisher and anchor, the probes' Q-values.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ewc_training import run_dir as paths
+from ewc_training.checkpoint import load_checkpoint
+from ewc_training.logger import MemoryLogger
+from ewc_training.trainer import SequenceTrainer
+from tests.ewc_training.test_game_boundary import FAMILIES, tiny_config
+
+
+@pytest.fixture
+def deterministic_cuda():
+    """Same kernels, same sums: without this, cuDNN's choices alone make runs differ slightly."""
+    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = True, False, False
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = flags
+
+
+def game_end_checkpoints(run_dir, device: str, mode: str) -> list[dict]:
+    """A two-game Atari run with per-game modulation in `mode` on `device`; its after_<k>_<game>.pt files."""
+    games = FAMILIES["atari"]
+    config = tiny_config(
+        games,
+        True,
+        f"run.device={device}",
+        f"agent.update_mode={mode}",
+        "agent.epsilon_start=1.0",
+        "agent.epsilon_end=1.0",
+    )
+    trainer = SequenceTrainer(config, run_dir, torch.device(device), MemoryLogger())
+    trainer.run()
+    assert trainer.learner.update_mode == mode
+    return [load_checkpoint(paths.game_end_checkpoint(run_dir, k, game)) for k, game in enumerate(games, start=1)]
+
+
+def assert_close_nested(a, b, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        if a.is_floating_point():
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=where)
+        else:
+            assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_close_nested(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for index, (x, y) in enumerate(zip(a, b)):
+            assert_close_nested(x, y, f"{where}[{index}]")
+
+
+def compare(eager: list[dict], graphed: list[dict]) -> None:
+    for first, second in zip(eager, graphed):
+        assert first["position"] == second["position"]
+        assert first["learner"]["updates"] == second["learner"]["updates"] > 0
+        for part in ("online", "target"):
+            assert_close_nested(first["learner"][part], second["learner"][part], part)
+        assert_close_nested(first["learner"]["optimizer"]["state"], second["learner"]["optimizer"]["state"], "optimizer")
+        assert_close_nested(first["consolidation"]["per_game"], second["consolidation"]["per_game"], "per_game")
+        for game, probe in first["probes"].items():
+            assert torch.equal(probe["states"], second["probes"][game]["states"]), game
+            torch.testing.assert_close(probe["q_values"], second["probes"][game]["q_values"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.usefixtures("deterministic_cuda")
+def test_cuda_graph_loop_writes_the_eager_loops_checkpoints(tmp_path):
+    eager = game_end_checkpoints(tmp_path / "eager", "cuda", "eager")
+    graphed = game_end_checkpoints(tmp_path / "graphed", "cuda", "cuda-graph")
+    compare(eager, graphed)
