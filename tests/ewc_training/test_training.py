@@ -83,7 +83,12 @@ def test_ewc_keeps_pong_behaviour_that_finetuning_loses(tmp_path):
 
     This early in training the greedy action is nearly the same on every Pong state, so one seed
     gives an all-or-nothing agreement: two seeds are averaged (measured: fine-tuning kept Pong's
-    greedy actions in 1 of 4 seeds, EWC with lambda 1e7 in 2 of 2)."""
+    greedy actions in 1 of 4 seeds, EWC with lambda 1e7 in 2 of 2).
+
+    At lambda 1e7 any positive Fisher freezes the network (one from the wrong game, or L2's ones,
+    would pass too): this checks that the penalty reaches the update, not which Fisher it holds.
+    That the loop consolidates each game from its own replay, weights and modulation is
+    tests/ewc_training/test_game_boundary.py's job."""
     seeds = (0, 1)
     finetune = [train_pong_then_breakout("finetune", 0.0, seed, tmp_path) for seed in seeds]
     ewc = [train_pong_then_breakout("ewc", 1e7, seed, tmp_path) for seed in seeds]
