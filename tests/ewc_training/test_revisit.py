@@ -59,8 +59,16 @@ def run(method: str, run_dir):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """method -> (run directory, config, game-end checkpoints, logger); each method trained once, when first asked for."""
     folder = tmp_path_factory.mktemp("revisit")
-    return {method: (folder / method, *run(method, folder / method)) for method in ("ewc", "online-ewc")}
+    done = {}
+
+    def trained(method: str):
+        if method not in done:
+            done[method] = (folder / method, *run(method, folder / method))
+        return done[method]
+
+    return trained
 
 
 def shared(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -73,7 +81,7 @@ def all_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 @pytest.mark.slow
 def test_ewc_revisit_replaces_pongs_term_and_keeps_breakouts(runs):
-    _, _, (first, second, third), _ = runs["ewc"]
+    _, _, (first, second, third), _ = runs("ewc")
     terms = third["consolidation"]["per_game"]
     assert list(terms) == ["pong", "breakout"]
     # Pong's anchor is the network at the end of its second visit, not its first
@@ -99,7 +107,7 @@ def explicit_penalty(terms: list[tuple[dict, dict]], theta: dict[str, torch.Tens
 @pytest.mark.parametrize("method", ["ewc", "online-ewc"])
 def test_the_penalty_after_the_revisit_equals_the_explicit_sum(runs, method):
     """The folded quadratic the run resumes with, at the weights Pong's first visit ended with."""
-    run_dir, config, checkpoints, _ = runs[method]
+    run_dir, config, checkpoints, _ = runs(method)
     state = checkpoints[-1]["consolidation"]
     if method == "ewc":
         terms = [(term["fisher"], term["anchor"]) for term in state["per_game"].values()]
@@ -118,7 +126,7 @@ def test_the_penalty_after_the_revisit_equals_the_explicit_sum(runs, method):
 @pytest.mark.slow
 def test_online_ewc_decays_and_adds_each_games_fisher_and_anchors_at_the_revisit(runs):
     """precision_k = gamma * precision_(k-1) + F_k, with F_k's mean as the run logged it at game k's end."""
-    _, _, checkpoints, logger = runs["online-ewc"]
+    _, _, checkpoints, logger = runs("online-ewc")
     logged = logger.scalars
     fisher_means = sorted(logged["fisher/pong/mean"] + logged["fisher/breakout/mean"])  # (step, mean), in sequence order
     assert [step for step, _ in fisher_means] == [STEPS, 2 * STEPS, 3 * STEPS]
@@ -138,7 +146,7 @@ def test_online_ewc_decays_and_adds_each_games_fisher_and_anchors_at_the_revisit
 
 @pytest.mark.slow
 def test_evaluate_gives_the_revisit_matrix_hand_computed_forgetting_and_backward_transfer(runs, capsys):
-    run_dir = runs["ewc"][0]
+    run_dir = runs("ewc")[0]
     assert evaluate.main([str(run_dir), "--episodes", "1", "--max-episode-frames", "1600", "--device", "cpu"]) == 0
     capsys.readouterr()
     report = json.loads((run_dir / "eval" / "eval.json").read_text())
