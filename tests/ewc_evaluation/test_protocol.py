@@ -44,7 +44,7 @@ def by_hand(network, game: str, protocol: EvalConfig, env_config: EnvConfig, see
 @pytest.mark.parametrize(
     "game, episodes, frames",
     [
-        ("pong", 3, 800),  # 200 agent steps: Pong's opponent scores a few points
+        pytest.param("pong", 3, 800, marks=pytest.mark.slow),  # 200 agent steps: Pong's opponent scores a few points
         ("minatar:space_invaders", MAX_PARALLEL_EPISODES + 3, 100),  # 3 emulators play a second episode
     ],
 )
