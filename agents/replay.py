@@ -36,9 +36,9 @@ class Transitions(NamedTuple):
 
 
 def replay_bytes(capacity: int, frame_shape: tuple[int, int, int] = (1, 84, 84)) -> int:
-    """Device memory one buffer of `capacity` transitions takes: C*H*W + 9 bytes each (frame, action,
-    reward, 4 flags); frames dominate (7,056 B on Atari, 1,000 B on MinAtar)."""
-    per_transition = int(np.prod(frame_shape)) + 1 + 4 + 4
+    """Device memory one buffer of `capacity` transitions takes: C*H*W + 8 bytes each (frame, uint8
+    action, float32 reward, 3 bool flags); frames dominate (7,056 B on Atari, 1,000 B on MinAtar)."""
+    per_transition = int(np.prod(frame_shape)) + 1 + 4 + 3
     return capacity * per_transition
 
 
