@@ -11,8 +11,8 @@
 #   B4-ewc EWC at its lambda, seeds 0-2, both orders (the headline comparison first, in both orders)
 #   A3 L2 lambda sweep 0.01, 0.1, 1 (seed 0)      -> the L2 lambda, chosen the same way
 #   B3 L2 at its lambda, seeds 0-2                B4-l2 L2 at its lambda, seeds 0-2, both orders
-#   B5 online EWC at EWC's lambda, seed 0, both orders: with two games online EWC is EWC (after game
-#      1 both hold the same F and anchor; they differ only from a third game on), which B5 shows
+#   B5 online EWC at EWC's lambda, seeds 0-2, both orders: with two games online EWC is EWC (after
+#      game 1 both hold the same F and anchor; they differ only from a third game on), which B5 shows
 # then the page: python -m ewc_experiments.results_page SWEEP_DIR --out docs/results/minatar.md
 #
 # Running it again continues where it stopped: sweep.py skips evaluated cells and resumes interrupted
@@ -74,7 +74,7 @@ stage A3 --methods l2 --ewc-lambda 0.01,0.1,1 --seeds 0
 L2_LAMBDA=$(chosen l2)
 stage B3 --methods l2 --ewc-lambda "$L2_LAMBDA" --seeds 0,1,2
 stage B4-l2 --methods l2 --ewc-lambda "$L2_LAMBDA" --seeds 0,1,2 --orders both
-stage B5 --methods online-ewc --ewc-lambda "$EWC_LAMBDA" --seeds 0 --orders both
+stage B5 --methods online-ewc --ewc-lambda "$EWC_LAMBDA" --seeds 0,1,2 --orders both
 
 "$PYTHON" -m ewc_experiments.results_page "$SWEEP" --out "$PAGE" --main-order "$GAMES"
 echo "== done: $PAGE" >&2
