@@ -259,7 +259,8 @@ def end_to_end_rounds(config: Config, device: torch.device, settings: Settings, 
     for index in range(1, settings.end_to_end_rounds + 1):
         say(
             f"end to end, round {index}/{settings.end_to_end_rounds}: env only, learner only, training loop "
-            f"({settings.num_envs} envs, {settings.end_to_end_steps:,} steps), CleanRL-structured loop ({settings.naive_steps:,} steps) ..."
+            f"({settings.num_envs} envs, {settings.end_to_end_steps:,} steps), "
+            f"CleanRL-structured loop ({settings.naive_steps:,} steps) ..."
         )
         env_only = env_steps_per_second(settings, settings.num_envs, config)
         (seconds,) = seconds_per_update([learner], replay, settings.game, settings.learner_updates, rounds=1)

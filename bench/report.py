@@ -38,7 +38,8 @@ def loop_lines(e2e: dict, loop_label: str) -> list[str]:
         f"   rounds: {per_round('loop_steps_per_s', ',.0f')}",
         f"  {'CleanRL dqn_atari.py structure (1 env, synchronous, host replay, eager)':<74}{e2e['cleanrl_steps_per_s']:>9,.0f}"
         f"   rounds: {per_round('cleanrl_steps_per_s', ',.0f')}",
-        f"  train.py loop / CleanRL structure: {e2e['speedup_over_cleanrl']:.2f}x   rounds: {per_round('speedup_over_cleanrl', '.2f')}",
+        f"  train.py loop / CleanRL structure: {e2e['speedup_over_cleanrl']:.2f}x"
+        f"   rounds: {per_round('speedup_over_cleanrl', '.2f')}",
     ]
 
 
@@ -103,7 +104,8 @@ def peer_lines(record: dict) -> list[str]:
         f"  end to end, agent steps/s (median of {len(minatar['end_to_end']['rounds'])} rounds)",
         *["  " + line for line in loop_lines(minatar["end_to_end"], f"train.py loop ({record['settings']['num_envs']} envs)")],
         "",
-        f"peer comparison (torch {record['machine']['torch_threads']} threads), target >= {peer['target']:.1f}x, medians of rounds",
+        f"peer comparison (torch {record['machine']['torch_threads']} threads), "
+        f"target >= {peer['target']:.1f}x, medians of rounds",
     ]
     for key, label in VERDICTS.items():
         verdict = "PASS" if peer["passed"][key] else "MISS"
