@@ -260,13 +260,13 @@ def end_to_end_rounds(config: Config, device: torch.device, settings: Settings, 
         say(
             f"end to end, round {index}/{settings.end_to_end_rounds}: env only, learner only, training loop "
             f"({settings.num_envs} envs, {settings.end_to_end_steps:,} steps), "
-            f"CleanRL-structured loop ({settings.naive_steps:,} steps) ..."
+            f"CleanRL-structured loop ({settings.cleanrl_steps:,} steps) ..."
         )
         env_only = env_steps_per_second(settings, settings.num_envs, config)
         (seconds,) = seconds_per_update([learner], replay, settings.game, settings.learner_updates, rounds=1)
         learner_bound = config.agent.steps_per_update / seconds[0]
         loop, loop_mode = loop_steps_per_second(config, device)
-        cleanrl = cleanrl_steps_per_second(config, device, settings.naive_steps)
+        cleanrl = cleanrl_steps_per_second(config, device, settings.cleanrl_steps)
         rounds.append(
             {
                 "env_only_steps_per_s": env_only,

@@ -34,9 +34,9 @@ class Settings:
     num_envs: int
     """Emulators of the end-to-end training loop."""
     end_to_end_steps: int
-    naive_steps: int
+    cleanrl_steps: int
     end_to_end_rounds: int
-    """Rounds of env only, learner only, training loop and naive loop, back to back; the end-to-end
+    """Rounds of env only, learner only, training loop and CleanRL-structured loop, back to back; the end-to-end
     figures and ratios are medians over rounds."""
     learner_updates: int
     """Updates per learner-only round (LEARNER_ROUNDS of them per learner, and one per end-to-end round)."""
@@ -58,7 +58,7 @@ class Settings:
                 env_seconds=1.5,
                 num_envs=16,
                 end_to_end_steps=60_000,
-                naive_steps=3_000,
+                cleanrl_steps=3_000,
                 end_to_end_rounds=3,
                 learner_updates=250,
                 fisher_samples=FISHER_REFERENCE_SAMPLES,
@@ -70,7 +70,7 @@ class Settings:
                 env_seconds=1.5,
                 num_envs=8,
                 end_to_end_steps=2_000,
-                naive_steps=1_000,
+                cleanrl_steps=1_000,
                 end_to_end_rounds=3,
                 learner_updates=20,
                 fisher_samples=128,
@@ -81,7 +81,7 @@ class Settings:
                 settings,
                 env_seconds=settings.env_seconds / 2,
                 end_to_end_steps=settings.end_to_end_steps // 2,
-                naive_steps=settings.naive_steps // 2,
+                cleanrl_steps=settings.cleanrl_steps // 2,
                 learner_updates=settings.learner_updates // 2,
                 minatar_steps=settings.minatar_steps // 2,
                 minatar_learner_updates=settings.minatar_learner_updates // 2,
