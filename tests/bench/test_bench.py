@@ -9,6 +9,7 @@ import statistics
 import pytest
 import torch
 
+from agents.compiled import compiler_available
 from agents.cuda_graph import resolve_update_mode
 from bench.__main__ import main
 from bench.measure import run, steady_steps_per_second
@@ -55,8 +56,9 @@ def test_benchmark_measures_every_figure_on_cpu(record):
     assert all(rate > 0 for rate in record["env_only_steps_per_s"].values())
     learner = record["learner"]
     default = resolve_update_mode("auto", torch.device("cpu"))
-    assert learner["default_mode"] == default and learner[default]["updates_per_s"] > 0
-    assert learner["eager"]["updates_per_s"] > 0 and "cuda-graph" not in learner
+    faster = learner["faster_mode"]
+    assert learner["default_mode"] == default and faster == ("compiled" if compiler_available() else "eager")
+    assert learner["eager"]["updates_per_s"] > 0 and learner[faster]["updates_per_s"] > 0 and "cuda-graph" not in learner
     assert learner["speedup_over_eager"] == pytest.approx(statistics.median(learner["rounds_speedup_over_eager"]))
     e2e = record["end_to_end"]
     assert e2e["loop_update_mode"] == default
