@@ -12,11 +12,14 @@ optimizer step (fused Adam is already one kernel on a CPU). Keeping those outsid
 optimizer, its state and checkpoints exactly as in eager mode.
 
 What it needs: a C++ compiler (`g++`, or `$CXX`) and Python's headers, which inductor calls on the
-first update of every new shape; `resolve_update_mode` falls back to `eager` without them. The first
-compile in a process takes tens of seconds (README, Performance); later processes reuse inductor's
-on-disk cache. It compiles again only when what it traced changes: when the EWC penalty switches on
-(after the first game), and for each game that has its own biases and gains. A new game without
-them has the same shapes and reuses the compiled code.
+first update of every new shape; `resolve_update_mode` refuses the mode without a compiler. The
+first compile takes 30 to 80 s on a 2-core CPU (README, Performance); later processes reuse
+inductor's on-disk cache and take less. Measured on that CPU it is at most ~1.2x faster per update
+than eager, so `auto` does not pick it there: ask for it in a long Atari run on a CPU.
+
+It compiles again only when what it traced changes: when the EWC penalty switches on (after the
+first game), and for each game that has its own biases and gains. A new game without them has the
+same shapes and reuses the compiled code.
 
 Same results: not bit for bit (inductor adds the terms of a sum in its own order), equal to float32
 rounding; tests/agents/test_compiled.py states the tolerance.

@@ -59,11 +59,10 @@ class AgentConfig:
     compiled by torch.compile (agents/compiled.py: needs a C++ compiler, tens of seconds to compile
     once per process); `cuda-graph`, the whole update (forward, backward, clipping, optimizer step)
     captured once per game and replayed, which replaces a few hundred kernel launches per update by
-    one (CUDA only); `auto`: `cuda-graph` on CUDA, and on a CPU `compiled` (what measured fastest
-    there), or `eager` where no C++ compiler is found. All give the same results to float32 rounding.
-    The default stays `eager`: on CUDA until `scripts/gpu_check.sh` has run the CUDA-graph tests on a
-    GPU (none was at hand), and on a CPU because compiling costs more than it saves in a short run
-    (README, Performance, has the figures)."""
+    one (CUDA only); `auto`: `cuda-graph` on CUDA, `eager` elsewhere (on a CPU the compiled update
+    measured at most ~1.2x faster and takes 30 to 80 s to compile: README, Performance). All give
+    the same results to float32 rounding. The default stays `eager` until `scripts/gpu_check.sh` has
+    run the CUDA-graph tests on a GPU: no GPU was at hand when it was written."""
 
     def problems(self) -> list[str]:
         checks = [
