@@ -51,7 +51,7 @@ class Settings:
 
     @staticmethod
     def for_device(device: torch.device, quick: bool) -> Settings:
-        """Standard settings on CUDA (a 16-core GPU host); small ones on a CPU (2 to 4 minutes on 2 cores)."""
+        """Standard settings on CUDA (a 16-core GPU host); small ones on a CPU (15 minutes on 2 busy cores)."""
         if device.type == "cuda":
             settings = Settings(
                 env_counts=(1, 2, 4, 8, 16, 32),
