@@ -51,7 +51,7 @@ class Settings:
 
     @staticmethod
     def for_device(device: torch.device, quick: bool) -> Settings:
-        """Standard settings on CUDA (a 16-core GPU host); small ones on a CPU (15 minutes on 2 busy cores)."""
+        """Standard settings on CUDA (a 16-core GPU host); small ones on a CPU (8 minutes on 2 cores, 15 when they are busy)."""
         if device.type == "cuda":
             settings = Settings(
                 env_counts=(1, 2, 4, 8, 16, 32),
