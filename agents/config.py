@@ -79,11 +79,14 @@ class AgentConfig:
     (every revisit explores from `epsilon_start` again), or `game`, every step the game has been
     trained over all its visits (the EWC paper's "different timer for each of the tasks")."""
     update_mode: str = "eager"
-    """How each gradient update runs: `eager`; `cuda-graph`, the whole update (forward, backward,
-    clipping, optimizer step) captured once per game and replayed, which replaces a few hundred
-    kernel launches per update by one (CUDA only); `auto`: `cuda-graph` on CUDA, `eager` elsewhere.
-    Both are meant to give the same results. The default stays `eager` until `scripts/gpu_check.sh`
-    has run the CUDA-graph tests on a GPU: no GPU was at hand when it was written."""
+    """How each gradient update runs: `eager`, op by op; `compiled`, its forward and backward passes
+    compiled by torch.compile (agents/compiled.py: needs a C++ compiler, tens of seconds to compile
+    once per process); `cuda-graph`, the whole update (forward, backward, clipping, optimizer step)
+    captured once per game and replayed, which replaces a few hundred kernel launches per update by
+    one (CUDA only); `auto`: `cuda-graph` on CUDA, `eager` elsewhere (on a CPU the compiled update
+    measured at most ~1.2x faster and takes 30 to 80 s to compile: README, Performance). All give
+    the same results to float32 rounding. The default stays `eager` until `scripts/gpu_check.sh` has
+    run the CUDA-graph tests on a GPU: no GPU was at hand when it was written."""
 
     def problems(self) -> list[str]:
         checks = [

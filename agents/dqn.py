@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from agents.compiled import compile_function
 from agents.config import AgentConfig
 from agents.cuda_graph import GraphedStep, resolve_update_mode
 from agents.ewc.methods import Consolidation
@@ -121,6 +122,7 @@ class DQNLearner:
             network.parameters(), config.optimizer, config.learning_rate, config.adam_eps, **self.optimizer_flags
         )
         self.updates = 0
+        self._loss_terms = compile_function(self.loss_terms) if self.update_mode == "compiled" else self.loss_terms
         self._graph: GraphedStep | None = None  # captured for `_graph_game`; dropped by start_game()
         self._graph_game: str | None = None
 
@@ -139,13 +141,19 @@ class DQNLearner:
             )
         return F.smooth_l1_loss(q_taken, targets, reduction=self.config.loss_reduction), q_taken
 
+    def loss_terms(self, game: str | None, *batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """TD loss, consolidation term and Q(s, a): the forward pass that `compiled` mode compiles."""
+        td_loss, q_taken = self.td_loss(Transitions(*batch), game)
+        return td_loss, self.consolidation.penalty(self.online), q_taken
+
     def gradient_step(self, game: str, *batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """TD loss + consolidation term, backward, clipping, optimizer step: what a CUDA graph captures.
 
         Returns the device tensors of UpdateStats (td_loss, consolidation, q_mean), in that order.
         """
-        td_loss, q_taken = self.td_loss(Transitions(*batch), game)
-        penalty = self.consolidation.penalty(self.online)
+        # A game without its own biases and gains runs the network as any other: passing None then
+        # lets compiled code serve every such game without tracing it again.
+        td_loss, penalty, q_taken = self._loss_terms(game if game in self.online.modulation else None, *batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.backward_clipped(td_loss, penalty)
         self.optimizer.step()

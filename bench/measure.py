@@ -9,9 +9,13 @@ shared machine other work disturbs some runs: rates of one part alone are the be
 and the end-to-end ratios are medians over rounds that measure every part back to back:
 - environment only: agent steps/s of the vector env across num_envs, random actions, no learner;
 - learner only: updates/s of "sample a batch from the frame-once replay on the device + one
-  update", eager and (on CUDA) as a replayed CUDA graph;
-- end to end: agent steps/s of the real training loop (`SequenceTrainer.train_game`), and of a
-  naive loop (1 emulator stepped synchronously, replay in host memory, eager updates), with the ratio;
+  update", eager float32 and in the device's faster mode (a replayed CUDA graph on CUDA, the
+  compiled update on a CPU), with the ratio and the first update's time (compile, capture);
+- end to end: agent steps/s of the real training loop (`SequenceTrainer.train_game`), and of
+  CleanRL's `dqn_atari.py` loop structure (1 emulator stepped synchronously, replay in host memory,
+  eager float32 updates), with the ratio;
+- the peer comparison: both ratios again for the MinAtar network on a MinAtar game, against the
+  targets of issue 13 (PEER_TARGET);
 - the pipeline check: end to end >= 80% of min(env only at the same num_envs, 4 x learner only);
 - the policy Fisher's time, the EWC penalty's share of an update, replay bytes per transition,
   peak host and GPU memory.
@@ -39,13 +43,22 @@ import numpy as np
 import torch
 
 from agents.build import build_learner
+from agents.compiled import compiler_available
 from agents.cuda_graph import resolve_update_mode
 from agents.dqn import DQNLearner, epsilon_at
 from agents.ewc.fisher import diagonal_fisher, replay_batches
 from agents.replay import FrameReplay, Transitions
-from bench.settings import FISHER_REFERENCE_SAMPLES, LEARNER_ROUNDS, PIPELINE_TARGET, Settings, benchmark_config
-from envs.atari import NUM_ACTIONS, make_env
-from envs.families import ATARI
+from bench.settings import (
+    FISHER_REFERENCE_SAMPLES,
+    LEARNER_ROUNDS,
+    PEER_TARGET,
+    PIPELINE_TARGET,
+    Settings,
+    benchmark_config,
+    minatar_config,
+)
+from envs.atari import NUM_ACTIONS
+from envs.families import ATARI, Family, family_of_run, make_env
 from ewc_training.config import Config
 from ewc_training.logger import MemoryLogger
 from ewc_training.trainer import SequenceTrainer
@@ -73,24 +86,24 @@ def make_learner(config: Config, device: torch.device, update_mode: str, penalty
         agent=dataclasses.replace(config.agent, update_mode=update_mode),
         consolidation=dataclasses.replace(config.consolidation, method="ewc" if penalty else "finetune"),
     )
-    learner = build_learner(sections, config.run.games, ATARI, device, config.run.seed)
+    learner = build_learner(sections, config.run.games, family_of_run(config.run.games), device, config.run.seed)
     if penalty:
         activate_penalty(learner)
     return learner
 
 
-def random_replay(transitions: int, num_envs: int, device: torch.device) -> FrameReplay:
-    """A frame-once replay filled with random frames and a few episode ends (speed does not depend
-    on what the frames show)."""
-    replay = FrameReplay(transitions, num_envs, device)
+def random_replay(transitions: int, num_envs: int, device: torch.device, family: Family = ATARI) -> FrameReplay:
+    """A frame-once replay of `family`'s frames, filled with random ones and a few episode ends
+    (speed does not depend on what the frames show)."""
+    replay = FrameReplay(transitions, num_envs, device, frame_shape=family.frame_shape, history=family.history)
 
     def frames() -> torch.Tensor:
-        return torch.randint(0, 256, (num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+        return torch.randint(0, 256, (num_envs, *family.observation_shape), dtype=torch.uint8, device=device)
 
     replay.add_first(frames())
     no = torch.zeros(num_envs, dtype=torch.bool, device=device)
     for _ in range(replay.slots - 1):
-        actions = torch.randint(NUM_ACTIONS, (num_envs,), device=device)
+        actions = torch.randint(family.num_actions, (num_envs,), device=device)
         replay.add(actions, torch.zeros(num_envs, device=device), torch.rand(num_envs, device=device) < 0.01, no, frames())
     return replay
 
@@ -140,26 +153,47 @@ def seconds_per_update(
     return seconds
 
 
-def learner_figures(config: Config, device: torch.device, settings: Settings, replay: FrameReplay) -> dict:
-    """Updates/s for each update mode this device has; the EWC penalty's share of an update is the
-    time it adds: learners with and without it, measured in alternating rounds."""
-    modes = ["eager", "cuda-graph"] if device.type == "cuda" else ["eager"]
-    figures: dict[str, object] = {}
-    for mode in modes:
-        learners = [make_learner(config, device, mode), make_learner(config, device, mode, penalty=False)]
-        with_penalty, without = seconds_per_update(learners, replay, settings.game, settings.learner_updates)
-        per_update, per_update_plain = min(with_penalty), min(without)
+def first_update_seconds(learner: DQNLearner, replay: FrameReplay, game: str) -> float:
+    """Seconds of a learner's first update: what compiling (or capturing a CUDA graph) costs, paid once
+    per process and game."""
+    synchronize(replay.device)
+    start = time.perf_counter()
+    learner.update(replay.sample(learner.config.batch_size), game)
+    synchronize(replay.device)
+    return time.perf_counter() - start
+
+
+def faster_mode(device: torch.device) -> str:
+    """The update mode measured against eager float32: the CUDA graph on CUDA, the compiled update on
+    a CPU (eager again where no C++ compiler is found, so the ratio is then 1 by construction)."""
+    return "cuda-graph" if device.type == "cuda" else resolve_update_mode("compiled" if compiler_available() else "eager", device)
+
+
+def learner_figures(config: Config, device: torch.device, updates: int, replay: FrameReplay) -> dict:
+    """Updates/s of eager float32 and of the device's faster mode, in alternating rounds, with the
+    speed-up (median of the rounds' ratios) and each first update's time (compile, capture). The EWC
+    penalty's share of an eager update is the time it adds: an eager learner without it runs too."""
+    candidate = faster_mode(device)
+    modes = list(dict.fromkeys(["eager", candidate]))
+    learners = [make_learner(config, device, mode) for mode in modes]
+    game = config.run.games[0]
+    first = [first_update_seconds(learner, replay, game) for learner in learners]
+    plain = make_learner(config, device, "eager", penalty=False)
+    *per_mode, without = seconds_per_update(learners + [plain], replay, game, updates)
+    figures: dict[str, object] = {"faster_mode": candidate, "default_mode": resolve_update_mode("auto", device)}
+    for mode, seconds, first_seconds in zip(modes, per_mode, first):
         figures[mode] = {
-            "updates_per_s": 1.0 / per_update,
-            "ms_per_update": 1e3 * per_update,
-            "ms_per_update_without_penalty": 1e3 * per_update_plain,
-            "penalty_share": (per_update - per_update_plain) / per_update,
-            "round_ms": [1e3 * s for s in with_penalty],
-            "round_ms_without_penalty": [1e3 * s for s in without],
+            "updates_per_s": 1.0 / min(seconds),
+            "ms_per_update": 1e3 * min(seconds),
+            "first_update_s": first_seconds,
+            "round_ms": [1e3 * s for s in seconds],
         }
-    if device.type != "cuda":
-        figures["cuda-graph"] = "n/a (CPU)"
-    figures["compiled"] = "not implemented: the CUDA graph captures the same update without a compiler toolchain"
+    eager = figures["eager"]
+    eager["ms_per_update_without_penalty"] = 1e3 * min(without)
+    eager["penalty_share"] = (min(per_mode[0]) - min(without)) / min(per_mode[0])
+    ratios = [e / f for e, f in zip(per_mode[0], per_mode[-1])]
+    figures["speedup_over_eager"] = statistics.median(ratios)
+    figures["rounds_speedup_over_eager"] = ratios
     return figures
 
 
@@ -186,16 +220,17 @@ def loop_steps_per_second(config: Config, device: torch.device) -> tuple[float, 
         return steady_steps_per_second(logger.scalars["charts/SPS"]), trainer.learner.update_mode
 
 
-def naive_steps_per_second(config: Config, device: torch.device, steps: int) -> float:
-    """The baseline the loop must beat (CleanRL's dqn_atari pattern): one emulator stepped
+def cleanrl_steps_per_second(config: Config, device: torch.device, steps: int) -> float:
+    """The peer the loop must beat, CleanRL's `dqn_atari.py` loop structure: one emulator stepped
     synchronously, one action chosen per step, the replay in host memory (each batch copied to the
-    device), eager updates. Same network, optimizer, replay ratio and EWC penalty as the loop;
-    timed after its first fifth, as the loop is timed after its first log interval."""
+    device), eager float32 updates. Same network, optimizer, replay ratio and EWC penalty as the
+    loop; timed after its first fifth, as the loop is timed after its first log interval."""
     game, agent = config.run.games[0], config.agent
+    family = family_of_run(config.run.games)
     env = make_env(game, 1, config.env)
     observations, _ = env.reset(seed=0)
     learner = make_learner(config, device, "eager")
-    replay = FrameReplay(steps + 16, 1, "cpu")
+    replay = FrameReplay(steps + 16, 1, "cpu", frame_shape=family.frame_shape, history=family.history)
     replay.add_first(torch.from_numpy(observations))
     generator = torch.Generator(device=device)
     for step in range(1, steps + 1):
@@ -223,33 +258,88 @@ def naive_steps_per_second(config: Config, device: torch.device, steps: int) -> 
 
 def end_to_end_rounds(config: Config, device: torch.device, settings: Settings, replay: FrameReplay, say) -> list[dict]:
     """Rounds of: environment only at the loop's num_envs, learner only in the loop's update mode,
-    the training loop, the naive loop, back to back. Ratios are taken within a round, so that a
-    machine that gets busier or quieter during the benchmark does not bias them."""
+    the training loop, CleanRL's loop structure, back to back. Ratios are taken within a round, so
+    that a machine that gets busier or quieter during the benchmark does not bias them."""
     mode = resolve_update_mode(config.agent.update_mode, device)
     learner = make_learner(config, device, mode)
     rounds = []
     for index in range(1, settings.end_to_end_rounds + 1):
         say(
             f"end to end, round {index}/{settings.end_to_end_rounds}: env only, learner only, training loop "
-            f"({settings.num_envs} envs, {settings.end_to_end_steps:,} steps), naive loop ({settings.naive_steps:,} steps) ..."
+            f"({settings.num_envs} envs, {settings.end_to_end_steps:,} steps), "
+            f"CleanRL-structured loop ({settings.cleanrl_steps:,} steps) ..."
         )
         env_only = env_steps_per_second(settings, settings.num_envs, config)
         (seconds,) = seconds_per_update([learner], replay, settings.game, settings.learner_updates, rounds=1)
         learner_bound = config.agent.steps_per_update / seconds[0]
         loop, loop_mode = loop_steps_per_second(config, device)
-        naive = naive_steps_per_second(config, device, settings.naive_steps)
+        cleanrl = cleanrl_steps_per_second(config, device, settings.cleanrl_steps)
         rounds.append(
             {
                 "env_only_steps_per_s": env_only,
                 "learner_bound_steps_per_s": learner_bound,
                 "loop_steps_per_s": loop,
                 "loop_update_mode": loop_mode,
-                "naive_steps_per_s": naive,
-                "speedup_over_naive": loop / naive,
+                "cleanrl_steps_per_s": cleanrl,
+                "speedup_over_cleanrl": loop / cleanrl,
                 "pipeline_efficiency": loop / min(env_only, learner_bound),
             }
         )
     return rounds
+
+
+def loop_summary(rounds: list[dict]) -> dict:
+    """Medians over rounds of the training loop, CleanRL's structure and their ratio."""
+    return {
+        "loop_update_mode": rounds[0]["loop_update_mode"],
+        "loop_steps_per_s": statistics.median(r["loop_steps_per_s"] for r in rounds),
+        "cleanrl_steps_per_s": statistics.median(r["cleanrl_steps_per_s"] for r in rounds),
+        "speedup_over_cleanrl": statistics.median(r["speedup_over_cleanrl"] for r in rounds),
+        "rounds": rounds,
+    }
+
+
+def minatar_figures(device: torch.device, settings: Settings, say) -> dict:
+    """The MinAtar side of the peer comparison: learner only (eager against the default mode), then
+    rounds of the training loop against CleanRL's loop structure, on the MinAtar paper's network."""
+    config = minatar_config(settings)
+    family = family_of_run(config.run.games)
+    replay = random_replay(8_192, settings.num_envs, device, family)
+    say(f"MinAtar learner only ({settings.minatar_learner_updates} updates x {LEARNER_ROUNDS} rounds per mode) ...")
+    learner = learner_figures(config, device, settings.minatar_learner_updates, replay)
+    rounds = []
+    for index in range(1, settings.end_to_end_rounds + 1):
+        say(
+            f"MinAtar end to end, round {index}/{settings.end_to_end_rounds}: training loop ({settings.minatar_steps:,} steps), "
+            f"CleanRL-structured loop ({settings.minatar_steps // 2:,} steps) ..."
+        )
+        loop, loop_mode = loop_steps_per_second(config, device)
+        cleanrl = cleanrl_steps_per_second(config, device, settings.minatar_steps // 2)
+        rounds.append(
+            {
+                "loop_steps_per_s": loop,
+                "loop_update_mode": loop_mode,
+                "cleanrl_steps_per_s": cleanrl,
+                "speedup_over_cleanrl": loop / cleanrl,
+            }
+        )
+    return {
+        "game": config.run.games[0],
+        "network": config.network.architecture,
+        "learner": learner,
+        "end_to_end": loop_summary(rounds),
+    }
+
+
+def peer_verdict(record: dict) -> dict:
+    """Issue 13's four ratios (learner and end to end, Atari and MinAtar) against PEER_TARGET."""
+    ratios = {
+        "atari_learner_over_eager": record["learner"]["speedup_over_eager"],
+        "atari_loop_over_cleanrl": record["end_to_end"]["speedup_over_cleanrl"],
+        "minatar_learner_over_eager": record["minatar"]["learner"]["speedup_over_eager"],
+        "minatar_loop_over_cleanrl": record["minatar"]["end_to_end"]["speedup_over_cleanrl"],
+    }
+    return {"target": PEER_TARGET, "ratios": ratios, "passed": {key: ratio >= PEER_TARGET for key, ratio in ratios.items()}}
 
 
 # --- Fisher and memory --------------------------------------------------------------------------
@@ -360,8 +450,8 @@ def run(device: torch.device, settings: Settings, say=print, save=lambda record:
     del big_replay
     replay = random_replay(8_192, 8, device)
 
-    say(f"learner only ({settings.learner_updates} updates x {LEARNER_ROUNDS} rounds per mode, with and without penalty) ...")
-    record["learner"] = learner_figures(config, device, settings, replay)
+    say(f"learner only ({settings.learner_updates} updates x {LEARNER_ROUNDS} rounds per mode, and eager without penalty) ...")
+    record["learner"] = learner_figures(config, device, settings.learner_updates, replay)
     save(record)
 
     say(f"policy Fisher ({settings.fisher_samples} samples) ...")
@@ -369,15 +459,13 @@ def run(device: torch.device, settings: Settings, say=print, save=lambda record:
     save(record)
 
     rounds = end_to_end_rounds(config, device, settings, replay, say)
-    record["end_to_end"] = {
-        "loop_update_mode": rounds[0]["loop_update_mode"],
-        "loop_steps_per_s": statistics.median(r["loop_steps_per_s"] for r in rounds),
-        "naive_steps_per_s": statistics.median(r["naive_steps_per_s"] for r in rounds),
-        "speedup_over_naive": statistics.median(r["speedup_over_naive"] for r in rounds),
-        "rounds": rounds,
-    }
+    record["end_to_end"] = loop_summary(rounds)
     efficiency = statistics.median(r["pipeline_efficiency"] for r in rounds)
     record["pipeline"] = {"efficiency": efficiency, "target": PIPELINE_TARGET, "passed": efficiency >= PIPELINE_TARGET}
+    save(record)
+
+    record["minatar"] = minatar_figures(device, settings, say)
+    record["peer"] = peer_verdict(record)
     record["memory"] = peak_memory(device)
     record["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     record["seconds"] = time.perf_counter() - started

@@ -4,16 +4,50 @@ from __future__ import annotations
 
 from bench.settings import FISHER_REFERENCE_SAMPLES
 
+VERDICTS = {
+    "atari_learner_over_eager": "Atari (Nature CNN), learner alone: compiled (CUDA graph on CUDA) / eager float32",
+    "atari_loop_over_cleanrl": "Atari (Nature CNN), end to end: train.py loop / CleanRL structure",
+    "minatar_learner_over_eager": "MinAtar network, learner alone: compiled (CUDA graph on CUDA) / eager float32",
+    "minatar_loop_over_cleanrl": "MinAtar network, end to end: train.py loop / CleanRL structure",
+}
+
+
+def learner_lines(learner: dict) -> list[str]:
+    """Eager float32 and the faster mode: updates/s, first update (compile or capture), speed-up."""
+    lines = []
+    for mode in dict.fromkeys(["eager", learner["faster_mode"]]):
+        value = learner[mode]
+        note = f"  (EWC penalty {100 * value['penalty_share']:.1f}% of it)" if "penalty_share" in value else ""
+        lines.append(
+            f"  {mode:<11} {value['updates_per_s']:>9,.1f} updates/s  {value['ms_per_update']:7.2f} ms/update"
+            f"  first update {value['first_update_s']:6.1f} s{note}"
+        )
+    rounds = ", ".join(f"{r:.2f}" for r in learner["rounds_speedup_over_eager"])
+    lines.append(f"  {learner['faster_mode']} / eager: {learner['speedup_over_eager']:.2f}x (median of rounds: {rounds})")
+    return lines
+
+
+def loop_lines(e2e: dict, loop_label: str) -> list[str]:
+    rounds = e2e["rounds"]
+
+    def per_round(key: str, spec: str) -> str:
+        return ", ".join(format(r[key], spec) for r in rounds)
+
+    return [
+        f"  {loop_label + ' (' + e2e['loop_update_mode'] + ')':<74}{e2e['loop_steps_per_s']:>9,.0f}"
+        f"   rounds: {per_round('loop_steps_per_s', ',.0f')}",
+        f"  {'CleanRL dqn_atari.py structure (1 env, synchronous, host replay, eager)':<74}{e2e['cleanrl_steps_per_s']:>9,.0f}"
+        f"   rounds: {per_round('cleanrl_steps_per_s', ',.0f')}",
+        f"  train.py loop / CleanRL structure: {e2e['speedup_over_cleanrl']:.2f}x"
+        f"   rounds: {per_round('speedup_over_cleanrl', '.2f')}",
+    ]
+
 
 def report(record: dict) -> str:
     """The record as a table a person reads (the JSON holds the same figures, unrounded)."""
     m, st, learner = record["machine"], record["settings"], record["learner"]
     e2e, pipe, fisher, replay, memory = (record[key] for key in ("end_to_end", "pipeline", "fisher", "replay", "memory"))
     rounds = e2e["rounds"]
-
-    def per_round(key: str, spec: str) -> str:
-        return ", ".join(format(r[key], spec) for r in rounds)
-
     env = record["env_only_steps_per_s"]
     lines = [
         f"device: {m['device']} | {m['cpu_cores']} CPU cores, torch {m['torch']} ({m['torch_threads']} threads), "
@@ -26,24 +60,10 @@ def report(record: dict) -> str:
         "  steps/s   " + "".join(f"{v:>9,.0f}" for v in env.values()),
         "",
         "learner only, sample + update",
-    ]
-    for mode in ("eager", "cuda-graph", "compiled"):
-        value = learner[mode]
-        if isinstance(value, dict):
-            lines.append(
-                f"  {mode:<11} {value['updates_per_s']:>9,.1f} updates/s  {value['ms_per_update']:7.2f} ms/update"
-                f"  (EWC penalty {100 * value['penalty_share']:.1f}% of it)"
-            )
-        else:
-            lines.append(f"  {mode:<11} {value}")
-    lines += [
+        *learner_lines(learner),
         "",
         f"end to end, agent steps/s (median of {len(rounds)} rounds; each round measures everything below back to back)",
-        f"  {'training loop (' + str(st['num_envs']) + ' envs, send/recv overlap, ' + e2e['loop_update_mode'] + ')':<58}"
-        f"{e2e['loop_steps_per_s']:>9,.0f}   rounds: {per_round('loop_steps_per_s', ',.0f')}",
-        f"  {'naive loop (1 env, synchronous, replay in host memory)':<58}{e2e['naive_steps_per_s']:>9,.0f}"
-        f"   rounds: {per_round('naive_steps_per_s', ',.0f')}",
-        f"  speed-up over naive: {e2e['speedup_over_naive']:.2f}x   rounds: {per_round('speedup_over_naive', '.2f')}",
+        *loop_lines(e2e, f"train.py loop ({st['num_envs']} envs, send/recv overlap)"),
         "",
         "pipeline: end to end / min(env only, 4 x learner only), per round: "
         + "; ".join(
@@ -66,6 +86,28 @@ def report(record: dict) -> str:
             if "peak_gpu_allocated_gb" in memory
             else ""
         ),
+        "",
+        *peer_lines(record),
         f"benchmark time: {record['seconds']:.0f} s",
     ]
     return "\n".join(lines)
+
+
+def peer_lines(record: dict) -> list[str]:
+    """The MinAtar figures, then issue 13's four ratios against their target."""
+    minatar, peer = record["minatar"], record["peer"]
+    lines = [
+        f"MinAtar ({minatar['game']}, network {minatar['network']}, 6 actions, batch 32, one update per 4 agent steps, "
+        "EWC penalty on)",
+        "  learner only, sample + update",
+        *["  " + line for line in learner_lines(minatar["learner"])],
+        f"  end to end, agent steps/s (median of {len(minatar['end_to_end']['rounds'])} rounds)",
+        *["  " + line for line in loop_lines(minatar["end_to_end"], f"train.py loop ({record['settings']['num_envs']} envs)")],
+        "",
+        f"peer comparison (torch {record['machine']['torch_threads']} threads), "
+        f"target >= {peer['target']:.1f}x, medians of rounds",
+    ]
+    for key, label in VERDICTS.items():
+        verdict = "PASS" if peer["passed"][key] else "MISS"
+        lines.append(f"  {label:<82}{peer['ratios'][key]:6.2f}x  {verdict}")
+    return lines

@@ -15,6 +15,12 @@ FISHER_REFERENCE_SAMPLES = 3_200
 """The EWC paper's Fisher: 100 minibatches of 32 replay states."""
 LEARNER_ROUNDS = 4
 """Learner-only rounds per learner (alternating between learners); the fastest counts."""
+PEER_TARGET = 1.5
+"""Issue 13, on a CPU: the default update mode at >= 1.5x eager float32 updates/s, and train.py's
+loop at >= 1.5x the agent steps/s of CleanRL's loop structure, for the Atari and the MinAtar network
+(medians of the rounds' ratios)."""
+MINATAR_GAME = "minatar:breakout"
+"""The MinAtar side of the peer comparison (any MinAtar game costs the same per update)."""
 
 
 @dataclass(frozen=True)
@@ -28,27 +34,31 @@ class Settings:
     num_envs: int
     """Emulators of the end-to-end training loop."""
     end_to_end_steps: int
-    naive_steps: int
+    cleanrl_steps: int
     end_to_end_rounds: int
-    """Rounds of env only, learner only, training loop and naive loop, back to back; the end-to-end
+    """Rounds of env only, learner only, training loop and CleanRL-structured loop, back to back; the end-to-end
     figures and ratios are medians over rounds."""
     learner_updates: int
     """Updates per learner-only round (LEARNER_ROUNDS of them per learner, and one per end-to-end round)."""
     fisher_samples: int
     replay_transitions: int
     """Capacity of the replay allocated to measure bytes per transition (and device memory)."""
+    minatar_steps: int = 8_000
+    """Agent steps of each MinAtar training-loop round (CleanRL-structured rounds take half)."""
+    minatar_learner_updates: int = 200
+    """Updates per MinAtar learner-only round (LEARNER_ROUNDS of them per update mode)."""
     game: str = "pong"
 
     @staticmethod
     def for_device(device: torch.device, quick: bool) -> Settings:
-        """Standard settings on CUDA (a 16-core GPU host); small ones on a CPU (2 to 4 minutes on 2 cores)."""
+        """Standard settings on CUDA (a 16-core GPU host); small ones on a CPU (8 minutes on 2 cores, 15 when they are busy)."""
         if device.type == "cuda":
             settings = Settings(
                 env_counts=(1, 2, 4, 8, 16, 32),
                 env_seconds=1.5,
                 num_envs=16,
                 end_to_end_steps=60_000,
-                naive_steps=3_000,
+                cleanrl_steps=3_000,
                 end_to_end_rounds=3,
                 learner_updates=250,
                 fisher_samples=FISHER_REFERENCE_SAMPLES,
@@ -60,7 +70,7 @@ class Settings:
                 env_seconds=1.5,
                 num_envs=8,
                 end_to_end_steps=2_000,
-                naive_steps=1_000,
+                cleanrl_steps=1_000,
                 end_to_end_rounds=3,
                 learner_updates=20,
                 fisher_samples=128,
@@ -71,8 +81,10 @@ class Settings:
                 settings,
                 env_seconds=settings.env_seconds / 2,
                 end_to_end_steps=settings.end_to_end_steps // 2,
-                naive_steps=settings.naive_steps // 2,
+                cleanrl_steps=settings.cleanrl_steps // 2,
                 learner_updates=settings.learner_updates // 2,
+                minatar_steps=settings.minatar_steps // 2,
+                minatar_learner_updates=settings.minatar_learner_updates // 2,
                 fisher_samples=max(64, settings.fisher_samples // 2),
             )
         return settings
@@ -88,5 +100,16 @@ def benchmark_config(settings: Settings) -> Config:
     config.run.checkpoint_every = 0
     config.env.num_envs = settings.num_envs
     config.agent.learning_starts = 0
-    config.agent.update_mode = "auto"  # the CUDA-graph update on a GPU (still opt-in for training)
+    config.agent.update_mode = "auto"  # the CUDA-graph update on a GPU (still opt-in for training there)
+    return config
+
+
+def minatar_config(settings: Settings) -> Config:
+    """The benchmark's config on MinAtar: the MinAtar paper's network (configs/minatar.yaml), the
+    same replay ratio, learning from the first step."""
+    config = benchmark_config(settings)
+    config.run.games = [MINATAR_GAME]
+    config.run.steps_per_game = settings.minatar_steps
+    config.run.log_every = max(settings.num_envs, settings.minatar_steps // 5)
+    config.network.architecture = "minatar"
     return config

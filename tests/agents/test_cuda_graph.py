@@ -91,13 +91,12 @@ def test_snapshot_restore_zeroes_state_created_by_the_warmup():
 
 
 def test_update_modes_resolve_per_device():
-    assert resolve_update_mode("auto", torch.device("cpu")) == "eager"
     assert resolve_update_mode("auto", torch.device("cuda")) == "cuda-graph"
     assert resolve_update_mode("eager", torch.device("cuda")) == "eager"
     with pytest.raises(ValueError, match="needs a CUDA device"):
         resolve_update_mode("cuda-graph", torch.device("cpu"))
     with pytest.raises(ValueError, match="agent.update_mode"):
-        resolve_update_mode("compiled", torch.device("cpu"))
+        resolve_update_mode("jit", torch.device("cpu"))
 
 
 def test_checkpoint_from_a_cuda_graph_run_resumes_on_cpu():

@@ -4,10 +4,13 @@ the benchmark prints figures, tests do not time anything)."""
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 import torch
 
+from agents.compiled import compiler_available
+from agents.cuda_graph import resolve_update_mode
 from bench.__main__ import main
 from bench.measure import run, steady_steps_per_second
 from bench.report import report
@@ -18,11 +21,13 @@ TINY = Settings(
     env_seconds=0.05,
     num_envs=2,
     end_to_end_steps=160,
-    naive_steps=100,
+    cleanrl_steps=100,
     end_to_end_rounds=1,
     learner_updates=2,
     fisher_samples=16,
     replay_transitions=1_000,
+    minatar_steps=200,
+    minatar_learner_updates=2,
 )
 
 
@@ -49,18 +54,28 @@ def record() -> dict:
 def test_benchmark_measures_every_figure_on_cpu(record):
     assert set(record["env_only_steps_per_s"]) == {1, 2}
     assert all(rate > 0 for rate in record["env_only_steps_per_s"].values())
-    assert record["learner"]["eager"]["updates_per_s"] > 0
-    assert record["learner"]["cuda-graph"] == "n/a (CPU)"
+    learner = record["learner"]
+    default = resolve_update_mode("auto", torch.device("cpu"))
+    faster = learner["faster_mode"]
+    assert learner["default_mode"] == default and faster == ("compiled" if compiler_available() else "eager")
+    assert learner["eager"]["updates_per_s"] > 0 and learner[faster]["updates_per_s"] > 0 and "cuda-graph" not in learner
+    assert learner["speedup_over_eager"] == pytest.approx(statistics.median(learner["rounds_speedup_over_eager"]))
     e2e = record["end_to_end"]
-    assert e2e["loop_update_mode"] == "eager"
+    assert e2e["loop_update_mode"] == default
     (one_round,) = e2e["rounds"]
-    assert e2e["speedup_over_naive"] == pytest.approx(one_round["loop_steps_per_s"] / one_round["naive_steps_per_s"])
+    assert e2e["speedup_over_cleanrl"] == pytest.approx(one_round["loop_steps_per_s"] / one_round["cleanrl_steps_per_s"])
     bound = min(one_round["env_only_steps_per_s"], one_round["learner_bound_steps_per_s"])
     assert record["pipeline"]["efficiency"] == pytest.approx(one_round["loop_steps_per_s"] / bound)
     assert record["pipeline"]["passed"] == (record["pipeline"]["efficiency"] >= 0.8)
     assert record["fisher"]["seconds_for_3200_is"] == "extrapolated linearly from 16 samples"
     assert 7_056 <= record["replay"]["bytes_per_transition"] < 7_100  # one 84x84 frame and a few flags
     assert record["memory"]["peak_host_rss_gb"] > 0
+    minatar = record["minatar"]
+    assert minatar["network"] == "minatar" and minatar["learner"]["eager"]["updates_per_s"] > 0
+    assert minatar["end_to_end"]["loop_update_mode"] == default
+    peer = record["peer"]
+    assert peer["ratios"]["minatar_loop_over_cleanrl"] == minatar["end_to_end"]["speedup_over_cleanrl"]
+    assert peer["passed"] == {key: ratio >= 1.5 for key, ratio in peer["ratios"].items()}
     assert record["complete"]
     assert json.loads(json.dumps(record))["settings"]["num_envs"] == 2  # what --out writes
 
@@ -68,8 +83,9 @@ def test_benchmark_measures_every_figure_on_cpu(record):
 @pytest.mark.slow
 def test_report_prints_the_pipeline_verdict_and_ratio(record):
     text = report(record)
-    assert ("PASS" in text) != ("FAIL" in text)
-    assert "speed-up over naive" in text and "n/a (CPU)" in text and "extrapolated" in text
+    assert text.count("target >= 80%) PASS") + text.count("target >= 80%) FAIL") == 1
+    assert "CleanRL structure" in text and "extrapolated" in text
+    assert text.count("x  PASS") + text.count("x  MISS") == 4  # issue 13's four ratios
 
 
 def test_bad_device_is_an_error_message_not_a_traceback(capsys, tmp_path):
