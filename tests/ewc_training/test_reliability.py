@@ -124,7 +124,7 @@ BAD_INPUTS = {
     "unknown key in yaml": (["--config", "{folder}/typo.yaml"], ["'agent.learning_rat'", "did you mean 'agent.learning_rate'"]),
     "replay too large": (
         ["--set", "run.steps_per_game=2000000000", "--set", "agent.replay_capacity=2000000000"],
-        ["needs 14130.0 GB", "set agent.replay_capacity="],
+        ["needs 14128.0 GB", "set agent.replay_capacity="],
     ),
     "unwritable run dir": (["--run-dir", "{folder}/a-file/run"], ["cannot write to run directory", "Not a directory"]),
     "resume of a missing run": (["--resume", "{folder}/nope"], ["not a run directory"]),
