@@ -26,6 +26,15 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture
+def deterministic_cuda():
+    """Same kernels, same sums: without this, cuDNN's choices alone make runs differ slightly."""
+    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = True, False, False
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = flags
+
+
 def run_train(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python train.py ARGS` from the project root, as a user would run it."""
     return subprocess.run(

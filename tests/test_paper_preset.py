@@ -9,6 +9,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.build import build_learner
+from agents.ewc.methods import make_consolidation
 from agents.replay import Transitions
 from envs import atari
 from envs.families import ATARI
@@ -128,8 +129,6 @@ def test_the_paper_presets_updates_are_deepminds_rmsprop_steps(max_norm):
 
 def test_td_clip_scope_clips_the_td_gradient_alone():
     """grad_clip_scope=td: g = clip(grad L_TD) + grad P; total: g = clip(grad(L_TD + P))."""
-    from agents.ewc.methods import make_consolidation
-
     batch = paper_batch(8)
     steps = {}
     for scope in ("total", "td"):

@@ -119,15 +119,6 @@ def test_checkpoint_from_a_cuda_graph_run_resumes_on_cpu():
 # --- CUDA ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def deterministic_cuda():
-    """Same kernels, same sums: without this, cuDNN's choices alone make runs differ slightly."""
-    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = True, False, False
-    yield
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = flags
-
-
 @pytest.mark.cuda
 @needs_cuda
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])

@@ -19,15 +19,6 @@ from ewc_training.trainer import SequenceTrainer
 from tests.ewc_training.test_game_boundary import FAMILIES, tiny_config
 
 
-@pytest.fixture
-def deterministic_cuda():
-    """Same kernels, same sums: without this, cuDNN's choices alone make runs differ slightly."""
-    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = True, False, False
-    yield
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = flags
-
-
 def game_end_checkpoints(run_dir, device: str, mode: str) -> list[dict]:
     """A two-game Atari run with per-game modulation in `mode` on `device`; its after_<k>_<game>.pt files."""
     games = FAMILIES["atari"]
