@@ -31,6 +31,7 @@ budget), the mean over seeds. Per cell, with g_1 the first game and g_K the last
     forgetting       mean over games first trained before K of max_{t_g <= k < K} R[k][g] - R[K][g]
                      (Chaudhry et al. 2018), signed; for two games R[1][g_1] - R[2][g_1]
     backward transfer mean over positions i < K of R[K][g_i] - R[i][g_i] (Lopez-Paz & Ranzato 2017)
+                     (these three are ewc_evaluation/metrics.py's, as evaluate.py prints them)
     new-game cost    R[K][g_K] minus fine-tuning's mean R[K][g_K] in the same order: what the
                      consolidation costs in learning the last game (negative: it learns it less well)
 """
@@ -53,6 +54,7 @@ from matplotlib.figure import Figure
 
 from envs import games as game_table
 from envs.families import family_of_run
+from ewc_evaluation import metrics
 from ewc_experiments import statistics as stats
 from ewc_experiments.cli import fail
 from ewc_experiments.statistics import Estimate, column_estimates
@@ -334,22 +336,20 @@ def normalised(data: CellData, refs: dict[str, Reference]) -> np.ndarray:
 
 
 def cell_metrics(data: CellData, refs: dict[str, Reference]) -> dict[str, float]:
-    """final_mean, retention, retention_fraction, forgetting, backward_transfer, last_game (R[K][g_K])."""
+    """final_mean, retention, retention_fraction, forgetting, backward_transfer, last_game (R[K][g_K]).
+
+    Final mean, forgetting and backward transfer are ewc_evaluation.metrics' (what evaluate.py and
+    the sweep report print), computed from this cell's R."""
     R, order, column = normalised(data, refs), data.order, {game: j for j, game in enumerate(data.games)}
-    K = len(order)
-    first = {game: order.index(game) + 1 for game in column}
-    g1 = column[order[0]]
-    forgotten = [
-        max(R[k - 1, column[game]] for k in range(first[game], K)) - R[K - 1, column[game]] for game in column if first[game] < K
-    ]
-    changes = [R[K - 1, column[game]] - R[i - 1, column[game]] for i, game in enumerate(order[:-1], start=1)]
+    K, g1 = len(order), column[order[0]]
+    summary = metrics.summarise({k: dict(zip(data.games, row)) for k, row in enumerate(R.tolist(), start=1)}, order)
     before = R[0, g1]
     return {
-        "final_mean": float(np.mean(R[K - 1])),
+        "final_mean": summary["final_mean_hns"],
         "retention": float(R[K - 1, g1]),
         "retention_fraction": float(R[K - 1, g1] / before) if before > 0 else math.nan,
-        "forgetting": float(np.mean(forgotten)) if forgotten else math.nan,
-        "backward_transfer": float(np.mean(changes)) if changes else math.nan,
+        "forgetting": summary["mean_forgetting"],
+        "backward_transfer": summary["backward_transfer"],
         "last_game": float(R[K - 1, column[order[-1]]]),
     }
 
@@ -407,8 +407,8 @@ def summarise_group(key: GroupKey, cells: list[CellData], refs: dict[str, Refere
     raws = np.array([data.raw() for data in cells])
     norms = np.array([normalised(data, refs) for data in cells])
     per_cell = [cell_metrics(data, refs) for data in cells]
-    for metrics in per_cell:
-        metrics["cost"] = math.nan if key[1] == "finetune" else metrics["last_game"] - finetune_last
+    for figures in per_cell:
+        figures["cost"] = math.nan if key[1] == "finetune" else figures["last_game"] - finetune_last
     cells_of = [(k, game) for k in positions for game in games]
     table = np.column_stack(
         [
