@@ -48,6 +48,7 @@ from agents.cuda_graph import resolve_update_mode
 from agents.dqn import DQNLearner, epsilon_at
 from agents.ewc.fisher import diagonal_fisher, replay_batches
 from agents.replay import FrameReplay, Transitions
+from bench.roofline import roofline, update_flops
 from bench.settings import (
     FISHER_REFERENCE_SAMPLES,
     LEARNER_ROUNDS,
@@ -163,6 +164,32 @@ def first_update_seconds(learner: DQNLearner, replay: FrameReplay, game: str) ->
     return time.perf_counter() - start
 
 
+GEMM_SIDE = {"cpu": 1024, "cuda": 8192}
+"""Side of the square float32 matmul timed for the GEMM rate: large enough for the BLAS's full rate."""
+
+
+def gemm_gflops(device: torch.device, rounds: int = 5, repeats: int = 4) -> float:
+    """The device's float32 matrix-multiply rate at the current threads (bench/roofline.py's R): the
+    best of `rounds` of a square matmul, in GFLOP/s, with TF32 off on CUDA."""
+    side = GEMM_SIDE[device.type]
+    a, b = (torch.randn(side, side, device=device) for _ in range(2))
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        a @ b  # first call: BLAS set-up
+        best = float("inf")
+        for _ in range(rounds):
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                a @ b
+            synchronize(device)
+            best = min(best, (time.perf_counter() - start) / repeats)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return 2 * side**3 / best / 1e9
+
+
 def faster_mode(device: torch.device) -> str:
     """The update mode measured against eager float32: the CUDA graph on CUDA, the compiled update on
     a CPU (eager again where no C++ compiler is found, so the ratio is then 1 by construction)."""
@@ -191,6 +218,8 @@ def learner_figures(config: Config, device: torch.device, updates: int, replay: 
     eager = figures["eager"]
     eager["ms_per_update_without_penalty"] = 1e3 * min(without)
     eager["penalty_share"] = (min(per_mode[0]) - min(without)) / min(per_mode[0])
+    flops = update_flops(plain, replay.sample(plain.config.batch_size), game)
+    eager["roofline"] = roofline(flops, statistics.median(per_mode[0]), gemm_gflops(device))
     ratios = [e / f for e, f in zip(per_mode[0], per_mode[-1])]
     figures["speedup_over_eager"] = statistics.median(ratios)
     figures["rounds_speedup_over_eager"] = ratios
@@ -331,15 +360,38 @@ def minatar_figures(device: torch.device, settings: Settings, say) -> dict:
     }
 
 
-def peer_verdict(record: dict) -> dict:
-    """Issue 13's four ratios (learner and end to end, Atari and MinAtar) against PEER_TARGET."""
+def peer_verdict(record: dict, steps_per_update: int) -> dict:
+    """Issue 13's four ratios (learner and end to end, Atari and MinAtar) against PEER_TARGET, and
+    the float32 ceiling of each: whether the target is reachable at all at these threads."""
     ratios = {
         "atari_learner_over_eager": record["learner"]["speedup_over_eager"],
         "atari_loop_over_cleanrl": record["end_to_end"]["speedup_over_cleanrl"],
         "minatar_learner_over_eager": record["minatar"]["learner"]["speedup_over_eager"],
         "minatar_loop_over_cleanrl": record["minatar"]["end_to_end"]["speedup_over_cleanrl"],
     }
-    return {"target": PEER_TARGET, "ratios": ratios, "passed": {key: ratio >= PEER_TARGET for key, ratio in ratios.items()}}
+    ceilings = {
+        "atari_learner_over_eager": record["learner"]["eager"]["roofline"]["float32_ceiling"],
+        "atari_loop_over_cleanrl": loop_ceiling(record["learner"], record["end_to_end"], steps_per_update),
+        "minatar_learner_over_eager": record["minatar"]["learner"]["eager"]["roofline"]["float32_ceiling"],
+        "minatar_loop_over_cleanrl": loop_ceiling(
+            record["minatar"]["learner"], record["minatar"]["end_to_end"], steps_per_update
+        ),
+    }
+    return {
+        "target": PEER_TARGET,
+        "ratios": ratios,
+        "passed": {key: ratio >= PEER_TARGET for key, ratio in ratios.items()},
+        "float32_ceilings": ceilings,
+        "reachable": {key: ceiling >= PEER_TARGET for key, ceiling in ceilings.items()},
+    }
+
+
+def loop_ceiling(learner: dict, end_to_end: dict, steps_per_update: int) -> float:
+    """The most the training loop could lead CleanRL's structure by at these threads in float32:
+    acting wholly hidden, every update at the device's GEMM rate (bench/roofline.py)."""
+    arithmetic = learner["eager"]["roofline"]
+    fastest_loop = steps_per_update * arithmetic["gemm_gflops"] / arithmetic["gflop_per_update"]
+    return fastest_loop / end_to_end["cleanrl_steps_per_s"]
 
 
 # --- Fisher and memory --------------------------------------------------------------------------
@@ -465,7 +517,7 @@ def run(device: torch.device, settings: Settings, say=print, save=lambda record:
     save(record)
 
     record["minatar"] = minatar_figures(device, settings, say)
-    record["peer"] = peer_verdict(record)
+    record["peer"] = peer_verdict(record, config.agent.steps_per_update)
     record["memory"] = peak_memory(device)
     record["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     record["seconds"] = time.perf_counter() - started

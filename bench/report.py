@@ -24,7 +24,17 @@ def learner_lines(learner: dict) -> list[str]:
         )
     rounds = ", ".join(f"{r:.2f}" for r in learner["rounds_speedup_over_eager"])
     lines.append(f"  {learner['faster_mode']} / eager: {learner['speedup_over_eager']:.2f}x (median of rounds: {rounds})")
-    return lines
+    return lines + roofline_lines(learner["eager"]["roofline"])
+
+
+def roofline_lines(arithmetic: dict) -> list[str]:
+    """What bench/roofline.py says of the eager update: how near the device's float32 rate it runs."""
+    return [
+        f"  arithmetic: {arithmetic['gflop_per_update']:.3f} GFLOP per update; eager reaches "
+        f"{arithmetic['achieved_gflops']:.1f} GFLOP/s, {100 * arithmetic['share_of_gemm_rate']:.0f}% of this device's "
+        f"float32 matmul rate ({arithmetic['gemm_gflops']:.1f} GFLOP/s)",
+        f"  float32 ceiling: no float32 update at these threads can beat eager by more than {arithmetic['float32_ceiling']:.2f}x",
+    ]
 
 
 def loop_lines(e2e: dict, loop_label: str) -> list[str]:
@@ -94,7 +104,8 @@ def report(record: dict) -> str:
 
 
 def peer_lines(record: dict) -> list[str]:
-    """The MinAtar figures, then issue 13's four ratios against their target."""
+    """The MinAtar figures, then issue 13's four ratios against their target, each with its float32
+    ceiling (bench/roofline.py): a target above its ceiling cannot be met in float32 at these threads."""
     minatar, peer = record["minatar"], record["peer"]
     lines = [
         f"MinAtar ({minatar['game']}, network {minatar['network']}, 6 actions, batch 32, one update per 4 agent steps, "
@@ -109,5 +120,7 @@ def peer_lines(record: dict) -> list[str]:
     ]
     for key, label in VERDICTS.items():
         verdict = "PASS" if peer["passed"][key] else "MISS"
-        lines.append(f"  {label:<82}{peer['ratios'][key]:6.2f}x  {verdict}")
+        reach = "" if peer["reachable"][key] else ", out of reach in float32"
+        ceiling = f"(ceiling {peer['float32_ceilings'][key]:.2f}x{reach})"
+        lines.append(f"  {label:<82}{peer['ratios'][key]:6.2f}x  {verdict}  {ceiling}")
     return lines

@@ -76,6 +76,10 @@ def test_benchmark_measures_every_figure_on_cpu(record):
     peer = record["peer"]
     assert peer["ratios"]["minatar_loop_over_cleanrl"] == minatar["end_to_end"]["speedup_over_cleanrl"]
     assert peer["passed"] == {key: ratio >= 1.5 for key, ratio in peer["ratios"].items()}
+    arithmetic = learner["eager"]["roofline"]
+    assert arithmetic["gflop_per_update"] == pytest.approx(2.783, abs=1e-3)  # Nature CNN, batch 32
+    assert peer["float32_ceilings"]["atari_learner_over_eager"] == arithmetic["float32_ceiling"]
+    assert peer["reachable"] == {key: ceiling >= 1.5 for key, ceiling in peer["float32_ceilings"].items()}
     assert record["complete"]
     assert json.loads(json.dumps(record))["settings"]["num_envs"] == 2  # what --out writes
 
@@ -86,6 +90,7 @@ def test_report_prints_the_pipeline_verdict_and_ratio(record):
     assert text.count("target >= 80%) PASS") + text.count("target >= 80%) FAIL") == 1
     assert "CleanRL structure" in text and "extrapolated" in text
     assert text.count("x  PASS") + text.count("x  MISS") == 4  # issue 13's four ratios
+    assert text.count("float32 ceiling: no float32 update") == 2  # Nature CNN and MinAtar learners
 
 
 def test_bad_device_is_an_error_message_not_a_traceback(capsys, tmp_path):

@@ -1,0 +1,45 @@
+"""How close an update runs to the device's float32 arithmetic rate, and so how much faster any
+float32 update could be at the same threads: the ceiling that decides whether a speed-up target is
+reachable by a better schedule at all.
+
+    achieved = F / t           F: floating-point operations of one update, t: its seconds (median round)
+    ceiling  = R / achieved    R: the device's float32 matrix-multiply rate, measured in the same run
+
+F is counted by torch's `FlopCounterMode` over one real update (the three forward passes and the
+backward pass; the element-wise loss, penalty, clipping and optimizer step are not counted, they
+are a rounding error beside the convolutions). R (bench/measure.py's `gemm_gflops`) is the best rate of a large float32 matrix
+multiply: the best-case kernel of the device's BLAS, which no convolution or smaller matmul of the
+update beats. An update at the ceiling would run every one of its operations at that rate with no
+overhead at all: no compile mode, layout or schedule of the same operations gets past it. Only
+fewer operations (e.g. Winograd convolutions, or a different algorithm) or cheaper ones (bfloat16
+on hardware that has it) do.
+
+End to end, the training loop can at best hide acting behind an update that runs at the ceiling:
+its agent steps/s are at most `steps_per_update x R / F`.
+"""
+
+from __future__ import annotations
+
+from torch.utils.flop_counter import FlopCounterMode
+
+from agents.dqn import DQNLearner
+from agents.replay import Transitions
+
+
+def update_flops(learner: DQNLearner, batch: Transitions, game: str) -> int:
+    """Floating-point operations of one update of `learner` on `batch` (it does update the learner)."""
+    with FlopCounterMode(display=False) as counter:
+        learner.update(batch, game)
+    return counter.get_total_flops()
+
+
+def roofline(flops_per_update: float, seconds_per_update: float, gemm_rate: float) -> dict[str, float]:
+    """An update's achieved GFLOP/s, its share of the GEMM rate R, and the ceiling R / achieved."""
+    achieved = flops_per_update / seconds_per_update / 1e9
+    return {
+        "gflop_per_update": flops_per_update / 1e9,
+        "achieved_gflops": achieved,
+        "gemm_gflops": gemm_rate,
+        "share_of_gemm_rate": achieved / gemm_rate,
+        "float32_ceiling": gemm_rate / achieved,
+    }
