@@ -14,6 +14,10 @@ overhead at all: no compile mode, layout or schedule of the same operations gets
 fewer operations (e.g. Winograd convolutions, or a different algorithm) or cheaper ones (bfloat16
 on hardware that has it) do.
 
+On CUDA the ceiling is a loose guide only: cuDNN may run the convolutions in TF32 (torch's default
+for them) while R is measured in float32, and a small update there is bound by kernel launches, not
+arithmetic.
+
 End to end, the training loop can at best hide acting behind an update that runs at the ceiling:
 its agent steps/s are at most `steps_per_update x R / F`.
 """

@@ -7,7 +7,6 @@ happens only every `run.log_every` agent steps.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 import torch
 from tqdm import tqdm
@@ -27,8 +26,17 @@ class StatsAccumulator:
         self.count = 0
 
     def add(self, stats: UpdateStats) -> None:
-        for name, value in asdict(stats).items():
-            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+        """Add one update's statistics to the sums (the first one is cloned: a CUDA graph's outputs
+        are overwritten by its next replay).
+
+        vars(), not dataclasses.asdict(): asdict deep-copies every tensor, about 0.7 ms per update on
+        this project's CPU, where a whole MinAtar update takes 2 to 9 ms.
+        """
+        for name, value in vars(stats).items():
+            if name in self.sums:
+                self.sums[name].add_(value)
+            else:
+                self.sums[name] = value.clone()
         self.count += 1
 
     def read(self) -> dict[str, float]:
