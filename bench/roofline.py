@@ -1,25 +1,27 @@
-"""How close an update runs to the device's float32 arithmetic rate, and so how much faster any
-float32 update could be at the same threads: the ceiling that decides whether a speed-up target is
-reachable by a better schedule at all.
+"""How close a CPU update runs to the CPU's float32 arithmetic rate, and so how much faster any
+float32 update could be at the same threads: the ceiling that says whether a speed-up target is
+reachable by a better schedule of the same operations at all.
 
     achieved = F / t           F: floating-point operations of one update, t: its seconds (median round)
-    ceiling  = R / achieved    R: the device's float32 matrix-multiply rate, measured in the same run
+    ceiling  = R / achieved    R: the CPU's float32 matrix-multiply rate, measured in the same run
 
 F is counted by torch's `FlopCounterMode` over one real update (the three forward passes and the
 backward pass; the element-wise loss, penalty, clipping and optimizer step are not counted, they
-are a rounding error beside the convolutions). R (bench/measure.py's `gemm_gflops`) is the best rate of a large float32 matrix
-multiply: the best-case kernel of the device's BLAS, which no convolution or smaller matmul of the
-update beats. An update at the ceiling would run every one of its operations at that rate with no
-overhead at all: no compile mode, layout or schedule of the same operations gets past it. Only
-fewer operations (e.g. Winograd convolutions, or a different algorithm) or cheaper ones (bfloat16
-on hardware that has it) do.
+are a rounding error beside the convolutions). R (bench/measure.py's `gemm_gflops`) is the best
+rate of square float32 matmuls of a few sizes, timed before and after the learner's rounds: a
+matmul is the case a CPU's BLAS is built for, and the update's convolutions and small matmuls run
+at or below it. An update at the ceiling would run every one of its operations at that rate with
+no overhead at all: no compile mode, layout or schedule of the same operations gets past it; only
+fewer operations (Winograd convolutions, another algorithm) or cheaper ones (bfloat16 on hardware
+that has it) would.
 
-On CUDA the ceiling is a loose guide only: cuDNN may run the convolutions in TF32 (torch's default
-for them) while R is measured in float32, and a small update there is bound by kernel launches, not
-arithmetic.
+R is measured, not a datasheet peak, so the ceiling is an estimate: on a busy machine R can come
+out low, and a ratio above its ceiling says so (the report flags it). On CUDA nothing of this is
+computed: cuDNN runs convolutions in TF32 by default, and a small update there is bound by kernel
+launches, not arithmetic.
 
-End to end, the training loop can at best hide acting behind an update that runs at the ceiling:
-its agent steps/s are at most `steps_per_update x R / F`.
+End to end, the training loop can at best hide acting behind updates that run at R: its agent
+steps/s are at most `steps_per_update x R / F`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ from agents.replay import Transitions
 
 
 def update_flops(learner: DQNLearner, batch: Transitions, game: str) -> int:
-    """Floating-point operations of one update of `learner` on `batch` (it does update the learner)."""
+    """Floating-point operations of one update of an eager `learner` on `batch` (it does update the
+    learner). Eager only: a replayed CUDA graph runs no operator the counter sees."""
+    if learner.update_mode != "eager":
+        raise ValueError(f"update_flops counts an eager update, not a {learner.update_mode!r} one")
     with FlopCounterMode(display=False) as counter:
         learner.update(batch, game)
     return counter.get_total_flops()
@@ -42,6 +47,7 @@ def roofline(flops_per_update: float, seconds_per_update: float, gemm_rate: floa
     achieved = flops_per_update / seconds_per_update / 1e9
     return {
         "gflop_per_update": flops_per_update / 1e9,
+        "seconds_per_update": seconds_per_update,
         "achieved_gflops": achieved,
         "gemm_gflops": gemm_rate,
         "share_of_gemm_rate": achieved / gemm_rate,

@@ -31,7 +31,8 @@ budget), the mean over seeds. Per cell, with g_1 the first game and g_K the last
     forgetting       mean over games first trained before K of max_{t_g <= k < K} R[k][g] - R[K][g]
                      (Chaudhry et al. 2018), signed; for two games R[1][g_1] - R[2][g_1]
     backward transfer mean over positions i < K of R[K][g_i] - R[i][g_i] (Lopez-Paz & Ranzato 2017)
-                     (these three are ewc_evaluation/metrics.py's, as evaluate.py prints them)
+                     (these three are ewc_evaluation/metrics.py's, as evaluate.py prints them: a
+                     game without reference scores is left out of their means, not made NaN)
     new-game cost    R[K][g_K] minus fine-tuning's mean R[K][g_K] in the same order: what the
                      consolidation costs in learning the last game (negative: it learns it less well)
 """
@@ -483,10 +484,10 @@ def lambda_sweep(cells: list[CellData], refs: dict[str, Reference], method: str,
     rows = []
     for data in cells:
         if data.cell.method == method and data.order == main_order and data.cell.seed == 0 and data.cell.ewc_lambda is not None:
-            metrics = cell_metrics(data, refs)
+            figures = cell_metrics(data, refs)
             rows.append(
                 LambdaRow(
-                    data.cell.ewc_lambda, list(normalised(data, refs)[-1]), metrics["final_mean"], metrics["retention_fraction"]
+                    data.cell.ewc_lambda, list(normalised(data, refs)[-1]), figures["final_mean"], figures["retention_fraction"]
                 )
             )
     return sorted(rows, key=lambda row: row.strength)

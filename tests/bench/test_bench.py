@@ -80,6 +80,7 @@ def test_benchmark_measures_every_figure_on_cpu(record):
     assert arithmetic["gflop_per_update"] == pytest.approx(2.783, abs=1e-3)  # Nature CNN, batch 32
     assert peer["float32_ceilings"]["atari_learner_over_eager"] == arithmetic["float32_ceiling"]
     assert peer["reachable"] == {key: ceiling >= 1.5 for key, ceiling in peer["float32_ceilings"].items()}
+    assert 0 < arithmetic["share_of_gemm_rate"] and arithmetic["gemm_gflops"] > 0
     assert record["complete"]
     assert json.loads(json.dumps(record))["settings"]["num_envs"] == 2  # what --out writes
 
