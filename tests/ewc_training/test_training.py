@@ -1,5 +1,8 @@
 """End to end on real ALE: the smoke preset through the real command line, and EWC vs fine-tuning."""
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -83,6 +86,12 @@ def train_pong_then_breakout(method, strength, seed, tmp_path):
     return retention(trainer.learner.online, trainer.state.probes["pong"], "pong")
 
 
+def train_in_one_thread(method, strength, seed, tmp_path):
+    """`train_pong_then_breakout` in a worker process, which starts with torch's default thread count."""
+    torch.set_num_threads(1)
+    return train_pong_then_breakout(method, strength, seed, tmp_path)
+
+
 @pytest.mark.slow
 def test_ewc_keeps_pong_behaviour_that_finetuning_loses(tmp_path):
     """After 100 Breakout updates at a high learning rate, fine-tuning has moved Pong's greedy
@@ -96,9 +105,12 @@ def test_ewc_keeps_pong_behaviour_that_finetuning_loses(tmp_path):
     would pass too): this checks that the penalty reaches the update, not which Fisher it holds.
     That the loop consolidates each game from its own replay, weights and modulation is
     tests/ewc_training/test_game_boundary.py's job."""
-    seeds = (0, 1)
-    finetune = [train_pong_then_breakout("finetune", 0.0, seed, tmp_path) for seed in seeds]
-    ewc = [train_pong_then_breakout("ewc", 1e7, seed, tmp_path) for seed in seeds]
+    # The four runs are independent, each seeded by its config: two at a time on CI's two cores,
+    # one torch thread each (a run is ~30 s of single-threaded updates).
+    runs = [(method, strength, seed) for method, strength in (("finetune", 0.0), ("ewc", 1e7)) for seed in (0, 1)]
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(train_in_one_thread, *zip(*runs), [tmp_path] * len(runs)))
+    finetune, ewc = results[:2], results[2:]
 
     def mean(runs, key):
         return sum(run[key] for run in runs) / len(runs)
