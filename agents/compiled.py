@@ -29,10 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-import torch._dynamo
-from torch._inductor import cpp_builder
-
 RECOMPILE_LIMIT = 64
 """Traces kept per compiled function (torch's default is 8). One is traced per game with its own
 biases and gains, and one more when the penalty switches on: a sequence of more games than the
@@ -41,6 +37,8 @@ default would silently fall back to eager."""
 
 def compiler_available() -> bool:
     """Whether inductor finds a C++ compiler on this machine (it looks for `$CXX` or `g++`)."""
+    from torch._inductor import cpp_builder  # imported when asked: dynamo and inductor take ~2.5 s to import
+
     try:
         cpp_builder.get_cpp_compiler()
     except Exception:  # inductor raises its own InvalidCxxCompiler, or an OS error
@@ -50,5 +48,7 @@ def compiler_available() -> bool:
 
 def compile_function(function: Callable) -> Callable:
     """`function` compiled with inductor's default mode and static shapes (a batch never changes shape)."""
+    import torch._dynamo  # imported when compiling: every train.py and evaluate.py process would pay ~2.5 s
+
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     return torch.compile(function, dynamic=False)

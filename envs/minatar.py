@@ -25,7 +25,6 @@ MinAtar is GPL: it is imported here, never copied.
 from __future__ import annotations
 
 import numpy as np
-from minatar import Environment
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 NUM_ACTIONS = 6
@@ -58,6 +57,9 @@ class MinAtarVectorEnv:
         self.game = game
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
+        # Imported here, not at the top: minatar imports seaborn, pandas and scipy (~2.5 s), which Atari runs never need.
+        from minatar import Environment
+
         self.envs = [
             Environment(game, sticky_action_prob=sticky_action_prob, difficulty_ramping=difficulty_ramping)
             for _ in range(num_envs)

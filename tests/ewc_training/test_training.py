@@ -1,5 +1,8 @@
 """End to end on real ALE: the smoke preset through the real command line, and EWC vs fine-tuning."""
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -18,11 +21,18 @@ def scalars(run_dir):
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+SHORTER = ["--set", "run.steps_per_game=800", "--set", "run.log_every=100"]
+"""The smoke preset at 800 agent steps a game, not 2000: still 100 updates a game after learning
+starts at 400, epsilon's whole decay (over half the game) and a logged point early in Breakout's
+decay, in 40% of the time. Every file and tag the test asserts is written the same way."""
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "smoke"
     result = run_train(
-        "--config", "configs/smoke.yaml", "--games", "pong,breakout", "--run-dir", str(run_dir), "--device", "cpu", "--seed", "3"
+        *("--config", "configs/smoke.yaml", "--games", "pong,breakout", "--run-dir", str(run_dir), "--device", "cpu"),
+        *("--seed", "3", *SHORTER),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
@@ -76,6 +86,12 @@ def train_pong_then_breakout(method, strength, seed, tmp_path):
     return retention(trainer.learner.online, trainer.state.probes["pong"], "pong")
 
 
+def train_in_one_thread(method, strength, seed, tmp_path):
+    """`train_pong_then_breakout` in a worker process, which starts with torch's default thread count."""
+    torch.set_num_threads(1)
+    return train_pong_then_breakout(method, strength, seed, tmp_path)
+
+
 @pytest.mark.slow
 def test_ewc_keeps_pong_behaviour_that_finetuning_loses(tmp_path):
     """After 100 Breakout updates at a high learning rate, fine-tuning has moved Pong's greedy
@@ -89,9 +105,12 @@ def test_ewc_keeps_pong_behaviour_that_finetuning_loses(tmp_path):
     would pass too): this checks that the penalty reaches the update, not which Fisher it holds.
     That the loop consolidates each game from its own replay, weights and modulation is
     tests/ewc_training/test_game_boundary.py's job."""
-    seeds = (0, 1)
-    finetune = [train_pong_then_breakout("finetune", 0.0, seed, tmp_path) for seed in seeds]
-    ewc = [train_pong_then_breakout("ewc", 1e7, seed, tmp_path) for seed in seeds]
+    # The four runs are independent, each seeded by its config: two at a time on CI's two cores,
+    # one torch thread each (a run is ~30 s of single-threaded updates).
+    runs = [(method, strength, seed) for method, strength in (("finetune", 0.0), ("ewc", 1e7)) for seed in (0, 1)]
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(train_in_one_thread, *zip(*runs), [tmp_path] * len(runs)))
+    finetune, ewc = results[:2], results[2:]
 
     def mean(runs, key):
         return sum(run[key] for run in runs) / len(runs)
