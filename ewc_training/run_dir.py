@@ -184,6 +184,9 @@ def write_run_files(run_dir: Path, config: Config, device: torch.device) -> dict
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        # On a CPU the thread count changes how sums are split, so results match bit for bit only
+        # at the same count (torch's default: one per core; OMP_NUM_THREADS sets it).
+        "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
     }

@@ -9,8 +9,10 @@ import sys
 import time
 
 import pytest
+import torch
 
-from ewc_training.run_dir import RunInUseError, lock_run_dir, unlock_run_dir, write_json
+from ewc_training.config import Config
+from ewc_training.run_dir import RunInUseError, lock_run_dir, unlock_run_dir, write_json, write_run_files
 from tests.conftest import ROOT, SUBPROCESS_ENV, run_train
 
 HOLD = (
@@ -46,6 +48,17 @@ def test_run_json_is_replaced_whole(tmp_path):
     write_json(path, {"b": 2})
     assert json.loads(path.read_text()) == {"b": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_run_json_records_the_torch_threads_results_depend_on(tmp_path, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        write_run_files(tmp_path, Config(), torch.device("cpu"))
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((tmp_path / "run.json").read_text())["torch_threads"] == threads
 
 
 def test_the_lock_writes_nothing_into_the_run(tmp_path):
