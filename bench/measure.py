@@ -303,20 +303,28 @@ def end_to_end_rounds(config: Config, device: torch.device, settings: Settings, 
         env_only = env_steps_per_second(settings, settings.num_envs, config)
         (seconds,) = seconds_per_update([learner], replay, settings.game, settings.learner_updates, rounds=1)
         learner_bound = config.agent.steps_per_update / seconds[0]
-        loop, loop_mode = loop_steps_per_second(config, device)
-        cleanrl = cleanrl_steps_per_second(config, device, settings.cleanrl_steps)
+        peer_round = loop_against_cleanrl(config, device, settings.cleanrl_steps)
         rounds.append(
             {
                 "env_only_steps_per_s": env_only,
                 "learner_bound_steps_per_s": learner_bound,
-                "loop_steps_per_s": loop,
-                "loop_update_mode": loop_mode,
-                "cleanrl_steps_per_s": cleanrl,
-                "speedup_over_cleanrl": loop / cleanrl,
-                "pipeline_efficiency": loop / min(env_only, learner_bound),
+                **peer_round,
+                "pipeline_efficiency": peer_round["loop_steps_per_s"] / min(env_only, learner_bound),
             }
         )
     return rounds
+
+
+def loop_against_cleanrl(config: Config, device: torch.device, cleanrl_steps: int) -> dict:
+    """One round of the peer comparison: the training loop, then CleanRL's loop structure, and their ratio."""
+    loop, loop_mode = loop_steps_per_second(config, device)
+    cleanrl = cleanrl_steps_per_second(config, device, cleanrl_steps)
+    return {
+        "loop_steps_per_s": loop,
+        "loop_update_mode": loop_mode,
+        "cleanrl_steps_per_s": cleanrl,
+        "speedup_over_cleanrl": loop / cleanrl,
+    }
 
 
 def loop_summary(rounds: list[dict]) -> dict:
@@ -344,16 +352,7 @@ def minatar_figures(device: torch.device, settings: Settings, say) -> dict:
             f"MinAtar end to end, round {index}/{settings.end_to_end_rounds}: training loop ({settings.minatar_steps:,} steps), "
             f"CleanRL-structured loop ({settings.minatar_steps // 2:,} steps) ..."
         )
-        loop, loop_mode = loop_steps_per_second(config, device)
-        cleanrl = cleanrl_steps_per_second(config, device, settings.minatar_steps // 2)
-        rounds.append(
-            {
-                "loop_steps_per_s": loop,
-                "loop_update_mode": loop_mode,
-                "cleanrl_steps_per_s": cleanrl,
-                "speedup_over_cleanrl": loop / cleanrl,
-            }
-        )
+        rounds.append(loop_against_cleanrl(config, device, settings.minatar_steps // 2))
     return {
         "game": config.run.games[0],
         "network": config.network.architecture,

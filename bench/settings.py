@@ -16,7 +16,7 @@ FISHER_REFERENCE_SAMPLES = 3_200
 LEARNER_ROUNDS = 4
 """Learner-only rounds per learner (alternating between learners); the fastest counts."""
 PEER_TARGET = 1.5
-"""Issue 13, on a CPU: the default update mode at >= 1.5x eager float32 updates/s, and train.py's
+"""Issue 13, on a CPU: the faster update mode (`compiled`) at >= 1.5x eager float32 updates/s, and train.py's
 loop at >= 1.5x the agent steps/s of CleanRL's loop structure, for the Atari and the MinAtar network
 (medians of the rounds' ratios)."""
 MINATAR_GAME = "minatar:breakout"
