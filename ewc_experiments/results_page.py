@@ -70,6 +70,7 @@ from ewc_experiments.sweep_plan import (
     read_evaluation,
     uses_lambda,
 )
+from ewc_training import run_dir as paths
 from ewc_training.config import config_from_dict, load_yaml
 
 MINATAR_RANDOM_SCORES = game_table.MINATAR_RANDOM_SCORES
@@ -155,9 +156,7 @@ def _cell_of(config: dict) -> Cell:
     return Cell(tuple(config["run"]["games"]), method, strength, int(config["run"]["seed"]))
 
 
-def file_name(name: str) -> str:
-    """A cell's or an order's name as a file name: `minatar:breakout` -> `minatar_breakout`."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+file_name = paths.path_name
 
 
 def load_cells(source: Path) -> tuple[list[CellData], list[Incomplete]]:

@@ -67,7 +67,7 @@ def uses_lambda(method: str) -> bool:
 
 def order_name(order: tuple[str, ...] | list[str]) -> str:
     """The games joined by `-`; a long sequence is shortened with a hash, so names stay distinct."""
-    joined = "-".join(order)
+    joined = paths.path_name("-".join(order))
     if len(joined) <= 80:
         return joined
     digest = hashlib.sha1(",".join(order).encode()).hexdigest()[:8]

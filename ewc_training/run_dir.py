@@ -31,11 +31,20 @@ from ewc_training.schema import saved_position
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def path_name(name: str) -> str:
+    """A game's, order's or cell's name as a file or folder name: `minatar:breakout` -> `minatar_breakout`.
+
+    Colons (and anything but letters, digits, `.`, `_`, `-`) break on some filesystems and tools
+    (Windows, scp, PATH-like lists), so no run directory or checkpoint is named with one."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
 def default_run_name(config: Config) -> str:
     """`<games>-<method>-s<seed>-<YYYYmmdd-HHMMSS>`, e.g. `pong-breakout-ewc-s0-20261128-101500`."""
     games = "-".join(config.run.games)
     if len(games) > 60:
         games = f"{config.run.games[0]}-and-{len(config.run.games) - 1}-more"
+    games = path_name(games)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return f"{games}-{config.consolidation.method}-s{config.run.seed}-{stamp}"
 
@@ -80,7 +89,7 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 def game_end_checkpoint(run_dir: Path, position: int, game: str) -> Path:
     """`checkpoints/after_<k>_<game>.pt`, k = 1-based position of the game in the sequence."""
-    return checkpoint_dir(run_dir) / f"after_{position}_{game}.pt"
+    return checkpoint_dir(run_dir) / f"after_{position}_{path_name(game)}.pt"
 
 
 _GAME_END_NAME = re.compile(r"after_(\d+)_.+\.pt")

@@ -53,7 +53,7 @@ def write_cell(sweep: Path, order, method, strength, seed, raw, evaluated=True) 
     config.network.architecture = "minatar"
     config.consolidation.method = method
     config.consolidation.ewc_lambda = 400.0 if strength is None else strength
-    name = f"{'-'.join(order)}-{method}{'' if strength is None else f'-lambda{strength:g}'}-s{seed}"
+    name = f"{file_name('-'.join(order))}-{method}{'' if strength is None else f'-lambda{strength:g}'}-s{seed}"
     run = sweep / "cells" / name
     (run / "eval").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -147,7 +147,7 @@ def test_the_page_without_event_files(sweep, tmp_path):
     text = page_of(sweep, tmp_path).markdown
     assert "bash scripts/minatar_experiment.sh" in text and "| agent steps per game | 60,000" in text
     assert "no curves available" in text and "No curves available" in text
-    assert "- `minatar:breakout-minatar:space_invaders-l2-lambda1-s0`: not started" in text
+    assert "- `minatar_breakout-minatar_space_invaders-l2-lambda1-s0`: not started" in text
     assert "envs.games.MINATAR_REFERENCE_SCORES" in text
     assert "fine-tuning 0.10 [0.00, 0.20] (2 seeds); the intervals do not overlap: EWC retains more" in text
     assert sorted(path.name for path in (tmp_path / "page" / "minatar").glob("*.png")) == [
@@ -209,7 +209,7 @@ def test_one_bootstrap_for_many_columns_matches_interval_estimates_per_column():
 def test_event_files_give_the_curves_the_plots_and_the_wall_times(sweep, tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    finetune = [f"{'-'.join(MAIN)}-finetune-s{seed}" for seed in (0, 1)]
+    finetune = [f"{file_name('-'.join(MAIN))}-finetune-s{seed}" for seed in (0, 1)]
     for seed, name in enumerate(finetune):
         writer = SummaryWriter(str(sweep / "cells" / name))
         for step in range(20_000, 120_001, 20_000):  # wall time 1,200 .. 2,200 s

@@ -47,7 +47,7 @@ def test_two_minatar_games_train_consolidate_and_evaluate(tmp_path):
     trained = run_train(*SMALL, "--run-dir", str(run_dir))
     assert trained.returncode == 0, trained.stderr[-2000:]
 
-    final = load_checkpoint(run_dir / "checkpoints" / "after_2_minatar:space_invaders.pt")
+    final = load_checkpoint(run_dir / "checkpoints" / "after_2_minatar_space_invaders.pt")
     assert final["games"] == ["minatar:breakout", "minatar:space_invaders"]
     assert final["learner"]["online"]["layers.0.weight"].shape == (16, 10, 3, 3)  # the MinAtar paper's network
     assert final["learner"]["updates"] == 2 * (1600 - 400) // 4
