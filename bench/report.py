@@ -108,8 +108,9 @@ def report(record: dict) -> str:
 
 
 def peer_lines(record: dict) -> list[str]:
-    """The MinAtar figures, then issue 13's four ratios against their target, each with its float32
-    ceiling (bench/roofline.py): a target above its ceiling cannot be met in float32 at these threads."""
+    """The MinAtar figures, then the peer comparison's four ratios against their target, each with its
+    float32 ceiling (bench/roofline.py): a target above its ceiling cannot be met in float32 at these
+    threads."""
     minatar, peer = record["minatar"], record["peer"]
     lines = [
         f"MinAtar ({minatar['game']}, network {minatar['network']}, 6 actions, batch 32, one update per 4 agent steps, "

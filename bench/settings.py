@@ -10,15 +10,15 @@ import torch
 from ewc_training.config import Config
 
 PIPELINE_TARGET = 0.8
-"""End to end must reach this share of min(env only, 4 x learner only) (issue 5)."""
+"""End to end must reach this share of min(env only, 4 x learner only): the pipeline check."""
 FISHER_REFERENCE_SAMPLES = 3_200
 """The EWC paper's Fisher: 100 minibatches of 32 replay states."""
 LEARNER_ROUNDS = 4
 """Learner-only rounds per learner (alternating between learners); the fastest counts."""
 PEER_TARGET = 1.5
-"""Issue 13, on a CPU: the faster update mode (`compiled`) at >= 1.5x eager float32 updates/s, and train.py's
-loop at >= 1.5x the agent steps/s of CleanRL's loop structure, for the Atari and the MinAtar network
-(medians of the rounds' ratios)."""
+"""The peer comparison's target, on a CPU: the faster update mode (`compiled`) at >= 1.5x eager float32
+updates/s, and train.py's loop at >= 1.5x the agent steps/s of CleanRL's loop structure, for the Atari
+and the MinAtar network (medians of the rounds' ratios)."""
 MINATAR_GAME = "minatar:breakout"
 """The MinAtar side of the peer comparison (any MinAtar game costs the same per update)."""
 

@@ -12,7 +12,8 @@ import torch
 from agents.compiled import compiler_available
 from agents.cuda_graph import resolve_update_mode
 from bench.__main__ import main
-from bench.measure import run, steady_steps_per_second
+from bench.loop import steady_steps_per_second
+from bench.measure import run
 from bench.report import report
 from bench.settings import Settings
 
@@ -90,7 +91,7 @@ def test_report_prints_the_pipeline_verdict_and_ratio(record):
     text = report(record)
     assert text.count("target >= 80%) PASS") + text.count("target >= 80%) FAIL") == 1
     assert "CleanRL structure" in text and "extrapolated" in text
-    assert text.count("x  PASS") + text.count("x  MISS") == 4  # issue 13's four ratios
+    assert text.count("x  PASS") + text.count("x  MISS") == 4  # the peer comparison's four ratios
     assert text.count("float32 ceiling: no float32 update") == 2  # Nature CNN and MinAtar learners
 
 

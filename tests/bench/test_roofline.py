@@ -3,13 +3,15 @@ the ceilings worked out from them as their formulas say."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
 
-from bench import measure
-from bench.measure import GEMM_SIDES, loop_ceiling, make_learner, matmul_repeats, peer_verdict, random_replay
-from bench.roofline import roofline, update_flops
+from bench.build import make_learner, random_replay
+from bench.peer import loop_ceiling, peer_verdict
+from bench.roofline import GEMM_SIDES, gemm_gflops, matmul_repeats, roofline, update_flops
 from bench.settings import Settings, benchmark_config, minatar_config
 from envs.families import family_of_run
 
@@ -64,9 +66,9 @@ def test_the_gemm_rate_is_the_best_timing_over_every_size(monkeypatch):
     """A clock that advances 1 s per reading: every timing takes 1 s, so the best rate is the size
     with the most operations per timing."""
     ticks = iter(range(10_000))
-    monkeypatch.setattr(measure.time, "perf_counter", lambda: float(next(ticks)))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(ticks)))
     expected = max(2 * side**3 * matmul_repeats(side) for side in GEMM_SIDES) / 1e9
-    assert measure.gemm_gflops(rounds=2) == pytest.approx(expected)
+    assert gemm_gflops(rounds=2) == pytest.approx(expected)
 
 
 def section(

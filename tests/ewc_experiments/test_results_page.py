@@ -15,19 +15,13 @@ import yaml
 
 from envs import games
 from ewc_experiments import results_page, statistics
-from ewc_experiments.results_page import (
-    MINATAR_RANDOM_SCORES,
-    build_page,
-    choose_lambda,
-    file_name,
-    load_cells,
-    reference_lines,
-    references,
-)
+from ewc_experiments.results_cells import file_name, load_cells
+from ewc_experiments.results_markdown import build_page
+from ewc_experiments.results_scores import choose_lambda, reference_lines, references
 from ewc_experiments.statistics import column_estimates, global_numpy_seed, interval_estimates
 from ewc_training.config import Config
 
-pytest.importorskip("rliable")
+pytest.importorskip("rliable", exc_type=ImportError)  # missing, or installed but unusable
 
 BREAKOUT, INVADERS = "minatar:breakout", "minatar:space_invaders"
 MAIN = (BREAKOUT, INVADERS)
@@ -175,7 +169,7 @@ def test_measured_references_when_envs_games_has_none(sweep, monkeypatch):
     cells, _ = load_cells(sweep)
     refs = references(cells)
     breakout, invaders = refs[BREAKOUT], refs[INVADERS]
-    assert (breakout.random, breakout.reference, breakout.seeds) == (MINATAR_RANDOM_SCORES["breakout"], 9.0, 2)
+    assert (breakout.random, breakout.reference, breakout.seeds) == (games.MINATAR_RANDOM_SCORES["breakout"], 9.0, 2)
     assert "single game" in breakout.source
     assert invaders.reference == 18.0 and "after other games" in invaders.source  # no cell trains it first yet
     assert '"breakout": (0.51, 9.000),' in reference_lines(refs)

@@ -16,7 +16,7 @@ from ewc_experiments.statistics import Estimate, StatisticsError, global_numpy_s
 from ewc_experiments.sweep_plan import Cell
 from ewc_experiments.sweep_report import NO_RLIABLE, CellResult, final_score_iqms, method_tables
 
-pytest.importorskip("rliable")
+pytest.importorskip("rliable", exc_type=ImportError)  # missing, or installed but unusable
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +128,27 @@ def test_without_rliable_the_report_says_how_to_get_it(monkeypatch):
     iqms = final_score_iqms([result(("pong", "breakout"), "finetune", None, 0, 0.2)])
     assert iqms == {("finetune", None, ("pong", "breakout")): NO_RLIABLE}
     assert NO_RLIABLE == "n/a (pip install 'ewc-atari[report]')"
+
+
+def test_paired_comparison_is_students_t_on_the_differences():
+    a = np.array([1.0, 2.0, 3.0, 4.0, math.nan])
+    b = np.array([0.5, 2.5, 1.0, 3.0, 0.0])  # differences 0.5, -0.5, 2.0, 1.0; the NaN seed is dropped
+    result = statistics.paired_comparison(a, b)
+    d = np.array([0.5, -0.5, 2.0, 1.0])
+    half = 3.182446305284263 * d.std(ddof=1) / 2  # t_{0.975, 3} from a table
+    assert result.seeds == 4 and result.wins == 3
+    assert (result.difference.value, result.difference.low, result.difference.high) == pytest.approx(
+        (0.75, 0.75 - half, 0.75 + half)
+    )
+    # P(a > b) over the 16 pairs of the kept seeds: a=1 beats 0.5 and ties 1.0; 2 beats 0.5, 1.0; 3 beats
+    # 0.5, 2.5, 1.0 and ties 3.0; 4 beats all four: 1.5 + 2 + 3.5 + 4 = 11.
+    assert result.probability_of_improvement == pytest.approx(11 / 16)
+
+
+def test_paired_comparison_counts_ties_half_and_refuses_unpaired_input():
+    same = statistics.paired_comparison(np.array([1.0, 2.0]), np.array([1.0, 2.0]))
+    assert same.difference.value == 0 and same.wins == 0 and same.probability_of_improvement == pytest.approx(0.5)
+    with pytest.raises(StatisticsError):
+        statistics.paired_comparison(np.array([1.0, 2.0]), np.array([1.0]))
+    with pytest.raises(StatisticsError):
+        statistics.paired_comparison(np.array([math.nan]), np.array([1.0]))

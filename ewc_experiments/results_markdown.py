@@ -1,0 +1,354 @@
+"""The results page's text: one markdown page of the settings, the normalisation, per method and game
+order the summary tables and score matrices, the continual-evaluation plots, the lambda sweeps, a
+factual outcome line per order and the list of cells. The numbers come from results_scores and the
+figures from results_plots; this module only lays them out, so the page reads the same whether the
+cells came from a sweep directory or from their saved JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from envs.families import family_of_run
+from ewc_experiments import statistics as stats
+from ewc_experiments.results_cells import CellData, Incomplete, ResultsError, file_name
+from ewc_experiments.results_plots import plot_curves, plot_matrix, plot_single_game
+from ewc_experiments.results_scores import (
+    METRICS,
+    GroupKey,
+    GroupSummary,
+    Reference,
+    cell_metrics,
+    choose_lambda,
+    finetune_last_game,
+    group_file_name,
+    group_label,
+    grouped,
+    headline_groups,
+    lambda_sweep,
+    main_order_of,
+    order_text,
+    references,
+    seeds_text,
+    summarise_group,
+)
+from ewc_experiments.statistics import Estimate
+
+
+def _text(estimate: Estimate, digits: int = 2) -> str:
+    if math.isnan(estimate.value):
+        return "n/a"
+    if math.isnan(estimate.low):
+        return f"{estimate.value:.{digits}f}"
+    return f"{estimate.value:.{digits}f} [{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
+
+
+def _minutes(seconds: float | None) -> str:
+    return "n/a" if seconds is None or math.isnan(seconds) else f"{seconds / 60:.1f}"
+
+
+def _cell_seconds(data: CellData) -> float | None:
+    timing = data.timing
+    if timing.get("train_start") is None:
+        return None
+    return timing["train_end"] - timing["train_start"] + (timing.get("eval_seconds") or 0.0)
+
+
+def settings_lines(cells: list[CellData]) -> list[str]:
+    """The settings every cell shares, read from a cell's config; keys that differ are named."""
+    config = cells[0].config
+    run, env, net, agent, cons, ev = (config[s] for s in ("run", "env", "network", "agent", "consolidation", "eval"))
+    decay = (
+        f"{agent['epsilon_decay_steps']:,}"
+        if agent["epsilon_decay_steps"]
+        else f"{agent['epsilon_decay_fraction']:g} of the game's"
+    )
+    differing = sorted(
+        {
+            f"{section}.{key}"
+            for data in cells
+            for section, values in data.config.items()
+            for key, value in values.items()
+            if value != config[section][key]
+        }
+        - {"run.games", "run.seed", "consolidation.method", "consolidation.ewc_lambda"}
+    )
+    protocol = cells[0].evaluation.get("protocol", {})
+    lines = [
+        "| setting | value |",
+        "|---|---|",
+        f"| agent steps per game | {run['steps_per_game']:,} ({env['num_envs']} parallel environments) |",
+        f"| replay ratio | one update of batch {agent['batch_size']} every {agent['steps_per_update']} agent steps "
+        f"({agent['batch_size'] / agent['steps_per_update']:g} replayed transitions per agent step) |",
+        f"| replay | {agent['replay_capacity']:,} transitions per game, learning starts after "
+        f"{agent['learning_starts']:,} steps of each game |",
+        f"| network | `{net['architecture']}`, per-game modulation {'on' if net['per_game_modulation'] else 'off'} |",
+        f"| optimizer | {agent['optimizer']}, learning rate {agent['learning_rate']:g}, gradient norm clipped at "
+        f"{agent['max_grad_norm']:g}; Double DQN, γ {agent['gamma']:g}, target network every "
+        f"{agent['target_update_every']:,} updates |",
+        f"| ε schedule (each game) | {agent['epsilon_start']:g} → {agent['epsilon_end']:g} over {decay} steps, "
+        f"from step {agent['epsilon_decay_start']:,} of the game |",
+        f"| sticky actions | {env['sticky_action_prob']:g} |",
+        f"| difficulty ramping (MinAtar) | {'on' if env['difficulty_ramping'] else 'off'} |",
+        f"| time limit | {env['max_episode_frames']:,} frames (agent steps on MinAtar) per training episode |",
+        f"| consolidation | Fisher `{cons['fisher']}` from {cons['fisher_samples']:,} replay states at each game end; "
+        f"online-EWC γ {cons['online_gamma']:g} |",
+        f"| continual evaluation | every {ev['eval_every']:,} agent steps, {ev['episodes']} episodes of every game, "
+        f"ε {ev['epsilon']:g}, cut at {ev['max_episode_frames']:,} frames |",
+        f"| final evaluation (evaluate.py) | each game-end checkpoint on every game: {protocol.get('episodes', '?')} "
+        f"episodes, ε {protocol.get('epsilon', '?')}, cut at {protocol.get('max_episode_frames', 0):,} frames, "
+        f"seed {protocol.get('seed', '?')} |",
+    ]
+    if differing:
+        lines += ["", f"Cells differ in {', '.join(differing)}; the values above are `{cells[0].name}`'s."]
+    return lines
+
+
+def _metric_header(order: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    first, last = order[0], order[-1]
+    names = [
+        "final mean",
+        f"retention: {first} after game {len(order)}",
+        f"retention as a fraction of {first} after game 1",
+        "forgetting",
+        "backward transfer",
+        f"new-game cost: {last} vs fine-tuning",
+    ]
+    return names, ["|---"] * (len(names) + 2)
+
+
+def summary_tables(order: tuple[str, ...], summaries: list[GroupSummary]) -> list[str]:
+    names, rule = _metric_header(order)
+    lines = []
+    for statistic, index in (("IQM", 0), ("Mean", 1)):
+        lines += [f"{statistic} [95% CI] over seeds:", "", "| method | seeds | " + " | ".join(names) + " |", "".join(rule) + "|"]
+        for summary in summaries:
+            values = [
+                ("—" if name == "cost" and summary.key[1] == "finetune" else _text(summary.metrics[name][index]))
+                for name in METRICS
+            ]
+            lines.append(f"| {group_label(summary.key)} | {summary.seeds} | " + " | ".join(values) + " |")
+        lines.append("")
+    return lines
+
+
+def matrix_table(summary: GroupSummary) -> list[str]:
+    lines = [
+        "| after game | game | raw score, mean [95% CI] | normalised, IQM [95% CI] | normalised, mean [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for (k, game), (_, raw_mean) in summary.raw.items():
+        iqm, mean = summary.norm[(k, game)]
+        lines.append(f"| {k} ({summary.key[0][k - 1]}) | {game} | {_text(raw_mean, 1)} | {_text(iqm)} | {_text(mean)} |")
+    return lines
+
+
+def outcome_lines(summaries: dict[GroupKey, GroupSummary]) -> list[str]:
+    """One factual sentence per order where EWC and fine-tuning both ran: their retention's IQM and CIs."""
+    lines = []
+    for order in dict.fromkeys(key[0] for key in summaries):
+        pick = {key[1]: summary for key, summary in summaries.items() if key[0] == order}
+        if "ewc" not in pick or "finetune" not in pick:
+            continue
+        ewc, finetune = pick["ewc"].metrics["retention"][0], pick["finetune"].metrics["retention"][0]
+        if any(math.isnan(value) for value in (ewc.low, finetune.low)):
+            verdict = "too few seeds for an interval"
+        elif ewc.low > finetune.high:
+            verdict = "the intervals do not overlap: EWC retains more"
+        elif finetune.low > ewc.high:
+            verdict = "the intervals do not overlap: fine-tuning retains more"
+        else:
+            verdict = "the intervals overlap"
+        lines.append(
+            f"- {order_text(order)}: normalised score on {order[0]} after the last game, IQM [95% CI]: "
+            f"{group_label(pick['ewc'].key)} {_text(ewc)} ({seeds_text(pick['ewc'].seeds)}), fine-tuning "
+            f"{_text(finetune)} ({seeds_text(pick['finetune'].seeds)}); {verdict}."
+        )
+    return lines or ["- No game order has both EWC and fine-tuning cells yet."]
+
+
+@dataclass
+class Page:
+    markdown: str
+    summaries: dict[GroupKey, GroupSummary]
+    references: dict[str, Reference]
+    chosen: dict[str, float]
+    """Per method with a lambda sweep: the lambda with the highest final mean now."""
+
+
+def build_page(
+    cells: list[CellData],
+    incomplete: list[Incomplete],
+    assets: Path,
+    page_dir: Path,
+    main_order: tuple[str, ...] | None = None,
+    command: str = "bash scripts/minatar_experiment.sh",
+) -> Page:
+    """The page's markdown; writes its plots into `assets` (links are relative to `page_dir`)."""
+    if not cells:
+        raise ResultsError("no evaluated cells to report" + (f" ({len(incomplete)} incomplete)" if incomplete else ""))
+    refs, main = references(cells), main_order_of(cells, main_order)
+    all_games = [game for data in cells for game in data.games]
+    try:
+        score_name = family_of_run(all_games).score_name
+    except ValueError:
+        score_name = "normalised score"
+    short_name = score_name.split(" (")[0]
+    groups = grouped(cells)
+    headline = headline_groups(groups, refs)
+    orders = sorted(dict.fromkeys(key[0] for key in groups), key=lambda order: order != main)
+    assets.mkdir(parents=True, exist_ok=True)
+
+    def link(path: Path) -> str:
+        return path.relative_to(page_dir).as_posix() if path.is_relative_to(page_dir) else str(path)
+
+    summaries = {
+        key: summarise_group(key, group, refs, finetune_last_game(cells, refs, key[0])) for key, group in headline.items()
+    }
+    lines = [
+        f"# Results: {order_text(main)}",
+        "",
+        f"Generated by `python -m ewc_experiments.results_page` from {len(cells)} evaluated cells"
+        + (f" ({len(incomplete)} incomplete, listed at the end)" if incomplete else "")
+        + ".",
+        "The whole experiment is one command (it runs the sweeps, picks the lambdas, writes this page):",
+        "",
+        f"    {command}",
+        "",
+        "## Settings",
+        "",
+        *settings_lines(cells),
+        "",
+        "## Normalisation",
+        "",
+        f"Scores are the {score_name}: (score − random) / (reference − random).",
+        "",
+        "| game | random | reference | source | seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for game in dict.fromkeys(all_games):
+        ref = refs.get(game)
+        if ref is None:
+            lines.append(f"| {game} | n/a | n/a | no reference yet: its normalised scores are n/a | 0 |")
+            continue
+        warning = " — **reference not above random: normalised scores are meaningless**" if ref.reference <= ref.random else ""
+        lines.append(f"| {game} | {ref.random:g} | {ref.reference:.3f} | {ref.source}{warning} | {ref.seeds or '—'} |")
+    lines += [
+        "",
+        "Random MinAtar returns: `MINATAR_RANDOM_SCORES` in envs/games.py (the shared FINDINGS.md).",
+        "",
+        "## Per method and order",
+        "",
+        "Each method's runs at its chosen lambda (the group with the most seeds). Statistics over seeds: IQM "
+        "(interquartile mean; with fewer than 4 seeds it is the mean) and mean, with 95% stratified-bootstrap "
+        f"confidence intervals (rliable, {stats.BOOTSTRAP_REPS:,} resamples). Retention: the normalised score on "
+        "game 1 after the last game. Forgetting: best score since trained minus final (signed). Backward transfer: "
+        "final minus right after training. New-game cost: the last game's final score minus fine-tuning's mean.",
+        "",
+    ]
+    for order in orders:
+        of_order = [summaries[key] for key in headline if key[0] == order]
+        lines += [f"### {order_text(order)}" + (" (main order)" if order == main else ""), "", *summary_tables(order, of_order)]
+        for summary in of_order:
+            image = assets / f"matrix_{group_file_name(summary.key)}_{file_name('-'.join(order))}.png"
+            plot_matrix(summary, image)
+            lines += [
+                f"#### {group_label(summary.key)}: score after each game ({seeds_text(summary.seeds)})",
+                "",
+                *matrix_table(summary),
+                "",
+                f"![{group_label(summary.key)} matrix]({link(image)})",
+                "",
+            ]
+
+    lines += [
+        "## Continual evaluation",
+        "",
+        "Evaluation score of every game during training (`eval/<game>/score`), mean over seeds with a 95% "
+        "bootstrap band; dotted lines mark the game boundaries.",
+        "",
+    ]
+    for order in orders:
+        image = assets / f"curves_{file_name('-'.join(order))}.png"
+        of_order = {key: group for key, group in headline.items() if key[0] == order}
+        if plot_curves(order, of_order, image):
+            lines += [f"![continual evaluation, {order_text(order)}]({link(image)})", ""]
+        else:
+            lines += [f"- {order_text(order)}: no curves available (no TensorBoard event files or saved curves).", ""]
+    image = assets / "single_game.png"
+    drawn = plot_single_game(cells, refs, image)
+    lines += ["### Single-game learning", ""]
+    lines += (
+        [f"![single-game learning curves]({link(image)})", ""]
+        if drawn
+        else ["No curves available (no fine-tuning cell with TensorBoard events or saved curves trains a game first).", ""]
+    )
+
+    lines += ["## Lambda sweeps", ""]
+    chosen = {}
+    for method in dict.fromkeys(data.cell.method for data in cells):
+        rows = lambda_sweep(cells, refs, method, main)
+        if len(rows) < 2:
+            continue
+        try:
+            chosen[method] = choose_lambda(cells, refs, method, main)
+        except ResultsError:
+            pass
+        games = list(dict.fromkeys(main))
+        lines += [
+            f"### {method} ({order_text(main)}, seed 0)",
+            "",
+            "| lambda | "
+            + " | ".join(f"{game} after game {len(main)}" for game in games)
+            + " | final mean | retention fraction of game 1 |",
+            "|---" * (len(games) + 3) + "|",
+        ]
+        for row in rows:
+            lines.append(
+                f"| {row.strength:g} | "
+                + " | ".join(_text(Estimate(v, math.nan, math.nan)) for v in row.final)
+                + f" | {_text(Estimate(row.final_mean, math.nan, math.nan))} | "
+                + f"{_text(Estimate(row.retention_fraction, math.nan, math.nan))} |"
+            )
+        most = next((key for key in headline if key[0] == main and key[1] == method), None)
+        used = f"; the lambda run with the most seeds: {most[2]:g} ({seeds_text(len(headline[most]))})" if most else ""
+        best = f"{chosen[method]:g}" if method in chosen else "n/a"
+        lines += ["", f"Highest final mean {short_name} with today's references: λ = {best}{used}.", ""]
+    if not chosen:
+        lines += ["No method has a lambda sweep (two or more lambdas at seed 0 in the main order) yet.", ""]
+
+    lines += ["## Outcome", "", *outcome_lines(summaries), ""]
+
+    total = [seconds for seconds in map(_cell_seconds, cells) if seconds is not None]
+    starts = [data.timing["train_start"] for data in cells if data.timing.get("train_start") is not None]
+    ends = [
+        data.timing["train_end"] + (data.timing.get("eval_seconds") or 0.0)
+        for data in cells
+        if data.timing.get("train_end") is not None
+    ]
+    lines += [
+        "## Cells",
+        "",
+        "Wall time: first to last TensorBoard event of the training (a resumed cell includes its pause), plus "
+        "evaluate.py's time from the sweep's log. "
+        + (
+            f"Sum over cells {sum(total) / 3600:.2f} h; first start to last end {(max(ends) - min(starts)) / 3600:.2f} h "
+            "(cells ran in parallel)."
+            if total
+            else "No wall times recorded."
+        ),
+        "",
+        "| cell | final mean | training (min) | evaluation (min) |",
+        "|---|---|---|---|",
+    ]
+    for data in cells:
+        timing = data.timing
+        training = None if timing.get("train_start") is None else timing["train_end"] - timing["train_start"]
+        final = _text(Estimate(cell_metrics(data, refs)["final_mean"], math.nan, math.nan))
+        lines.append(f"| `{data.name}` | {final} | {_minutes(training)} | {_minutes(timing.get('eval_seconds'))} |")
+    if incomplete:
+        lines += ["", "Incomplete cells (not in any table):", ""]
+        lines += [f"- `{item.name}`: {item.why}" for item in incomplete]
+    return Page("\n".join(lines) + "\n", summaries, refs, chosen)
