@@ -34,4 +34,5 @@ def build_learner(config: AgentSections, games: list[str], family: Family, devic
     torch.manual_seed(seed)
     network = build_network(config.network, games, family).to(device)
     cons = config.consolidation
-    return DQNLearner(network, config.agent, make_consolidation(cons.method, cons.ewc_lambda, cons.online_gamma))
+    consolidation = make_consolidation(cons.method, cons.ewc_lambda, cons.online_gamma, cons.own_term_on_revisit)
+    return DQNLearner(network, config.agent, consolidation)

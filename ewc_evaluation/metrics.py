@@ -21,7 +21,15 @@ A game without reference scores has HNS NaN and is left out of every mean below.
                           ECCV 2018, eq. 8). Negative when the game ended better than it ever was before.
 - clipped forgetting:     F+_g = max_{t_g <= k <= K} R[k][g] - R[K][g] = max(F_g, 0): the same with the
                           final checkpoint in the max, never negative (this suite's forgetting before).
-- mean forgetting:        mean of F_g over those games (and mean clipped forgetting, of F+_g).
+- forgetting between visits of game g, with p_1 < p_2 < ... the positions at which g is trained
+  and p_(m+1) = K + 1 after its last visit:
+                          B_g = max over visits j of ( R[p_j][g] - min_{p_j <= l < p_(j+1)} R[l][g] ),
+                          for games with t_g < K: the largest loss from right after a visit to the
+                          lowest score before the game's next visit (or the end). Never negative. F_g
+                          compares with the final row only, so a loss repaired by a revisit is not in
+                          it: pong, breakout, pong with pong 1.0, 0.0, 1.0 has F_pong = 0 and B_pong = 1.
+- mean forgetting:        mean of F_g over those games (and mean clipped forgetting, of F+_g; mean
+                          forgetting between visits, of B_g).
 - backward transfer:      BWT = mean over positions i < K of (R[K][g_i] - R[i][g_i]): how training
                           the later games changed each game from right after it was trained
                           (Lopez-Paz & Ranzato, "Gradient Episodic Memory", NeurIPS 2017).
@@ -92,6 +100,30 @@ def _best_since_learned_minus_final(hns: HnsMatrix, sequence: Sequence[str], inc
     return result
 
 
+def between_visit_forgetting(hns: HnsMatrix, sequence: Sequence[str]) -> dict[str, float]:
+    """B_g = max over visits j of R[p_j][g] - min_{p_j <= l < p_(j+1)} R[l][g] (module docstring).
+
+    Each visit is compared with the rows after it up to the game's next visit, the one revisit-aware
+    measure here: a game forgotten and then relearned shows its loss. A visit whose row was not
+    evaluated, or with no evaluated row after it before the next, adds nothing; a game with no such
+    visit is left out, as from the signed forgetting.
+    """
+    final = max(hns)
+    result: dict[str, float] = {}
+    for game in dict.fromkeys(sequence):
+        visits = [position for position, trained in enumerate(sequence[:final], start=1) if trained == game]
+        drops = []
+        for visit, next_visit in zip(visits, visits[1:] + [final + 1]):
+            if game not in hns.get(visit, {}):
+                continue
+            after = [hns[k][game] for k in range(visit + 1, next_visit) if game in hns.get(k, {})]
+            if after:
+                drops.append(hns[visit][game] - min(hns[visit][game], *after))
+        if drops:
+            result[game] = max(drops)
+    return result
+
+
 def backward_transfer(hns: HnsMatrix, sequence: Sequence[str]) -> float:
     """BWT = mean over positions i < K of R[K][g_i] - R[i][g_i]; NaN if no such position."""
     final = max(hns)
@@ -111,6 +143,7 @@ def summarise(hns: HnsMatrix, sequence: Sequence[str]) -> dict[str, object]:
     total_clipped = total_clipped_hns_after_each_game(hns, sequence)
     per_game_forgetting = forgetting(hns, sequence)
     per_game_clipped = clipped_forgetting(hns, sequence)
+    per_game_between_visits = between_visit_forgetting(hns, sequence)
     final = max(hns)
     return {
         "final_after_game": final,
@@ -118,9 +151,11 @@ def summarise(hns: HnsMatrix, sequence: Sequence[str]) -> dict[str, object]:
         "final_total_clipped_hns": total_clipped[final],
         "mean_forgetting": mean_hns(per_game_forgetting.values()),
         "mean_clipped_forgetting": mean_hns(per_game_clipped.values()),
+        "mean_between_visit_forgetting": mean_hns(per_game_between_visits.values()),
         "backward_transfer": backward_transfer(hns, sequence),
         "forgetting": per_game_forgetting,
         "clipped_forgetting": per_game_clipped,
+        "between_visit_forgetting": per_game_between_visits,
         "mean_hns_after_game": after_each,
         "total_clipped_hns_after_game": total_clipped,
     }

@@ -1,7 +1,7 @@
 """What a checkpoint holds, in one place: training writes it; resuming, evaluation and the run
 directory's listing read it through the functions here, never by key.
 
-    {format, config, games, position, learner{online, target, optimizer, updates}, consolidation,
+    {format, config, games, position, learner{online, target, optimizer, updates, updates_since_sync}, consolidation,
      probes{game: {states, greedy_actions, q_values}}, generator, torch_rng, device_type, git_commit}
 
 The replay saved beside latest.pt (`run.save_replay`) is {format, position, replay}: it is used only

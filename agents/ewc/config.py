@@ -27,6 +27,17 @@ class ConsolidationConfig:
     """tau of the Boltzmann policy softmax(Q/tau) whose Fisher `policy` computes."""
     online_gamma: float = 1.0
     """Decay of the accumulated Fisher in `online-ewc`: F* <- gamma F* + F_new."""
+    own_term_on_revisit: bool = True
+    """Whether a revisited game's own term, (lambda/2) sum_i F_g,i (theta_i - theta*_g,i)^2 from its
+    earlier visit, stays in the penalty while that game trains again (`ewc` and `l2`; `online-ewc`
+    folds every game into one running quadratic and cannot leave one out, so it needs true). Either
+    way the revisit's end replaces the term with a new one, and every other game's term applies.
+    True, the default and what every run before this key did: the revisit restarts from an empty
+    replay (and, on the `visit` epsilon clock, from full exploration), and its first updates fit a
+    replay far smaller than the one it ended with; the old term keeps them from undoing what it learned,
+    while the game's own TD loss can still move the weights where its data insists. False: while a
+    game trains, its TD loss alone speaks for it (the penalty protects the games not being trained),
+    so a first visit that ended poorly does not hold the revisit near its end point."""
     probe_states: int = 512
     """Replay states kept per game to measure forgetting (greedy-action agreement, |dQ|)."""
     consolidate_after_steps: int = 0
@@ -44,6 +55,10 @@ class ConsolidationConfig:
             (0 <= self.online_gamma <= 1, "consolidation.online_gamma must be in [0, 1]"),
             (self.probe_states >= 0, "consolidation.probe_states must be >= 0"),
             (self.consolidate_after_steps >= 0, "consolidation.consolidate_after_steps must be >= 0"),
+            (
+                self.own_term_on_revisit or self.method != "online-ewc",
+                "consolidation.own_term_on_revisit: false needs one term per game (ewc, l2); online-ewc keeps one quadratic",
+            ),
         ]
         return (
             one_of("consolidation.method", self.method, METHODS)

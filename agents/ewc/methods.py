@@ -1,12 +1,14 @@
 """What keeps earlier games: one small interface the learner calls, one class per method.
 
-The learner asks `penalty(network)` at every update and calls `end_game(...)` at every game
-boundary; nothing else in the training loop knows which method runs.
+The learner asks `penalty(network)` at every update, says which game it trains with `train_on(game)`
+before each, and calls `end_game(...)` at every game boundary; nothing else in the training loop
+knows which method runs.
 
 - `finetune`: no term (the EWC paper's "SGD" baseline: plain sequential training).
 - `ewc` (Kirkpatrick et al. 2017): L = L_TD + sum_g (lambda/2) sum_i F_g,i (theta_i - theta*_g,i)^2,
   one quadratic per game g, anchored at theta*_g (the weights when game g ended) and weighted by
-  that game's diagonal Fisher F_g. A revisited game replaces its own quadratic.
+  that game's diagonal Fisher F_g. A revisited game replaces its own quadratic at the revisit's end;
+  while it trains, its old quadratic applies or not as `own_term_on_revisit` says.
 - `online-ewc` (Schwarz et al. 2018; Huszar 2018): one running quadratic, F* <- gamma F* + F_new,
   anchored at the latest theta*.
 - `l2`: `ewc` with F = 1 everywhere (the paper's L2 baseline).
@@ -44,6 +46,9 @@ class Consolidation:
     def penalty(self, network: QNetwork) -> torch.Tensor:
         """The term added to the TD loss (a scalar tensor on the network's device)."""
         return network.layers[0].weight.new_zeros(())
+
+    def train_on(self, game: str) -> None:
+        """Called before every update on `game` (cheap when the game has not changed since the last)."""
 
     def end_game(self, game: str, network: QNetwork, compute_fisher: Callable[[], Fisher]) -> Fisher | None:
         """Called when `game` has finished training; returns the Fisher it computed, if any."""
@@ -97,9 +102,9 @@ class QuadraticConsolidation(Consolidation):
         return 0.5 * self.strength * (WeightedSquares.apply(precision, anchor, *params) + self.offset)
 
     def _set_quadratics(self, quadratics: list[tuple[Fisher, Fisher]]) -> None:
-        """Fold sum_g F_g (theta - theta*_g)^2 into A (theta - mu)^2 + c, in float64."""
+        """Fold sum_g F_g (theta - theta*_g)^2 into A (theta - mu)^2 + c, in float64 (no quadratic: no penalty)."""
         self.precision, self.anchor, offset = {}, {}, 0.0
-        for name in quadratics[0][0]:
+        for name in quadratics[0][0] if quadratics else ():
             fishers = [f[name].double() for f, _ in quadratics]
             anchors = [a[name].double() for _, a in quadratics]
             precision = sum(fishers)
@@ -120,29 +125,49 @@ class QuadraticConsolidation(Consolidation):
 
 
 class EWC(QuadraticConsolidation):
-    """One quadratic per game, kept separately (F_g, theta*_g) so a revisit replaces its own."""
+    """One quadratic per game, kept separately (F_g, theta*_g) so a revisit replaces its own.
+
+    The penalty in force while game t trains sums the terms of every consolidated game g, except
+    g = t when `own_term_on_revisit` is False (agents/ewc/config.py says why one may want either).
+    """
 
     name = "ewc"
 
-    def __init__(self, strength: float):
+    def __init__(self, strength: float, own_term_on_revisit: bool = True):
         super().__init__(strength)
+        self.own_term_on_revisit = own_term_on_revisit
         self.per_game: dict[str, dict[str, Fisher]] = {}
+        self.training: str | None = None  # the game being trained; None between games
 
     def game_fisher(self, network: QNetwork, compute_fisher: Callable[[], Fisher]) -> Fisher:
         return compute_fisher()
 
+    def train_on(self, game: str) -> None:
+        """Refold the terms in force when the trained game changes and a game's own term may be left out."""
+        if game != self.training:
+            self.training = game
+            if not self.own_term_on_revisit:
+                self._fold_terms_in_force()
+
     def end_game(self, game: str, network: QNetwork, compute_fisher: Callable[[], Fisher]) -> Fisher:
         fisher = self.game_fisher(network, compute_fisher)
         self.per_game[game] = {"fisher": fisher, "anchor": _detached(network)}
-        self._set_quadratics([(term["fisher"], term["anchor"]) for term in self.per_game.values()])
+        self.training = None  # between games every term is in force
+        self._fold_terms_in_force()
         return fisher
 
+    def _fold_terms_in_force(self) -> None:
+        """sum_g F_g (theta - theta*_g)^2 over the consolidated games g, the trained one left out if asked."""
+        left_out = None if self.own_term_on_revisit else self.training
+        self._set_quadratics([(term["fisher"], term["anchor"]) for game, term in self.per_game.items() if game != left_out])
+
     def get_state(self) -> dict[str, object]:
-        return {**super().get_state(), "per_game": self.per_game}
+        return {**super().get_state(), "per_game": self.per_game, "training": self.training}
 
     def set_state(self, state: dict[str, object]) -> None:
         super().set_state(state)
         self.per_game = {game: dict(term) for game, term in state["per_game"].items()}
+        self.training = state.get("training")  # absent from checkpoints written before it was kept
 
 
 class L2(EWC):
@@ -170,17 +195,19 @@ class OnlineEWC(QuadraticConsolidation):
         return fisher
 
 
-METHODS: dict[str, Callable[[float, float], Consolidation]] = {
-    "ewc": lambda strength, online_gamma: EWC(strength),
-    "online-ewc": OnlineEWC,
-    "l2": lambda strength, online_gamma: L2(strength),
-    "finetune": lambda strength, online_gamma: Consolidation(),
+METHODS: dict[str, Callable[[float, float, bool], Consolidation]] = {
+    "ewc": lambda strength, online_gamma, own_term_on_revisit: EWC(strength, own_term_on_revisit),
+    "online-ewc": lambda strength, online_gamma, own_term_on_revisit: OnlineEWC(strength, online_gamma),
+    "l2": lambda strength, online_gamma, own_term_on_revisit: L2(strength, own_term_on_revisit),
+    "finetune": lambda strength, online_gamma, own_term_on_revisit: Consolidation(),
 }
-"""`--method` -> factory(lambda, online_gamma). A new method is a class above and a line here."""
+"""`--method` -> factory(lambda, online_gamma, own_term_on_revisit). A new method is a class above and a line here."""
 
 
-def make_consolidation(method: str, strength: float, online_gamma: float = 1.0) -> Consolidation:
-    """The consolidation for `--method`."""
+def make_consolidation(
+    method: str, strength: float, online_gamma: float = 1.0, own_term_on_revisit: bool = True
+) -> Consolidation:
+    """The consolidation for `--method` (agents/ewc/config.py documents each setting)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[method](strength, online_gamma)
+    return METHODS[method](strength, online_gamma, own_term_on_revisit)

@@ -41,6 +41,48 @@ def random_batch(n=8, seed=0):
     )
 
 
+def huber(x: float) -> float:
+    """Huber loss with delta 1: x^2 / 2 inside [-1, 1], |x| - 1/2 outside."""
+    return 0.5 * x * x if abs(x) <= 1 else abs(x) - 0.5
+
+
+def test_the_learners_td_loss_lets_the_online_network_choose_and_the_target_value():
+    """td_loss = mean_i Huber(Q(s_i, a_i) - y_i), y_i = r_i + gamma d_i Q_target(s'_i, argmax_a Q_online(s'_i, a)),
+    worked out sample by sample. Online and target networks differ so that their argmax over s'
+    differ: a learner whose target network also chose the action (plain DQN) gets another loss."""
+    torch.manual_seed(0)
+    gamma = 0.9
+    network = QNetwork("minatar", 6, input_shape=(10, 10, 10), input_scale=1.0)
+    learner = DQNLearner(network, AgentConfig(gamma=gamma), Consolidation())
+    with torch.no_grad():
+        for param in learner.target.parameters():
+            param.add_(torch.randn_like(param))
+    g = torch.Generator().manual_seed(1)
+    n = 16
+    batch = Transitions(
+        torch.randint(0, 2, (n, 10, 10, 10), dtype=torch.uint8, generator=g),
+        torch.randint(0, 6, (n,), generator=g),
+        torch.randn(n, generator=g),
+        torch.tensor([1.0, 0.0] * (n // 2)),  # every other transition terminated
+        torch.randint(0, 2, (n, 10, 10, 10), dtype=torch.uint8, generator=g),
+    )
+    with torch.no_grad():
+        q, q_online_next, q_target_next = network(batch.s_tm1), network(batch.s_t), learner.target(batch.s_t)
+    chosen = [int(q_online_next[i].argmax()) for i in range(n)]
+    assert sum(c != int(q_target_next[i].argmax()) for i, c in enumerate(chosen)) >= n // 4  # the choices differ
+    losses, plain_dqn_losses = [], []
+    for i in range(n):
+        q_taken = float(q[i, batch.a_tm1[i]])
+        bootstrap = gamma * float(batch.discount_t[i])
+        losses.append(huber(q_taken - (float(batch.r_t[i]) + bootstrap * float(q_target_next[i, chosen[i]]))))
+        plain_dqn_losses.append(huber(q_taken - (float(batch.r_t[i]) + bootstrap * float(q_target_next[i].max()))))
+    expected, plain_dqn = sum(losses) / n, sum(plain_dqn_losses) / n
+    assert abs(expected - plain_dqn) > 0.01  # the test can tell Double DQN from plain DQN
+    loss, q_taken = learner.td_loss(batch, None)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert q_taken.tolist() == pytest.approx([float(q[i, batch.a_tm1[i]]) for i in range(n)], rel=1e-6)
+
+
 def test_update_lowers_td_loss_and_syncs_target_when_due():
     torch.manual_seed(0)
     learner = DQNLearner(QNetwork(), AgentConfig(learning_rate=1e-3, target_update_every=3), Consolidation())
@@ -52,6 +94,53 @@ def test_update_lowers_td_loss_and_syncs_target_when_due():
     assert learner.td_loss(batch, None)[0].item() < before  # same target, lower loss
     learner.update(batch, None)
     assert torch.equal(learner.online.layers[0].weight, learner.target.layers[0].weight)
+
+
+def target_is_online(learner: DQNLearner) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(learner.target.parameters(), learner.online.parameters()))
+
+
+def test_the_target_sync_period_restarts_at_every_game():
+    """Syncs come every 3 updates counted from the game's start, where `start_game` syncs: 2 updates
+    into game 1 do not bring game 2's first periodic sync forward to its 1st update."""
+    torch.manual_seed(0)
+    learner = DQNLearner(QNetwork(), AgentConfig(learning_rate=1e-3, target_update_every=3), Consolidation())
+    batch = random_batch()
+    for _ in range(2):
+        learner.update(batch, None)
+    learner.start_game()
+    synced = []
+    for _ in range(7):
+        learner.update(batch, None)
+        synced.append(target_is_online(learner))
+    assert synced == [False, False, True, False, False, True, False]
+    assert learner.updates == 9
+
+
+def test_a_resumed_learner_syncs_its_target_at_the_same_updates():
+    """The count since the last sync is saved: a learner restored mid-period syncs when the original does.
+    A checkpoint saved before the count existed goes on syncing at multiples of all its updates."""
+    torch.manual_seed(0)
+    config = AgentConfig(learning_rate=1e-3, target_update_every=3)
+    learner = DQNLearner(QNetwork(), config, Consolidation())
+    batch = random_batch()
+    learner.update(batch, None)
+    learner.start_game()
+    learner.update(batch, None)  # one update since the game's sync, two in all
+    state = copy.deepcopy(learner.get_state())
+    restored = DQNLearner(QNetwork(), config, Consolidation())
+    restored.set_state(state)
+    for original_then in ([False, True], [False, False, True]):
+        synced = []
+        for _ in original_then:
+            learner.update(batch, None)
+            restored.update(batch, None)
+            synced.append(target_is_online(restored))
+            assert torch.equal(restored.target.layers[0].weight, learner.target.layers[0].weight)
+        assert synced == original_then
+    older = {key: value for key, value in state.items() if key != "updates_since_sync"}
+    restored.set_state(older)  # 2 updates in all: the next sync is at the 3rd
+    assert restored.updates_since_sync == 2
 
 
 def test_per_game_parameters_of_other_games_stay_untouched():

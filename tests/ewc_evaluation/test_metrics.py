@@ -6,6 +6,7 @@ import pytest
 
 from ewc_evaluation.metrics import (
     backward_transfer,
+    between_visit_forgetting,
     clipped_forgetting,
     forgetting,
     mean_hns,
@@ -95,3 +96,37 @@ def test_extra_evaluated_games_do_not_enter_the_sequence_metrics():
     summary = summarise(matrix, ["pong", "breakout"])
     assert summary["final_mean_hns"] == pytest.approx(0.5)
     assert set(summary["forgetting"]) == {"pong"}
+
+
+def test_forgetting_between_visits_sees_a_loss_that_a_revisit_repaired():
+    """docs/evaluation.md's example: pong 1.0 after its visit, 0.0 after breakout, 1.0 after its revisit."""
+    sequence = ["pong", "breakout", "pong"]
+    matrix = {1: {"pong": 1.0, "breakout": 0.0}, 2: {"pong": 0.0, "breakout": 0.5}, 3: {"pong": 1.0, "breakout": 0.2}}
+    assert forgetting(matrix, sequence)["pong"] == pytest.approx(0.0)  # max(1.0, 0.0) - 1.0: the loss is invisible
+    # pong: visit 1 to row 2, 1.0 - min(1.0, 0.0); its revisit is the last row. breakout: 0.5 - min(0.5, 0.2)
+    assert between_visit_forgetting(matrix, sequence) == pytest.approx({"pong": 1.0, "breakout": 0.3})
+    summary = summarise(matrix, sequence)
+    assert summary["between_visit_forgetting"] == pytest.approx({"pong": 1.0, "breakout": 0.3})
+    assert summary["mean_between_visit_forgetting"] == pytest.approx(0.65)
+    assert summary["mean_forgetting"] == pytest.approx(0.15)  # (0.0 + 0.3) / 2
+
+
+def test_forgetting_between_visits_takes_each_visits_lowest_later_score_and_the_largest_loss():
+    sequence = ["pong", "breakout", "pong", "breakout", "seaquest"]
+    matrix = {
+        1: {"pong": 0.6, "breakout": 0.0, "seaquest": 0.0},
+        2: {"pong": 0.9, "breakout": 0.8, "seaquest": 0.0},  # breakout helped pong: no loss yet
+        3: {"pong": 1.0, "breakout": 0.5, "seaquest": 0.0},
+        4: {"pong": 0.7, "breakout": 0.9, "seaquest": 0.1},
+        5: {"pong": 0.2, "breakout": 1.2, "seaquest": 0.4},
+    }
+    # pong: visit 1 -> rows 1..2: 0.6 - 0.6 = 0; visit 3 -> rows 3..5: 1.0 - 0.2 = 0.8
+    # breakout: visit 2 -> rows 2..3: 0.8 - 0.5 = 0.3; visit 4 -> rows 4..5: 0.9 - 0.9 = 0 (it only rose)
+    # seaquest is trained last: nothing after it
+    assert between_visit_forgetting(matrix, sequence) == pytest.approx({"pong": 0.8, "breakout": 0.3})
+    # rows 3 and 4 not evaluated: pong's first visit sees row 2 only and its revisit's row is missing;
+    # breakout's first visit has no evaluated row before its next, whose own row is missing: left out
+    partial = {k: matrix[k] for k in (1, 2, 5)}
+    assert between_visit_forgetting(partial, sequence) == pytest.approx({"pong": 0.0})
+    # only the first three rows evaluated: the third is final, and pong's revisit has nothing after it
+    assert between_visit_forgetting({k: matrix[k] for k in (1, 2, 3)}, sequence) == pytest.approx({"pong": 0.0, "breakout": 0.3})

@@ -56,6 +56,9 @@ def test_metrics_of_the_hand_made_matrix():
         "clipped_forgetting": {"pong": 0.7, "breakout": 0.2},
         "mean_forgetting": 0.45,
         "mean_clipped_forgetting": 0.45,
+        # pong 1.4 after its first visit, 0.2 before its second; breakout 0.5 after its visit, 0.3 at the end
+        "between_visit_forgetting": {"pong": 1.2, "breakout": 0.2},
+        "mean_between_visit_forgetting": 0.7,
         "backward_transfer": -0.45,  # ((0.7 - 1.4) + (0.3 - 0.5)) / 2
         "mean_hns_after_game": {1: 0.75, 2: 0.35, 3: 0.5},
         "total_clipped_hns_after_game": {1: 1.1, 2: 0.7, 3: 1.0},  # Pong's 1.4 counts as 1

@@ -1,0 +1,38 @@
+"""The normalised score every metric uses, worked out by hand from the published reference numbers."""
+
+import math
+
+import pytest
+
+from envs.games import MINATAR_RANDOM_SCORES, MINATAR_REFERENCE_SCORES, normalised_score
+
+# (random agent, single-game reference DQN) as docs/results/minatar.md lists them
+MINATAR = {"minatar:breakout": (0.51, 2.712), "minatar:space_invaders": (2.95, 23.583)}
+
+
+@pytest.mark.parametrize("game", sorted(MINATAR))
+def test_minatar_score_is_zero_at_random_and_one_at_the_reference(game):
+    """(score - random) / (reference - random): 0 plays like a random agent, 1 like the reference DQN."""
+    random_score, reference_score = MINATAR[game]
+    assert normalised_score(game, random_score) == pytest.approx(0.0, abs=1e-12)
+    assert normalised_score(game, reference_score) == pytest.approx(1.0)
+    assert normalised_score(game, (random_score + reference_score) / 2) == pytest.approx(0.5)
+    assert normalised_score(game, 0.0) < 0  # worse than random is negative
+
+
+def test_minatar_scores_by_hand():
+    # (1.0 - 0.51) / (2.712 - 0.51) = 0.49 / 2.202
+    assert normalised_score("minatar:breakout", 1.0) == pytest.approx(0.49 / 2.202)
+    # (10 - 2.95) / (23.583 - 2.95) = 7.05 / 20.633
+    assert normalised_score("minatar:space_invaders", 10.0) == pytest.approx(7.05 / 20.633)
+
+
+def test_the_random_end_of_the_references_is_the_measured_random_score():
+    for game, (random_score, reference_score) in MINATAR_REFERENCE_SCORES.items():
+        assert random_score == MINATAR_RANDOM_SCORES[game] < reference_score, game
+
+
+def test_games_without_references_have_no_score_and_atari_uses_hns():
+    assert math.isnan(normalised_score("minatar:freeway", 5.0))
+    assert normalised_score("pong", -20.7) == pytest.approx(0.0)  # Atari: (score - random) / (human - random)
+    assert normalised_score("pong", 14.6) == pytest.approx(1.0)
