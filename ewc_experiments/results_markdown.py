@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from envs.families import family_of_run
 from ewc_experiments import statistics as stats
 from ewc_experiments.results_cells import CellData, Incomplete, ResultsError, file_name
@@ -23,6 +25,7 @@ from ewc_experiments.results_scores import (
     cell_metrics,
     choose_lambda,
     finetune_last_game,
+    frozen_final_mean,
     group_file_name,
     group_label,
     grouped,
@@ -145,28 +148,75 @@ def matrix_table(summary: GroupSummary) -> list[str]:
     return lines
 
 
-def outcome_lines(summaries: dict[GroupKey, GroupSummary]) -> list[str]:
-    """One factual sentence per order where EWC and fine-tuning both ran: their retention's IQM and CIs."""
+PAIRED = (("final_mean", "final mean"), ("retention", "first game after the last"), ("last_game", "last game"))
+"""What the Outcome compares, the balance first: (cell_metrics key, words)."""
+
+
+def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Reference]) -> list[str]:
+    """Per order where EWC and fine-tuning both ran: EWC minus fine-tuning, paired by seed, on the final
+    mean first (the balance), then on the first game and the last; then EWC minus a network frozen after
+    game 1 (fine-tuning's game-1 checkpoint of the same seed), whose final scores need no training."""
     lines = []
     for order in dict.fromkeys(key[0] for key in summaries):
         pick = {key[1]: summary for key, summary in summaries.items() if key[0] == order}
         if "ewc" not in pick or "finetune" not in pick:
             continue
-        ewc, finetune = pick["ewc"].metrics["retention"][0], pick["finetune"].metrics["retention"][0]
-        if any(math.isnan(value) for value in (ewc.low, finetune.low)):
-            verdict = "too few seeds for an interval"
-        elif ewc.low > finetune.high:
-            verdict = "the intervals do not overlap: EWC retains more"
-        elif finetune.low > ewc.high:
-            verdict = "the intervals do not overlap: fine-tuning retains more"
-        else:
-            verdict = "the intervals overlap"
+        ewc, finetune = pick["ewc"], pick["finetune"]
+        ewc_by_seed, finetune_by_seed = _by_seed(ewc, refs), _by_seed(finetune, refs)
+        seeds = sorted(set(ewc_by_seed) & set(finetune_by_seed))
+        if not seeds:
+            continue
+        label = group_label(ewc.key)
+        comparisons = [
+            (words, stats.paired_comparison(*_paired(ewc_by_seed, finetune_by_seed, seeds, key))) for key, words in PAIRED
+        ]
+        balance = comparisons[0][1]
         lines.append(
-            f"- {order_text(order)}: normalised score on {order[0]} after the last game, IQM [95% CI]: "
-            f"{group_label(pick['ewc'].key)} {_text(ewc)} ({seeds_text(pick['ewc'].seeds)}), fine-tuning "
-            f"{_text(finetune)} ({seeds_text(pick['finetune'].seeds)}); {verdict}."
+            f"- {order_text(order)}, {label} minus fine-tuning, paired over {seeds_text(len(seeds))} "
+            f"(mean difference of normalised scores [95% Student-t interval]): "
+            + "; ".join(f"{words} {_signed(result.difference)}" for words, result in comparisons)
+            + f". On the balance (final mean) {_verdict(balance.difference, label, 'fine-tuning')}; "
+            f"{label} is higher on {balance.wins} of {balance.seeds} seeds, "
+            f"P({label} > fine-tuning) = {balance.probability_of_improvement:.2f}."
+        )
+        frozen = {seed: frozen_final_mean(data, refs) for seed, data in _cells_by_seed(finetune).items()}
+        versus_frozen = stats.paired_comparison(
+            np.array([ewc_by_seed[seed]["final_mean"] for seed in seeds]), np.array([frozen[seed] for seed in seeds])
+        )
+        lines.append(
+            f"- {order_text(order)}, {label} minus a network frozen after game 1, final mean: "
+            f"{_signed(versus_frozen.difference)} ({_verdict(versus_frozen.difference, label, 'the frozen network')})."
         )
     return lines or ["- No game order has both EWC and fine-tuning cells yet."]
+
+
+def _cells_by_seed(summary: GroupSummary) -> dict[int, CellData]:
+    return {data.cell.seed: data for data in summary.cells}
+
+
+def _by_seed(summary: GroupSummary, refs: dict[str, Reference]) -> dict[int, dict[str, float]]:
+    return {seed: cell_metrics(data, refs) for seed, data in _cells_by_seed(summary).items()}
+
+
+def _paired(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]], seeds: list[int], key: str) -> tuple:
+    return np.array([a[seed][key] for seed in seeds]), np.array([b[seed][key] for seed in seeds])
+
+
+def _signed(estimate: Estimate) -> str:
+    if math.isnan(estimate.low):
+        return f"{estimate.value:+.2f} (one seed: no interval)"
+    return f"{estimate.value:+.2f} [{estimate.low:+.2f}, {estimate.high:+.2f}]"
+
+
+def _verdict(difference: Estimate, name: str, other: str) -> str:
+    """What the paired interval says, either way."""
+    if math.isnan(difference.low):
+        return "too few seeds to say"
+    if difference.low > 0:
+        return f"{name} beats {other}: the interval lies above 0"
+    if difference.high < 0:
+        return f"{name} does worse than {other}: the interval lies below 0"
+    return f"{name} does not beat {other}: the interval includes 0"
 
 
 @dataclass
@@ -289,37 +339,36 @@ def build_page(
     lines += ["## Lambda sweeps", ""]
     chosen = {}
     for method in dict.fromkeys(data.cell.method for data in cells):
-        rows = lambda_sweep(cells, refs, method, main)
+        rows = lambda_sweep(cells, refs, method)
         if len(rows) < 2:
             continue
         try:
-            chosen[method] = choose_lambda(cells, refs, method, main)
+            chosen[method] = choose_lambda(cells, refs, method)
         except ResultsError:
             pass
-        games = list(dict.fromkeys(main))
         lines += [
-            f"### {method} ({order_text(main)}, seed 0)",
+            f"### {method}",
             "",
-            "| lambda | "
-            + " | ".join(f"{game} after game {len(main)}" for game in games)
-            + " | final mean | retention fraction of game 1 |",
-            "|---" * (len(games) + 3) + "|",
+            "Each figure: the mean over the orders of the mean over seeds, normalised.",
+            "",
+            "| lambda | orders | seeds | first game after the last | last game | final mean |",
+            "|---|---|---|---|---|---|",
         ]
         for row in rows:
+            figures = (row.retention, row.last_game, row.final_mean)
             lines.append(
-                f"| {row.strength:g} | "
-                + " | ".join(_text(Estimate(v, math.nan, math.nan)) for v in row.final)
-                + f" | {_text(Estimate(row.final_mean, math.nan, math.nan))} | "
-                + f"{_text(Estimate(row.retention_fraction, math.nan, math.nan))} |"
+                f"| {row.strength:g} | {row.orders} | {row.seeds} | "
+                + " | ".join(_text(Estimate(value, math.nan, math.nan)) for value in figures)
+                + " |"
             )
         most = next((key for key in headline if key[0] == main and key[1] == method), None)
         used = f"; the lambda run with the most seeds: {most[2]:g} ({seeds_text(len(headline[most]))})" if most else ""
         best = f"{chosen[method]:g}" if method in chosen else "n/a"
-        lines += ["", f"Highest final mean {short_name} with today's references: λ = {best}{used}.", ""]
+        lines += ["", f"Highest final mean {short_name} with these references: λ = {best}{used}.", ""]
     if not chosen:
-        lines += ["No method has a lambda sweep (two or more lambdas at seed 0 in the main order) yet.", ""]
+        lines += ["No method has a lambda sweep (two or more lambdas) yet.", ""]
 
-    lines += ["## Outcome", "", *outcome_lines(summaries), ""]
+    lines += ["## Outcome", "", *outcome_lines(summaries, refs), ""]
 
     total = [seconds for seconds in map(_cell_seconds, cells) if seconds is not None]
     starts = [data.timing["train_start"] for data in cells if data.timing.get("train_start") is not None]

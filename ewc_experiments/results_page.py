@@ -28,9 +28,15 @@ from pathlib import Path
 
 from envs import games as game_table
 from ewc_experiments.cli import fail
-from ewc_experiments.results_cells import export_cells, load_cells, restore_cells
+from ewc_experiments.results_cells import ResultsError, export_cells, load_cells, restore_cells
 from ewc_experiments.results_markdown import Page, build_page
-from ewc_experiments.results_scores import choose_lambda, reference_lines, references
+from ewc_experiments.results_scores import (
+    choose_lambda,
+    measured_references,
+    reference_lines,
+    references,
+    stale_references,
+)
 
 
 def assets_folder(out: Path) -> Path:
@@ -58,10 +64,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--choose-lambda",
         metavar="METHOD",
-        help="print the lambda of METHOD's seed-0 main-order cells with the highest final mean score",
+        help="print the lambda of METHOD's cells with the highest final mean normalised score, pooled over orders and seeds",
     )
     parser.add_argument(
-        "--print-references", action="store_true", help="print the measured MinAtar references as lines for envs/games.py"
+        "--print-references",
+        action="store_true",
+        help="print the MinAtar references the cells measure, as lines for envs/games.py",
+    )
+    parser.add_argument(
+        "--check-references",
+        action="store_true",
+        help="exit 1 unless envs/games.py holds the MinAtar references the cells measure (printing them if not)",
     )
     parser.add_argument("--main-order", help="comma list: the sweep's main game order (default: the order with most cells)")
     parser.add_argument("--export-only", action="store_true", help="only save the cells' JSON beside --out")
@@ -72,8 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="write the saved cells of SOURCE back as evaluated cells of SWEEP_DIR, so a sweep skips them",
     )
     args = parser.parse_args(argv)
-    if not (args.out or args.choose_lambda or args.print_references or args.restore_into):
-        parser.error("give --out, --choose-lambda, --print-references or --restore-into")
+    if not (args.out or args.choose_lambda or args.print_references or args.check_references or args.restore_into):
+        parser.error("give --out, --choose-lambda, --print-references, --check-references or --restore-into")
     return args
 
 
@@ -83,11 +96,21 @@ def main(argv: list[str] | None = None) -> int:
         main_order = tuple(game_table.parse_games(args.main_order)) if args.main_order else None
         if args.choose_lambda or args.print_references:
             cells, _ = load_cells(args.source)
-            refs = references(cells)
             if args.choose_lambda:
-                print(f"{choose_lambda(cells, refs, args.choose_lambda, main_order):g}")
+                print(f"{choose_lambda(cells, references(cells), args.choose_lambda):g}")
             if args.print_references:
-                print(reference_lines(refs, cells[0].steps_per_game if cells else None))
+                print(reference_lines(measured_references(cells), cells[0].steps_per_game if cells else None))
+        if args.check_references:
+            cells, _ = load_cells(args.source)
+            stale = stale_references(measured_references(cells))
+            if stale:
+                print(reference_lines(stale, cells[0].steps_per_game))
+                return fail(
+                    ResultsError(
+                        f"envs/games.py MINATAR_REFERENCE_SCORES lacks or differs from what {args.source} measures "
+                        f"for {', '.join(stale)}: paste the lines above into it"
+                    )
+                )
         if args.restore_into:
             cells, _ = load_cells(args.source)
             print(f"restored {restore_cells(cells, args.restore_into)} cells into {args.restore_into}", file=sys.stderr)

@@ -46,6 +46,7 @@ class Reference:
 
 def references(cells: list[CellData]) -> dict[str, Reference]:
     """Random and reference score of every game of the cells that has them (see the module docstring)."""
+    measured = measured_references(cells)
     result = {}
     for game in dict.fromkeys(game for data in cells for game in data.games):
         if not game.startswith(game_table.MINATAR_PREFIX):
@@ -57,12 +58,36 @@ def references(cells: list[CellData]) -> dict[str, Reference]:
         if short in game_table.MINATAR_REFERENCE_SCORES:
             random_score, reference = game_table.MINATAR_REFERENCE_SCORES[short]
             result[game] = Reference(random_score, reference, "envs.games.MINATAR_REFERENCE_SCORES")
-        elif short in game_table.MINATAR_RANDOM_SCORES:
+        elif game in measured:
+            result[game] = measured[game]
+    return result
+
+
+def measured_references(cells: list[CellData]) -> dict[str, Reference]:
+    """What the cells themselves measure for each MinAtar game, whatever envs.games holds: the
+    random score from MINATAR_RANDOM_SCORES and fine-tuning's mean score right after training it
+    (measured_reference). A sweep of single-game runs on seeds of their own measures the references
+    that envs.games.MINATAR_REFERENCE_SCORES then holds (`--print-references`)."""
+    result = {}
+    for game in dict.fromkeys(game for data in cells for game in data.games):
+        short = game.removeprefix(game_table.MINATAR_PREFIX)
+        if game.startswith(game_table.MINATAR_PREFIX) and short in game_table.MINATAR_RANDOM_SCORES:
             measured = measured_reference(cells, game)
             if measured is not None:
                 reference, seeds, where = measured
                 result[game] = Reference(game_table.MINATAR_RANDOM_SCORES[short], reference, where, seeds)
     return result
+
+
+def stale_references(measured: dict[str, Reference]) -> dict[str, Reference]:
+    """The measured references that envs.games.MINATAR_REFERENCE_SCORES lacks or holds otherwise
+    (to the three decimals reference_lines prints)."""
+    stale = {}
+    for game, ref in measured.items():
+        held = game_table.MINATAR_REFERENCE_SCORES.get(game.removeprefix(game_table.MINATAR_PREFIX))
+        if held is None or abs(held[0] - ref.random) > 1e-9 or abs(held[1] - ref.reference) > 5e-4:
+            stale[game] = ref
+    return stale
 
 
 def measured_reference(cells: list[CellData], game: str) -> tuple[float, int, str] | None:
@@ -118,6 +143,13 @@ def cell_metrics(data: CellData, refs: dict[str, Reference]) -> dict[str, float]
         "backward_transfer": summary["backward_transfer"],
         "last_game": float(R[K - 1, column[order[-1]]]),
     }
+
+
+def frozen_final_mean(data: CellData, refs: dict[str, Reference]) -> float:
+    """The final mean of a network frozen after the first game: mean over the sequence's games of
+    R[1][g], read from the cell's game-1 checkpoint (no training after it). Every method trains game 1
+    alike (no penalty exists yet), so a fine-tuning cell's first row serves for its seed."""
+    return float(np.nanmean(normalised(data, refs)[0]))
 
 
 # ---- groups and their statistics ----
@@ -241,41 +273,52 @@ def main_order_of(cells: list[CellData], main_order: tuple[str, ...] | None = No
 
 @dataclass(frozen=True)
 class LambdaRow:
+    """One lambda of a selection sweep: each figure the mean over orders of the mean over seeds."""
+
     strength: float
-    final: list[float]
-    """Normalised score of each game after the last game."""
+    retention: float
+    """R[K][g_1]: the first game, normalised, after the last."""
+    last_game: float
+    """R[K][g_K]: the last game, normalised, after it was trained."""
     final_mean: float
-    retention_fraction: float
+    """The selection criterion, fixed before the sweep: the final mean normalised score."""
+    orders: int
+    seeds: int
 
 
-def lambda_sweep(cells: list[CellData], refs: dict[str, Reference], method: str, main_order: tuple[str, ...]) -> list[LambdaRow]:
-    """The seed-0 cells of `method` in the main order, one row per lambda (the lambda sweep)."""
-    rows = []
+def lambda_sweep(cells: list[CellData], refs: dict[str, Reference], method: str) -> list[LambdaRow]:
+    """Every lambda of `method` among the cells, one row each, pooled over the cells' orders and seeds.
+
+    Each order weighs the same (its seeds are averaged first), so an order with more finished seeds
+    does not tilt the choice. Meant for a selection sweep's own directory, whose seeds are never
+    reported: the page's comparison uses other seeds.
+    """
+    by_strength: dict[float, dict[tuple[str, ...], list[dict[str, float]]]] = {}
     for data in cells:
-        if data.cell.method == method and data.order == main_order and data.cell.seed == 0 and data.cell.ewc_lambda is not None:
-            figures = cell_metrics(data, refs)
-            rows.append(
-                LambdaRow(
-                    data.cell.ewc_lambda, list(normalised(data, refs)[-1]), figures["final_mean"], figures["retention_fraction"]
-                )
-            )
-    return sorted(rows, key=lambda row: row.strength)
+        if data.cell.method == method and data.cell.ewc_lambda is not None:
+            by_strength.setdefault(data.cell.ewc_lambda, {}).setdefault(data.order, []).append(cell_metrics(data, refs))
+    rows = []
+    for strength, by_order in sorted(by_strength.items()):
+
+        def pooled(name: str, by_order=by_order) -> float:
+            return float(np.mean([np.mean([figures[name] for figures in runs]) for runs in by_order.values()]))
+
+        seeds = len({data.cell.seed for data in cells if data.cell.method == method and data.cell.ewc_lambda == strength})
+        rows.append(LambdaRow(strength, pooled("retention"), pooled("last_game"), pooled("final_mean"), len(by_order), seeds))
+    return rows
 
 
-def choose_lambda(
-    cells: list[CellData], refs: dict[str, Reference], method: str, main_order: tuple[str, ...] | None = None
-) -> float:
-    """The lambda whose seed-0 main-order cell of `method` has the highest final mean normalised score
-    (the smallest such lambda on a tie)."""
-    order = main_order_of(cells, main_order)
-    swept = lambda_sweep(cells, refs, method, order)
+def choose_lambda(cells: list[CellData], refs: dict[str, Reference], method: str) -> float:
+    """The lambda of `method` with the highest final mean normalised score, pooled over the cells'
+    orders and seeds (lambda_sweep; the smallest such lambda on a tie)."""
+    swept = lambda_sweep(cells, refs, method)
     if not swept:
-        raise ResultsError(f"no seed-0 {method} cell of the main order {order_text(order)} is evaluated yet")
+        raise ResultsError(f"no {method} cell with a lambda is evaluated yet")
     rows = [row for row in swept if not math.isnan(row.final_mean)]
     if not rows:
         raise ResultsError(
-            f"the seed-0 {method} cells have no final normalised score: a game has no reference "
-            "(fine-tuning cells that train it give one)"
+            f"the {method} cells have no final normalised score: a game has no reference "
+            "(envs.games.MINATAR_REFERENCE_SCORES, or fine-tuning cells that train it first)"
         )
     return max(rows, key=lambda row: (row.final_mean, -row.strength)).strength
 

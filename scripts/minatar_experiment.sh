@@ -1,80 +1,121 @@
 #!/usr/bin/env bash
-# The whole MinAtar experiment behind docs/results/minatar.md, in one command:
+# The MinAtar experiment behind docs/results/minatar.md, in one command that resumes:
 #
-#   bash scripts/minatar_experiment.sh [SWEEP_DIR]        # SWEEP_DIR defaults to sweeps/minatar
+#   bash scripts/minatar_experiment.sh [SWEEP_ROOT [STAGE ...]]    # SWEEP_ROOT defaults to sweeps/minatar
 #
-# minatar:breakout -> minatar:space_invaders (the main order) and its reverse, configs/minatar.yaml
-# (60,000 agent steps per game), in stages, each a sweep.py call into the same SWEEP_DIR:
-#   A1 fine-tuning, seeds 0-4                     A2 EWC lambda sweep 100, 1000, 10000 (seed 0)
-#      -> the EWC lambda: the highest final mean normalised score of A2 (results_page --choose-lambda)
-#   B1 EWC at that lambda, seeds 0-4              B2 fine-tuning, seeds 0-2, both orders
-#   B4-ewc EWC at its lambda, seeds 0-2, both orders (the headline comparison first, in both orders)
-#   A3 L2 lambda sweep 0.01, 0.1, 1 (seed 0)      -> the L2 lambda, chosen the same way
-#   B3 L2 at its lambda, seeds 0-2                B4-l2 L2 at its lambda, seeds 0-2, both orders
-#   B5 online EWC at EWC's lambda, seeds 0-2, both orders: with two games online EWC is EWC (after
-#      game 1 both hold the same F and anchor; they differ only from a third game on), which B5 shows
-# then the page: python -m ewc_experiments.results_page SWEEP_DIR --out docs/results/minatar.md
-#
-# Running it again continues where it stopped: sweep.py skips evaluated cells and resumes interrupted
-# ones, cells whose results were committed (docs/results/minatar/cells/) are restored as evaluated, and a
-# chosen lambda is kept in docs/results/minatar/chosen_lambda_<method>.txt, so that later cells (which
-# can change the normalisation references) never move it. After every stage the evaluated cells'
-# compact results are saved into docs/results/minatar/cells/. A stage with a failed cell stops the
-# script (sweep.py's report in SWEEP_DIR/report.md names it). PYTHON overrides the interpreter.
+# configs/minatar.yaml (150,000 agent steps per game, 64 evaluation episodes per final checkpoint).
+# Three kinds of seeds, never mixed:
+#   reference seeds 1000-1004   single-game runs of all five games: the normalisation references
+#                               (envs/games.py MINATAR_REFERENCE_SCORES) and the single-game curves
+#   selection seeds 100-101     the lambda grids; the criterion, fixed in advance, is the final mean
+#                               normalised score over both two-game orders
+#   held-out seeds 0-9          the reported comparison, at the chosen lambda
+# Stages, in order (name some to run only those):
+#   references  5 games x 5 reference seeds, one game each
+#   select-ewc  EWC, lambda 10 .. 100,000 (5 values, 4 decades), selection seeds, both orders; a
+#               chosen lambda at an edge of the grid extends it by a decade and sweeps again
+#   headline    fine-tuning and EWC at its chosen lambda, held-out seeds, both orders
+# The chosen lambda is kept in docs/results/minatar/chosen_lambda_<method>.txt once made, so that
+# later cells never move it. Each stage is one sweep.py call per sweep directory
+# (SWEEP_ROOT/<kind>); after it the evaluated cells' compact results are saved under
+# docs/results/minatar/<kind>/cells/ (commit them), and a later run restores them as evaluated, so
+# the experiment can span several sittings. A stage with a failed cell stops the script (sweep.py's
+# report in the sweep directory names it). PYTHON overrides the interpreter.
 set -euo pipefail
 shopt -s inherit_errexit
 
 cd "$(dirname "$0")/.."
-SWEEP=${1:-sweeps/minatar}
+ROOT=${1:-sweeps/minatar}
+shift || true
 PYTHON=${PYTHON:-python}
-GAMES=minatar:breakout,minatar:space_invaders
-PAGE=docs/results/minatar.md
+RESULTS=docs/results/minatar
+PAIR=minatar:breakout,minatar:space_invaders
+ALL_GAMES=(breakout space_invaders asterix freeway seaquest)
+REFERENCE_SEEDS=1000,1001,1002,1003,1004
+SELECTION_SEEDS=100,101
+HELD_OUT_SEEDS=0,1,2,3,4,5,6,7,8,9
+EWC_GRID=10,100,1000,10000,100000
 export OMP_NUM_THREADS=1  # torch's threads waiting on each other are many times slower on a shared CPU
 
-# stage NAME SWEEP_ARGS...: one sweep.py call, then the evaluated cells saved beside the page.
-stage() {
-    local name=$1 status=0
-    shift
-    echo "== $name: sweep.py $*" >&2
-    "$PYTHON" sweep.py --games "$GAMES" --config configs/minatar.yaml --sweep-dir "$SWEEP" "$@" || status=$?
-    "$PYTHON" -m ewc_experiments.results_page "$SWEEP" --out "$PAGE" --export-only ||
-        echo "stage $name: could not save the cells' results into ${PAGE%.md}/cells (above)" >&2
+# sweep KIND GAMES SWEEP_ARGS...: one sweep.py call into ROOT/KIND, then its evaluated cells saved
+# into RESULTS/KIND/cells. Cells saved earlier are restored first, so they are never trained twice.
+sweep() {
+    local kind=$1 games=$2 status=0
+    shift 2
+    local dir="$ROOT/$kind" saved="$RESULTS/$kind"
+    if [ -d "$saved/cells" ]; then
+        "$PYTHON" -m ewc_experiments.results_page "$saved/cells" --restore-into "$dir"
+    fi
+    echo "== $kind: sweep.py --games $games $*" >&2
+    "$PYTHON" sweep.py --games "$games" --config configs/minatar.yaml --sweep-dir "$dir" "$@" || status=$?
+    "$PYTHON" -m ewc_experiments.results_page "$dir" --out "$saved.md" --export-only ||
+        echo "$kind: could not save the cells' results into $saved/cells (above)" >&2
     if [ "$status" -ne 0 ]; then
-        echo "stage $name did not finish (sweep.py exit $status): see $SWEEP/report.md; run this script again to continue" >&2
+        echo "$kind did not finish (sweep.py exit $status): see $dir/report.md; run this script again to continue" >&2
         exit "$status"
     fi
 }
 
-# chosen METHOD: the lambda of METHOD's lambda sweep, chosen once and then read back.
+# chosen METHOD: the lambda chosen from METHOD's selection sweep, read back once it is kept.
 chosen() {
-    local file="${PAGE%.md}/chosen_lambda_$1.txt"
+    local file="$RESULTS/chosen_lambda_$1.txt"
     if [ ! -s "$file" ]; then
-        "$PYTHON" -m ewc_experiments.results_page "$SWEEP" --choose-lambda "$1" --main-order "$GAMES" >"$file.tmp"
-        mv "$file.tmp" "$file"
-        echo "== chose $1 lambda $(cat "$file") (kept in $file)" >&2
+        echo "no lambda chosen for $1 yet ($file): run the select-$1 stage first" >&2
+        exit 1
     fi
     cat "$file"
 }
 
-# Cells saved by an earlier session (committed beside the page) count as evaluated: never trained twice.
-if [ -d "${PAGE%.md}/cells" ]; then
-    "$PYTHON" -m ewc_experiments.results_page "${PAGE%.md}/cells" --restore-into "$SWEEP"
-fi
+# select_lambda METHOD GRID: METHOD's selection sweep over GRID on the selection seeds in both orders, its
+# lambda chosen by the final mean normalised score (pooled over orders and seeds) and kept. A lambda
+# at an edge of the grid is no choice: the grid grows by a decade past that edge, up to three times.
+select_lambda() {
+    local method=$1 grid=$2 file="$RESULTS/chosen_lambda_$1.txt" value wider
+    [ -s "$file" ] && return 0
+    for extension in 0 1 2 3; do
+        sweep "select-$method" "$PAIR" --methods "$method" --ewc-lambda "$grid" --seeds "$SELECTION_SEEDS" --orders both
+        # normalised scores need the independent references in envs/games.py first
+        "$PYTHON" -m ewc_experiments.results_page "$RESULTS/references/cells" --check-references
+        value=$("$PYTHON" -m ewc_experiments.results_page "$ROOT/select-$method" --choose-lambda "$method")
+        wider=$("$PYTHON" -c 'import sys
+grid = sorted(float(x) for x in sys.argv[1].split(","))
+value = float(sys.argv[2])
+edge = [grid[0] / 10] if value == grid[0] else [grid[-1] * 10] if value == grid[-1] else []
+print(",".join(f"{x:.10g}" for x in sorted(edge + grid)) if edge else "")' "$grid" "$value")
+        if [ -z "$wider" ]; then
+            echo "$value" >"$file.tmp" && mv "$file.tmp" "$file"
+            echo "== chose $method lambda $value inside the grid $grid (kept in $file)" >&2
+            return 0
+        fi
+        echo "== $method lambda $value lies at the edge of $grid: extending to $wider (extension $((extension + 1)))" >&2
+        grid=$wider
+    done
+    echo "$method: the chosen lambda stayed at an edge after three extensions of the grid ($grid)" >&2
+    exit 1
+}
 
-stage A1 --methods finetune --seeds 0,1,2,3,4
-stage A2 --methods ewc --ewc-lambda 100,1000,10000 --seeds 0
-EWC_LAMBDA=$(chosen ewc)
-stage B1 --methods ewc --ewc-lambda "$EWC_LAMBDA" --seeds 0,1,2,3,4
-stage B2 --methods finetune --seeds 0,1,2 --orders both
-stage B4-ewc --methods ewc --ewc-lambda "$EWC_LAMBDA" --seeds 0,1,2 --orders both
-# The chosen EWC lambda was the largest of A2's grid: one step further up, seed 0, to see past the edge
-# (the choice above is made from A2's grid alone, as it was when the page's cells were trained).
-stage A2-edge --methods ewc --ewc-lambda 100000 --seeds 0
-stage A3 --methods l2 --ewc-lambda 0.01,0.1,1 --seeds 0
-L2_LAMBDA=$(chosen l2)
-stage B3 --methods l2 --ewc-lambda "$L2_LAMBDA" --seeds 0,1,2
-stage B4-l2 --methods l2 --ewc-lambda "$L2_LAMBDA" --seeds 0,1,2 --orders both
-stage B5 --methods online-ewc --ewc-lambda "$EWC_LAMBDA" --seeds 0,1,2 --orders both
+stage_references() {
+    local game
+    for game in "${ALL_GAMES[@]}"; do
+        sweep "references" "minatar:$game" --methods finetune --seeds "$REFERENCE_SEEDS"
+    done
+}
 
-"$PYTHON" -m ewc_experiments.results_page "$SWEEP" --out "$PAGE" --main-order "$GAMES"
-echo "== done: $PAGE" >&2
+stage_select_ewc() {
+    select_lambda ewc "$EWC_GRID"
+}
+
+stage_headline() {
+    sweep "headline" "$PAIR" --methods finetune --seeds "$HELD_OUT_SEEDS" --orders both
+    sweep "headline" "$PAIR" --methods ewc --ewc-lambda "$(chosen ewc)" --seeds "$HELD_OUT_SEEDS" --orders both
+}
+
+STAGES=("$@")
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(references select-ewc headline)
+for stage in "${STAGES[@]}"; do
+    case $stage in
+        references | select-ewc | headline) "stage_${stage//-/_}" ;;
+        *) echo "unknown stage $stage: references, select-ewc or headline" >&2 && exit 2 ;;
+    esac
+done
+echo "== done: ${STAGES[*]}" >&2
