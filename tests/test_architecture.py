@@ -97,8 +97,8 @@ def test_every_user_error_is_reported_in_one_line():
         assert issubclass(error, cli.USER_ERRORS), f"{error.__module__}.{error.__name__} would print a traceback"
 
 
-def test_the_readme_lists_every_registry_exactly():
-    """README's "Every choice" table names exactly the options each registry holds."""
+def test_the_methods_page_lists_every_registry_exactly():
+    """docs/methods.md's "Every choice" table names exactly the options each registry holds."""
     from agents.config import EPSILON_CLOCKS, GRAD_CLIP_SCOPES, LOSS_REDUCTIONS
     from agents.cuda_graph import UPDATE_MODES
     from agents.ewc.fisher import ESTIMATORS
@@ -117,13 +117,13 @@ def test_the_readme_lists_every_registry_exactly():
         "agent.update_mode": UPDATE_MODES,
     }
     rows = {}
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in (ROOT / "docs" / "methods.md").read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) == 4 and cells[1].strip("`") in registries:
             rows[cells[1].strip("`")] = [option.strip().strip("`") for option in cells[2].split(",")]
     assert set(rows) == set(registries)
     for key, registry in registries.items():
-        assert rows[key] == list(registry), f"README's {key} row does not match the registry"
+        assert rows[key] == list(registry), f"docs/methods.md's {key} row does not match the registry"
 
 
 def test_ruff_lint_and_format_are_clean():

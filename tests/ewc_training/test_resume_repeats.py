@@ -1,6 +1,6 @@
 """Resuming is repeatable: one latest.pt resumed twice ends in bit-identical game-end checkpoints.
 
-README: "a resumed game starts new episodes from seeds derived from its step, so resuming the same
+docs/runs.md: "a resumed game starts new episodes from seeds derived from its step, so resuming the same
 checkpoint twice is repeatable", with or without the saved replay. In-process runs of two short
 games; latest.pt is written once, in the middle of game 2 after learning began there. Without the
 replay, ewc_training/schedule.py's formula says which updates are skipped:

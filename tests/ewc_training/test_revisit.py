@@ -1,6 +1,6 @@
 """A revisited game in a real run: pong, breakout, pong with `ewc` and `online-ewc`, then evaluate.py.
 
-EWC keeps one term per game and a revisit replaces its own (README: "a revisited game replaces
+EWC keeps one term per game and a revisit replaces its own (docs/methods.md: "a revisited game replaces
 its own term"); online EWC keeps one running quadratic, F* <- gamma F* + F_new, anchored at the
 latest end point. Both are checked on the checkpoints a real three-game run writes, and
 evaluate.py's metrics on that run's three-row matrix are checked against values worked out here
