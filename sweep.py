@@ -4,10 +4,12 @@
     python sweep.py --games pong,breakout --orders both --config configs/smoke.yaml
     python sweep.py --games pong,breakout,enduro --sequence random:6 --seeds 0,1,2 --methods ewc,finetune
     python sweep.py --games pong,breakout --address <head>:6379     # a cluster started with `ray start --head`
+    python sweep.py --games pong,breakout --device cuda --gpus-per-cell 0.25 --cpus-per-cell 2   # 4 cells share a GPU
 
 Every cell is an ordinary train.py run in <sweep-dir>/cells/<cell>/, evaluated with evaluate.py when it
-finishes; the sweep's report is <sweep-dir>/report.md, with mean_hns.png and cells.csv. The same command
-again skips evaluated cells and resumes interrupted ones. Exit status: 0 when every cell is evaluated,
+finishes; the sweep's report is <sweep-dir>/report.md, with mean_hns.png and cells.csv, and the cells'
+summed agent steps/s (the sweep's throughput when they train together). The same command again skips
+evaluated cells and resumes interrupted ones. Exit status: 0 when every cell is evaluated,
 1 when some are not (the report names them), 2 for bad input, 130 when interrupted.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from agents.ewc.methods import METHODS
 from ewc_experiments.cli import USER_ERRORS, add_set_option, fail
-from ewc_experiments.sweep_plan import describe, plan_sweep
+from ewc_experiments.sweep_plan import describe, parse_cell_resources, plan_sweep
 from ewc_experiments.sweep_ray import run_on_ray
 from ewc_experiments.sweep_report import PLOT, TABLE, cell_result, write_report
 
@@ -43,16 +45,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_set_option(parser, "override a config key in every cell (repeatable)")
     parser.add_argument("--sweep-dir", help="where the cells and the report go (default sweeps/<games>)")
     parser.add_argument("--address", help="join this Ray cluster (default: start Ray in this process)")
+    parser.add_argument("--device", help="every cell's train.py and evaluate.py device: auto, cuda or cpu (default: config's)")
+    parser.add_argument(
+        "--gpus-per-cell",
+        metavar="GPUS",
+        help="GPUs each cell reserves: a fraction in (0, 1] shares a GPU among cells (0.25: four at once) "
+        "or a whole number (default: 1 when the Ray cluster has GPUs, else 0)",
+    )
+    parser.add_argument(
+        "--cpus-per-cell", metavar="CPUS", default="1", help="CPUs each cell reserves, and its torch threads (default 1)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        gpus_per_cell, cpus_per_cell = parse_cell_resources(args.gpus_per_cell, args.cpus_per_cell)
         sweep_dir, planned = plan_sweep(args)
         print(describe(sweep_dir, planned), file=sys.stderr, flush=True)
         to_run = [cell for cell in planned if cell.commands]
-        errors = run_on_ray(to_run, args.address, ROOT) if to_run else {}
+        errors = run_on_ray(to_run, args.address, ROOT, gpus_per_cell, cpus_per_cell) if to_run else {}
     except USER_ERRORS as error:
         return fail(error)
     except KeyboardInterrupt:

@@ -125,13 +125,15 @@ def drawn_sequence_grid(games: list[str], rule: str, methods: list[str], lambdas
     ]
 
 
-def train_arguments(cell: Cell, preset: Path | None, overrides: list[str]) -> list[str]:
-    """The train.py flags of a fresh cell; the sweep's --config and --set go to every cell."""
+def train_arguments(cell: Cell, preset: Path | None, overrides: list[str], device: str | None = None) -> list[str]:
+    """The train.py flags of a fresh cell; the sweep's --config, --device and --set go to every cell."""
     arguments = ["--games", ",".join(cell.order), "--method", cell.method, "--seed", str(cell.seed)]
     if cell.ewc_lambda is not None:
         arguments += ["--ewc-lambda", repr(cell.ewc_lambda)]
     if preset is not None:
         arguments += ["--config", str(preset)]
+    if device is not None:
+        arguments += ["--device", device]
     for assignment in overrides:
         arguments += ["--set", assignment]
     return arguments
@@ -293,6 +295,23 @@ def parse_lambdas(text: str | None, preset: Path | None, overrides: list[str]) -
     return lambdas
 
 
+def parse_cell_resources(gpus: str | None, cpus: str) -> tuple[float | None, int]:
+    """--gpus-per-cell and --cpus-per-cell: what each cell reserves in Ray.
+
+    GPUs: a fraction in (0, 1] (cells share a GPU: 0.25 puts four on one) or a whole number, as Ray
+    allows; None leaves the choice to the cluster (one GPU when it has any). CPUs: a whole number
+    >= 1, also the cell's torch threads."""
+    try:
+        gpu_count = None if gpus is None else float(gpus)
+    except ValueError:
+        gpu_count = math.nan
+    if gpu_count is not None and not (0 < gpu_count <= 1 or (gpu_count > 1 and gpu_count.is_integer())):
+        raise SweepError(f"--gpus-per-cell must be a fraction in (0, 1] or a whole number of GPUs, got {gpus!r}")
+    if not cpus.strip().isdigit() or int(cpus) < 1:
+        raise SweepError(f"--cpus-per-cell must be a whole number >= 1, got {cpus!r}")
+    return gpu_count, int(cpus)
+
+
 @dataclass
 class PlannedCell:
     cell: Cell
@@ -322,7 +341,7 @@ def plan_sweep(args: argparse.Namespace) -> tuple[Path, list[PlannedCell]]:
     sweep_dir = Path(args.sweep_dir or Path("sweeps") / default_name).resolve()
     planned = []
     for cell in grid:
-        arguments = train_arguments(cell, preset, args.overrides)
+        arguments = train_arguments(cell, preset, args.overrides, args.device)
         config = config_from_train_args(parse_train_args(arguments))
         check_config_is_the_cell(cell, config)
         check_eval_protocol(config.eval)

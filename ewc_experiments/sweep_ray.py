@@ -1,4 +1,8 @@
-"""Running a sweep's cells on Ray: one task per cell, one CPU (or GPU) each, on this machine or a cluster.
+"""Running a sweep's cells on Ray: one task per cell, on this machine or a cluster.
+
+Each cell reserves `--cpus-per-cell` CPUs (one by default) and `--gpus-per-cell` GPUs (by default one
+when the cluster has GPUs, else none); a fraction shares a GPU, so that one GPU host trains several
+cells at once (0.25: four). Ray starts a cell only when what it reserves is free.
 
 Each task runs the cell's commands (train.py or its resume, then evaluate.py) as subprocesses, all
 output to the cell's log. Nothing here decides what a cell is; ewc_experiments/sweep_plan.py does.
@@ -7,6 +11,7 @@ output to the cell's log. Nothing here decides what a cell is; ewc_experiments/s
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shlex
 import socket
@@ -19,11 +24,12 @@ from ewc_experiments.sweep_plan import PlannedCell, SweepError, last_error
 from ewc_training.errors import first_line
 
 CPUS_PER_CELL = 1
-"""Each cell reserves one CPU and runs torch on one thread: more threads than reserved CPUs wait on
-each other (two torch threads on a busy 2-core machine were measured ~70x slower than one)."""
+"""By default each cell reserves one CPU. A cell runs torch on as many threads as it reserves CPUs:
+more threads than reserved CPUs wait on each other (two torch threads on a busy 2-core machine were
+measured ~70x slower than one)."""
 
 
-def run_cell(commands: list[list[str]], root: str, log: str) -> tuple[int, float]:
+def run_cell(commands: list[list[str]], root: str, log: str, threads: int = CPUS_PER_CELL) -> tuple[int, float]:
     """On a Ray worker: the cell's commands in order, all output to its log, stopping at the first failure.
 
     Returns the exit status (0, or the failing command's) and the seconds it took. The worker's
@@ -32,7 +38,7 @@ def run_cell(commands: list[list[str]], root: str, log: str) -> tuple[int, float
     checkpoints atomically, so the same command again resumes from the last one.
     """
     started = time.monotonic()
-    environment = {**os.environ, "OMP_NUM_THREADS": str(CPUS_PER_CELL)}
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with open(log, "w") as output:
         for command in commands:
             output.write(f"$ {shlex.join(command)}\n")
@@ -84,8 +90,31 @@ def start_ray(address: str | None):
     return ray
 
 
-def run_on_ray(cells: list[PlannedCell], address: str | None, root: Path) -> dict[str, str]:
-    """Run every cell as one Ray task (one GPU each when the cluster has GPUs, else one CPU).
+def cell_reservation(resources: dict[str, float], gpus_per_cell: float | None, cpus_per_cell: int) -> tuple[float, int]:
+    """The GPUs each cell reserves (None: one when the cluster has any, else none), and how many
+    cells the cluster runs at once. A cell that no node can hold is a SweepError: Ray would wait
+    for it without end."""
+    gpus_here, cpus_here = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+    gpus = (1.0 if gpus_here else 0.0) if gpus_per_cell is None else gpus_per_cell
+    if gpus > gpus_here:
+        raise SweepError(f"each cell asks for {gpus:g} GPUs (--gpus-per-cell) but the Ray cluster has {gpus_here:g}")
+    if cpus_per_cell > cpus_here:
+        raise SweepError(f"each cell asks for {cpus_per_cell} CPUs (--cpus-per-cell) but the Ray cluster has {cpus_here:g}")
+    at_once = int(cpus_here // cpus_per_cell)
+    if gpus:
+        at_once = min(at_once, math.floor(gpus_here / gpus + 1e-9))
+    return gpus, at_once
+
+
+def run_on_ray(
+    cells: list[PlannedCell],
+    address: str | None,
+    root: Path,
+    gpus_per_cell: float | None = None,
+    cpus_per_cell: int = CPUS_PER_CELL,
+) -> dict[str, str]:
+    """Run every cell as one Ray task, reserving `gpus_per_cell` GPUs (cell_reservation) and
+    `cpus_per_cell` CPUs.
 
     Returns cell name -> why it failed ("" when it succeeded). A task is never retried: the
     same command again resumes what a lost worker left.
@@ -93,13 +122,15 @@ def run_on_ray(cells: list[PlannedCell], address: str | None, root: Path) -> dic
     ray = start_ray(address)
     try:
         resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
+        gpus, at_once = cell_reservation(resources, gpus_per_cell, cpus_per_cell)
         print(
-            f"Ray: {int(resources.get('CPU', 0))} CPUs, {gpus} GPUs; each cell takes one {'GPU' if gpus else 'CPU'}",
+            f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; each cell takes {cpus_per_cell} CPU(s) "
+            f"and {gpus:g} GPU(s): up to {at_once} cells at once",
             file=sys.stderr,
         )
-        task = ray.remote(run_cell).options(num_cpus=CPUS_PER_CELL, num_gpus=1 if gpus else 0, max_retries=0)
-        pending = {task.remote(planned.commands, str(root), str(planned.log)): planned for planned in cells}
+        whole = gpus.is_integer()  # Ray takes a fraction below 1, whole numbers above
+        task = ray.remote(run_cell).options(num_cpus=cpus_per_cell, num_gpus=int(gpus) if whole else gpus, max_retries=0)
+        pending = {task.remote(planned.commands, str(root), str(planned.log), cpus_per_cell): planned for planned in cells}
         errors: dict[str, str] = {}
         while pending:
             [done], _ = ray.wait(list(pending), num_returns=1)

@@ -5,7 +5,10 @@
                           et al.'s Fig. 4 metric) and the mean forgetting, and a row over all orders when
                           there are several; beside it the IQM [95% CI] of the final mean normalised score
     <sweep>/mean_hns.png  mean normalised score after each game, one line per method and lambda, ± std band
-    <sweep>/cells.csv     one line per cell: its settings, how it ended, its metrics
+    <sweep>/cells.csv     one line per cell: its settings, how it ended, its metrics, its agent steps/s
+
+The report also sums the cells' agent steps/s while learning (agent_steps_per_second): the sweep's
+throughput when its cells train at the same time, e.g. four on one GPU with `--gpus-per-cell 0.25`.
 
 "Normalised" is the family's score: HNS on Atari, the MinAtar-normalised score on MinAtar
 (envs.families). Every cell's metrics come from the episode scores in the eval/eval.json that
@@ -30,6 +33,7 @@ from envs.families import family_of_run
 from ewc_experiments.eval_matrix import saved_metrics
 from ewc_experiments.statistics import StatisticsError, interval_estimates
 from ewc_experiments.sweep_plan import EVALUATED, Cell, cell_state, read_evaluation
+from ewc_training.config import config_from_dict, load_yaml
 
 REPORT, PLOT, TABLE = "report.md", "mean_hns.png", "cells.csv"
 NO_RLIABLE = "n/a (pip install 'ewc-atari[report]')"
@@ -44,6 +48,8 @@ class CellResult:
     """The cell's continual-learning metrics; None when it has no whole evaluation."""
     error: str = ""
     """Why it has none: the failing command's error line."""
+    steps_per_second: float = math.nan
+    """Its agent steps/s while learning (agent_steps_per_second); NaN when it logged none."""
 
 
 def cell_result(cell: Cell, run_dir: Path, error: str = "") -> CellResult:
@@ -51,9 +57,48 @@ def cell_result(cell: Cell, run_dir: Path, error: str = "") -> CellResult:
 
     The metrics are recomputed from the file's episode scores (eval_matrix.saved_metrics), so cells
     evaluated before a metric's definition changed are reported under today's definition."""
+    speed = agent_steps_per_second(run_dir)
     if cell_state(run_dir, cell.order) != EVALUATED:
-        return CellResult(cell, run_dir, None, error or "not evaluated")
-    return CellResult(cell, run_dir, saved_metrics(read_evaluation(run_dir)))
+        return CellResult(cell, run_dir, None, error or "not evaluated", speed)
+    return CellResult(cell, run_dir, saved_metrics(read_evaluation(run_dir)), steps_per_second=speed)
+
+
+SPEED_TAG = "charts/SPS"
+"""The agent steps/s train.py logs every `run.log_every` steps (ewc_training/progress.py)."""
+
+
+def agent_steps_per_second(run_dir: Path) -> float:
+    """A run's agent steps/s while learning: the mean of its `charts/SPS` points whose interval lies
+    after its game's `agent.learning_starts` (step in game >= learning_starts + log_every), so that
+    the acting-only start of each game does not count. NaN for a run that logged none (too short to
+    learn, or restored from saved results without its TensorBoard events)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    try:
+        config = config_from_dict(load_yaml(run_dir / "config.yaml"))
+    except (OSError, ValueError):  # ConfigError is a ValueError
+        return math.nan
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    if SPEED_TAG not in events.Tags()["scalars"]:
+        return math.nan
+    per_game, since = config.run.steps_per_game, config.agent.learning_starts + config.run.log_every
+    speeds = [point.value for point in events.Scalars(SPEED_TAG) if (point.step - 1) % per_game + 1 >= since]
+    return statistics.fmean(speeds) if speeds else math.nan
+
+
+def throughput_lines(results: list[CellResult]) -> list[str]:
+    """The report's throughput: the cells' agent steps/s while learning, summed."""
+    speeds = [result.steps_per_second for result in results if not math.isnan(result.steps_per_second)]
+    if not speeds:
+        return ["Agent steps/s while learning: n/a (no cell logged `charts/SPS` after its learning started).", ""]
+    return [
+        f"Agent steps/s while learning, summed over the {len(speeds)} cells that logged it: **{sum(speeds):,.0f}** "
+        f"(per cell {min(speeds):,.0f} to {max(speeds):,.0f}: the mean of its `{SPEED_TAG}` points after "
+        "`learning_starts`). The sum is the sweep's throughput when those cells train at the same time "
+        "(e.g. `--gpus-per-cell 0.25` trains four on one GPU).",
+        "",
+    ]
 
 
 def write_report(sweep_dir: Path, results: list[CellResult]) -> Path:
@@ -201,6 +246,7 @@ def report_markdown(sweep_dir: Path, results: list[CellResult]) -> str:
         *method_tables(results, final_score_iqms(results)),
         f"![mean normalised score after each game]({PLOT})",
         "",
+        *throughput_lines(results),
     ]
     if failed:
         lines += ["## Cells without an evaluation", ""]
@@ -221,6 +267,7 @@ def write_cells_csv(results: list[CellResult], path: Path) -> None:
         "status",
         *CSV_METRICS,
         *after,
+        "agent_steps_per_s",
         "run_dir",
         "error",
     ]
@@ -240,6 +287,7 @@ def write_cells_csv(results: list[CellResult], path: Path) -> None:
                     "status": "evaluated" if result.metrics else "failed",
                     **{name: metrics.get(name, "") for name in CSV_METRICS},
                     **{column: curve.get(k, "") for column, k in zip(after, positions)},
+                    "agent_steps_per_s": "" if math.isnan(result.steps_per_second) else f"{result.steps_per_second:.1f}",
                     "run_dir": str(result.run_dir),
                     "error": result.error,
                 }

@@ -1,70 +1,116 @@
 #!/usr/bin/env bash
-# What only a CUDA GPU can show, in under 10 minutes on one H100 host (16 cores): the steps' time
-# limits add up to 570 s.
-#   1. the tests marked `cuda`: the CUDA-graph update against the eager one, each Fisher estimator
+# What only a CUDA GPU can show, in at most 8 minutes on one GPU host (16 cores): five steps, each under
+# its own time limit; the limits add up to 445 s (470 s if every step also used the 5 s it is given to
+# stop after its limit).
+#   1. nvidia-smi;
+#   2. the tests marked `cuda`: the CUDA-graph update against the eager one, each Fisher estimator
 #      on the GPU against the per-sample loop (float64), the replay on the GPU against real ALE
 #      episodes, and a short two-game training loop in `cuda-graph` mode against `eager` (equal
-#      game-end checkpoints: weights, Adam's moments, Fisher and anchors);
-#   2. the throughput benchmark with its standard settings (python -m bench: bench/measure.py);
-#   3. a short Pong training run through train.py, the way a user starts one.
+#      game-end checkpoints: weights, Adam's moments, Fisher and anchors). They collect with the
+#      project's required packages alone: tests that need av, ray, rliable or arch are skipped;
+#   3. the throughput benchmark, quick settings (python -m bench --quick: bench/measure.py);
+#   4. a short Pong training run through train.py, the way a user starts one (16 emulators, the
+#      CUDA-graph update), learning from step 20,000;
+#   5. that run's figures, read back from its TensorBoard events: agent steps/s after learning
+#      starts, episode returns, TD loss, the Fisher's seconds.
 #
-#   scripts/gpu_check.sh OUTDIR            # run everything, figures and logs into OUTDIR
-#   scripts/gpu_check.sh OUTDIR --dry-run  # print the steps without running them (works on any machine)
+#   scripts/gpu_check.sh OUTDIR              # run everything, figures and logs into OUTDIR
+#   scripts/gpu_check.sh --dry-run [OUTDIR]  # print the plan (steps, commands, limits, total); runs and
+#                                            # writes nothing, needs no GPU
 #
-# OUTDIR gets summary.txt (each step: command, result, seconds; then the figures), nvidia-smi.txt,
-# pytest-cuda.log, throughput.json and throughput.txt, pong-run/ (TensorBoard events, checkpoints),
-# pong-run.log and pong-figures.txt. Every step runs even when an earlier one failed (each has its
-# own time limit); the script exits non-zero when any step failed. PYTHON overrides the interpreter.
+# OUTDIR gets seven flat files: summary.md (each step: command, limit, outcome, seconds; then every
+# figure), nvidia-smi.txt, pytest-cuda.log, throughput.json, throughput.txt, pong-run.log and
+# pong-figures.txt. The Pong run directory (checkpoints, TensorBoard events) goes to
+# $GPU_CHECK_RUNS/pong (default runs/gpu-check/pong), outside OUTDIR. Every step runs even when an
+# earlier one failed; the script exits non-zero when any step failed. PYTHON overrides the
+# interpreter (default: python, else python3).
 set -euo pipefail
 
-if [ $# -lt 1 ] || [ "${1:0:1}" = "-" ]; then
-    echo "usage: $0 OUTDIR [--dry-run]" >&2
+usage() {
+    echo "usage: $0 OUTDIR | $0 --dry-run [OUTDIR]" >&2
     exit 2
+}
+DRY_RUN=0
+OUT=
+for argument in "$@"; do
+    case $argument in
+    --dry-run) DRY_RUN=1 ;;
+    -*) usage ;;
+    *)
+        if [ -n "$OUT" ]; then usage; fi
+        OUT=$argument
+        ;;
+    esac
+done
+[ -n "$OUT" ] || [ "$DRY_RUN" = 1 ] || usage
+if [ "$DRY_RUN" = 1 ]; then
+    OUT=${OUT:-OUTDIR}
+else
+    mkdir -p "$OUT"
+    OUT=$(cd "$OUT" && pwd)
 fi
-mkdir -p "$1"
-OUT=$(cd "$1" && pwd)
-DRY_RUN=${2:-}
 PYTHON=${PYTHON:-python}
+command -v "$PYTHON" >/dev/null || PYTHON=python3  # a CUDA image may have python3 alone
 cd "$(dirname "$0")/.."
-SUMMARY="$OUT/summary.txt"
-: >"$SUMMARY"
+RUNS=${GPU_CHECK_RUNS:-runs/gpu-check}
+SUMMARY="$OUT/summary.md"
+KILL_AFTER=5
+PONG_STEPS=120000
+LEARNING_STARTS=20000
 failed=0
+total=0
+
+# note LINE: one line of the plan or the outcome, on stdout and (when running) in the summary.
+note() {
+    echo "$1"
+    if [ "$DRY_RUN" = 0 ]; then echo "$1" >>"$SUMMARY"; fi
+}
 
 # step NAME SECONDS LOG COMMAND...: run COMMAND under a time limit, output into LOG, record the outcome.
 step() {
     local name=$1 limit=$2 log=$3
     shift 3
-    echo "== $name: $*" | tee -a "$SUMMARY"
-    if [ "$DRY_RUN" = "--dry-run" ]; then
-        echo "   (dry run: not started)" | tee -a "$SUMMARY"
-        return 0
-    fi
+    total=$((total + limit))
+    note "== $name [limit $limit s]"
+    note "   \$ $* > $log"
+    [ "$DRY_RUN" = 0 ] || return 0
     local started=$SECONDS status=0
-    timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1 || status=$?
+    timeout --kill-after=$KILL_AFTER "$limit" "$@" >"$log" 2>&1 || status=$?
     local outcome="ok"
     if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-        outcome="FAILED (over its ${limit} s limit)"
+        outcome="FAILED (over its $limit s limit)"
     elif [ "$status" -ne 0 ]; then
         outcome="FAILED (exit $status)"
     fi
     [ "$status" -eq 0 ] || failed=$((failed + 1))
-    echo "   $outcome in $((SECONDS - started)) s; log: $log" | tee -a "$SUMMARY"
+    note "   $outcome in $((SECONDS - started)) s"
 }
 
+if [ "$DRY_RUN" = 0 ]; then
+    echo "# GPU check, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >"$SUMMARY"
+    echo >>"$SUMMARY"
+fi
 step "GPU" 10 "$OUT/nvidia-smi.txt" nvidia-smi
-step "tests marked cuda" 180 "$OUT/pytest-cuda.log" "$PYTHON" -m pytest -m cuda -q -rs --durations=10 tests
-step "throughput benchmark (standard settings)" 210 "$OUT/throughput.txt" \
-    "$PYTHON" -m bench --device cuda --out "$OUT/throughput.json"
-step "Pong, 200k agent steps" 140 "$OUT/pong-run.log" \
-    "$PYTHON" train.py --games pong --steps-per-game 200000 --device cuda --fisher-samples 640 \
-    --run-dir "$OUT/pong-run" --overwrite \
-    --set env.num_envs=16 --set agent.update_mode=auto --set agent.learning_starts=20000 --set run.log_every=20000 --set eval.eval_every=0
-step "Pong figures" 30 "$OUT/pong-figures.txt" "$PYTHON" - "$OUT/pong-run" <<'PY'
+step "tests marked cuda" 140 "$OUT/pytest-cuda.log" "$PYTHON" -m pytest -m cuda -q -rfEs --durations=10 tests
+step "throughput benchmark (quick settings)" 160 "$OUT/throughput.txt" \
+    "$PYTHON" -m bench --device cuda --quick --out "$OUT/throughput.json"
+step "Pong, $PONG_STEPS agent steps" 120 "$OUT/pong-run.log" \
+    "$PYTHON" train.py --games pong --steps-per-game $PONG_STEPS --device cuda --fisher-samples 640 \
+    --run-dir "$RUNS/pong" --overwrite --set env.num_envs=16 --set agent.update_mode=auto \
+    --set agent.learning_starts=$LEARNING_STARTS --set run.log_every=10000 --set run.checkpoint_every=0 \
+    --set eval.eval_every=0
+step "Pong figures" 15 "$OUT/pong-figures.txt" "$PYTHON" - "$RUNS/pong" <<'PY'
 # The Pong run's own figures, read back from its TensorBoard events.
 import sys
+from pathlib import Path
+
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-events = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0})
+from ewc_experiments.sweep_report import agent_steps_per_second
+
+run = Path(sys.argv[1])
+print(f"agent steps/s after learning starts (mean of charts/SPS): {agent_steps_per_second(run):,.0f}")
+events = EventAccumulator(str(run), size_guidance={"scalars": 0})
 events.Reload()
 tags = events.Tags()["scalars"]
 for tag in ("charts/SPS", "charts/pong/episodic_return", "losses/pong/td_loss", "fisher/pong/seconds"):
@@ -72,10 +118,22 @@ for tag in ("charts/SPS", "charts/pong/episodic_return", "losses/pong/td_loss", 
     print(f"{tag}: last {values[-1]:.4g}, max {max(values):.4g}, {len(values)} points" if values else f"{tag}: missing")
 PY
 
-if [ "$DRY_RUN" != "--dry-run" ]; then
-    for figures in "$OUT/throughput.txt" "$OUT/pong-figures.txt"; do
-        { echo; echo "== $(basename "$figures")"; grep -v '%|' "$figures" | tail -n 40 || true; } >>"$SUMMARY"
-    done
+note ""
+note "time limits: $total s in all ($((total + 5 * KILL_AFTER)) s if every step also used its $KILL_AFTER s to stop)"
+if [ "$DRY_RUN" = 1 ]; then
+    exit 0
 fi
-echo "$failed step(s) failed; summary: $SUMMARY"
+{
+    echo
+    echo "## tests marked cuda"
+    echo
+    grep -E "^(FAILED|ERROR|SKIPPED)|[0-9]+ (passed|failed|skipped|error)" "$OUT/pytest-cuda.log" | tail -n 30 || true
+    for figures in "$OUT/throughput.txt" "$OUT/pong-figures.txt"; do
+        echo
+        echo "## $(basename "$figures")"
+        echo
+        grep -v '%|' "$figures" | tail -n 60 || true
+    done
+} >>"$SUMMARY"
+echo "$failed step(s) failed; summary: $SUMMARY" | tee -a "$SUMMARY"
 [ "$failed" -eq 0 ]

@@ -1,7 +1,8 @@
 """Sweeps: the grid and its names, where a cell stands, and a tiny real sweep on Ray, run again.
 
 The real sweep is 2 methods x 2 seeds of pong -> breakout at 128 agent steps a game, evaluated on
-one episode cut at 200 frames: it checks the machinery, not learning.
+one episode cut at 200 frames: it checks the machinery, not learning. A second one declares a GPU
+to its Ray and checks that cells share it as `--gpus-per-cell` allows (while training on the CPU).
 """
 
 import csv
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 import sweep
@@ -30,7 +32,8 @@ from ewc_experiments.sweep_plan import (
     expand_orders,
     last_error,
 )
-from ewc_experiments.sweep_report import CellResult, cell_result, mean_and_std, method_tables
+from ewc_experiments.sweep_ray import cell_reservation
+from ewc_experiments.sweep_report import CellResult, agent_steps_per_second, cell_result, mean_and_std, method_tables
 from ewc_training.config import build_config
 from tests.conftest import ROOT, SUBPROCESS_ENV
 
@@ -227,6 +230,12 @@ def test_metrics_are_recomputed_from_the_saved_scores_not_read_from_an_older_eva
         (["--set", "agent.learning_rat=1e-3"], "unknown config key 'agent.learning_rat'"),
         (["--set", "eval.episodes=0"], "eval.episodes"),
         (["--config", "configs/missing.yaml"], "cannot read config"),
+        (["--gpus-per-cell", "0"], "--gpus-per-cell must be a fraction in (0, 1] or a whole number"),
+        (["--gpus-per-cell", "-0.5"], "--gpus-per-cell must be"),
+        (["--gpus-per-cell", "1.5"], "--gpus-per-cell must be"),
+        (["--gpus-per-cell", "half"], "--gpus-per-cell must be"),
+        (["--cpus-per-cell", "0"], "--cpus-per-cell must be a whole number >= 1"),
+        (["--cpus-per-cell", "1.5"], "--cpus-per-cell must be"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_anything_is_made(tmp_path, capsys, monkeypatch, arguments, message):
@@ -345,3 +354,103 @@ def test_an_interrupted_cell_is_resumed(tiny_sweep, tmp_path):
     assert evaluated.stat().st_mtime_ns != evaluated_mtime
     report = json.loads(evaluated.read_text())
     assert [row["checkpoint"] for row in report["rows"]] == ["after_1_pong.pt", "after_2_breakout.pt"]
+
+
+# ---- cells sharing a GPU, and the sweep's throughput ----
+
+
+def test_a_cells_reservation_and_how_many_run_at_once():
+    host = {"CPU": 16.0, "GPU": 1.0}
+    assert cell_reservation(host, 0.25, 2) == (0.25, 4)  # four cells share the GPU
+    assert cell_reservation(host, 0.25, 8) == (0.25, 2)  # the CPUs run out first
+    assert cell_reservation(host, 0.3, 1) == (0.3, 3)
+    assert cell_reservation(host, None, 1) == (1.0, 1)  # by default a cell takes a whole GPU
+    assert cell_reservation({"CPU": 2.0}, None, 1) == (0.0, 2)  # ... and none where there is none
+    assert cell_reservation({"CPU": 16.0, "GPU": 2.0}, 2, 1) == (2, 1)
+    with pytest.raises(SweepError, match="asks for 0.5 GPUs .* has 0"):
+        cell_reservation({"CPU": 2.0}, 0.5, 1)
+    with pytest.raises(SweepError, match="asks for 4 CPUs .* has 2"):
+        cell_reservation({"CPU": 2.0, "GPU": 1.0}, 0.5, 4)
+
+
+def test_agent_steps_per_second_counts_only_the_points_logged_while_learning(tmp_path):
+    """Two games of 1,000 steps, learning from step 200 of each, a point every 100 steps: the
+    points at steps 300..1000 of each game count (their whole interval is after learning starts)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    config = build_config(None, ["run.steps_per_game=1000", "agent.learning_starts=200", "run.log_every=100"])
+    (tmp_path / "config.yaml").write_text(json.dumps(config.to_dict()))  # JSON is YAML
+    writer = SummaryWriter(str(tmp_path))
+    speeds = {step: float(step % 1000 or 1000) + (5000 if step > 1000 else 0) for step in range(100, 2001, 100)}
+    for step, speed in speeds.items():
+        writer.add_scalar("charts/SPS", speed, step)
+    writer.close()
+    counted = [speed for step, speed in speeds.items() if (step - 1) % 1000 + 1 >= 300]
+    assert len(counted) == 16
+    assert agent_steps_per_second(tmp_path) == pytest.approx(sum(counted) / len(counted))
+    assert math.isnan(agent_steps_per_second(tmp_path / "missing"))
+
+
+ONE_GAME = [
+    "--games",
+    "pong",
+    "--config",
+    "configs/smoke.yaml",
+    "--set",
+    "run.steps_per_game=128",
+    "--set",
+    "agent.learning_starts=64",
+    "--set",
+    "run.log_every=32",
+    "--set",
+    "eval.episodes=1",
+    "--set",
+    "eval.max_episode_frames=200",
+]
+DECLARED_GPU = """
+import sys
+
+import ray
+
+import sweep
+
+start = ray.init
+ray.init = lambda **options: start(**options, num_gpus=1, num_cpus=3)  # a GPU host, as Ray sees one
+sys.exit(sweep.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_cells_share_a_declared_gpu_as_their_fraction_allows(tmp_path):
+    """One declared GPU, half a GPU a cell, three cells and CPUs for three: two train at once, the
+    third once one of them is done. Each cell runs on the CPU (--device cpu), so no GPU is needed."""
+    where = tmp_path / "shared"
+    arguments = [*ONE_GAME, "--methods", "finetune", "--seeds", "0,1,2", "--device", "cpu", "--sweep-dir", str(where)]
+    result = subprocess.run(
+        [sys.executable, "-c", DECLARED_GPU, *arguments, "--gpus-per-cell", "0.5", "--cpus-per-cell", "1"],
+        cwd=ROOT,
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 GPUs; each cell takes 1 CPU(s) and 0.5 GPU(s): up to 2 cells at once" in result.stderr
+    cells = sorted((where / "cells").iterdir())
+    assert len(cells) == 3
+    # Each cell's span, from the files its own scripts wrote: train.py's config.yaml (at its start)
+    # to evaluate.py's eval.json (at its end).
+    spans = [((cell / "config.yaml").stat().st_mtime, (cell / "eval" / "eval.json").stat().st_mtime) for cell in cells]
+    at_once = max(sum(start <= moment < end for start, end in spans) for moment, _ in spans)
+    assert at_once == 2, spans
+    for cell in cells:
+        command = (where / "logs" / f"{cell.name}.log").read_text().splitlines()[0]
+        assert command.startswith("$ train.py --games pong") and "--device cpu" in command
+        assert yaml.safe_load((cell / "config.yaml").read_text())["run"]["device"] == "cpu"
+
+    rows = list(csv.DictReader((where / "cells.csv").open()))
+    speeds = [agent_steps_per_second(Path(row["run_dir"])) for row in rows]
+    assert all(speed > 0 for speed in speeds)
+    assert [float(row["agent_steps_per_s"]) for row in rows] == pytest.approx(speeds, abs=0.05)
+    report = (where / "report.md").read_text()
+    assert f"summed over the 3 cells that logged it: **{sum(speeds):,.0f}**" in report
