@@ -5,6 +5,13 @@
     python evaluate.py runs/ewc --games all57 --episodes 30
     python evaluate.py runs/ewc --checkpoints after_2_breakout.pt --video
 
+Each run is scored with the protocol its training-time evaluation used, read from its config.yaml
+(eval.episodes, eval.epsilon, eval.max_episode_frames; the env section's sticky actions, no-ops
+and MinAtar difficulty ramping): a flag replaces one of the first three for every run given, the
+rest are always the run's. Runs given together are each scored with their own protocol; the
+comparison table then says when those differ. The protocol used, and where each setting came
+from (run config or flag), is printed before scoring and saved in eval.md and eval.json.
+
 Each run gets <run>/eval/eval.md (also printed), eval.json, eval.csv and matrix.png. A checkpoint
 that cannot be used gets one line on stderr and the others are still evaluated; the exit status
 is then 1. Bad arguments exit with status 2.
@@ -17,37 +24,26 @@ import sys
 
 from envs.families import family_of_run
 from envs.games import parse_games
-from ewc_evaluation.config import EvalConfig
 from ewc_evaluation.video import check_video_support
-from ewc_experiments.cli import USER_ERRORS, fail, positive_int, probability
-from ewc_experiments.eval_matrix import evaluate_run, open_run
-from ewc_experiments.eval_report import comparison_markdown, eval_folder, matrix_markdown, write_outputs
+from ewc_experiments.cli import USER_ERRORS, OneLineParser, fail, positive_int, probability
+from ewc_experiments.eval_matrix import PROTOCOL_FLAGS, evaluate_run, open_run, run_protocol
+from ewc_experiments.eval_report import comparison_markdown, eval_folder, matrix_markdown, protocol_text, write_outputs
 from ewc_training.device import resolve_device
-
-PROTOCOL = EvalConfig()
-"""Defaults of the flags: the same protocol continual evaluation uses while training."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The protocol flags default to None: each run is then scored as its config.yaml says."""
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (runs/<name>)")
     parser.add_argument("--games", help="comma list of games to score on (default: the run's own; all57 allowed)")
     parser.add_argument("--checkpoints", help="comma list of checkpoint files (default: every checkpoints/after_*.pt)")
-    parser.add_argument(
-        "--episodes", type=positive_int, default=PROTOCOL.episodes, help=f"episodes per cell (default {PROTOCOL.episodes})"
-    )
-    parser.add_argument(
-        "--epsilon",
-        type=probability,
-        default=PROTOCOL.epsilon,
-        help=f"exploration while scored (default {PROTOCOL.epsilon:g}, Nature DQN)",
-    )
+    parser.add_argument("--episodes", type=positive_int, help="episodes per cell (default: the run's eval.episodes)")
+    parser.add_argument("--epsilon", type=probability, help="exploration while scored (default: the run's eval.epsilon)")
     parser.add_argument(
         "--max-episode-frames",
         type=positive_int,
-        default=PROTOCOL.max_episode_frames,
-        help=f"cut episodes after this many emulator frames (default {PROTOCOL.max_episode_frames:,}: "
-        "30 minutes of Atari; MinAtar counts agent steps)",
+        help="cut episodes after this many emulator frames; MinAtar counts agent steps (default: the run's "
+        "eval.max_episode_frames)",
     )
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when present), cuda or cpu")
     parser.add_argument("--seed", type=int, default=0, help="seeds the emulators and exploration (default 0)")
@@ -61,7 +57,7 @@ def report(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    protocol = EvalConfig(episodes=args.episodes, epsilon=args.epsilon, max_episode_frames=args.max_episode_frames)
+    flags = {name: getattr(args, name) for name in PROTOCOL_FLAGS}
     try:
         device = resolve_device(args.device, warn=False)
         picked = args.checkpoints.split(",") if args.checkpoints else None
@@ -72,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.video:
             check_video_support(games or [game for run in runs for game in run.sequence])
         evaluations = []
-        for run in runs:
+        protocols = [run_protocol(run, flags) for run in runs]  # every run checked before any is scored
+        for run, protocol in zip(runs, protocols):
+            report(f"{run.path}: {protocol_text(run, protocol, args.seed)}")
             video_dir = eval_folder(run.path) / "videos" if args.video else None
             evaluation = evaluate_run(run, games or run.sequence, protocol, device, args.seed, video_dir, report)
             if evaluation.rows:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from agents.ewc.fisher import ESTIMATORS
 from agents.ewc.methods import METHODS
@@ -29,6 +30,15 @@ def fail(error: BaseException) -> int:
     """Report a user error in one line; returns the exit status for it (2)."""
     print(f"error: {error}", file=sys.stderr)
     return 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one `error: ...` line and exit status 2, like every other
+    user mistake here: argparse's own error() prints the whole usage first, which buries the line
+    that says what was wrong (`--help` still prints the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\n")
 
 
 def positive_int(text: str) -> int:
@@ -58,7 +68,7 @@ def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
 
 def train_parser(description: str = "") -> argparse.ArgumentParser:
     """train.py's options; sweep.py parses every cell's arguments with it too."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--games", help="comma list, in training order; repeats revisit (default: pong,breakout)")
     parser.add_argument(
         "--sequence",

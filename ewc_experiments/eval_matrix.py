@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,9 @@ from ewc_training.checkpoint import CheckpointError
 from ewc_training.config import Config, ConfigError, config_from_dict, load_yaml
 from ewc_training.errors import first_line
 from ewc_training.schema import Position, saved_network
+
+PROTOCOL_FLAGS = ("episodes", "epsilon", "max_episode_frames")
+"""The eval section's keys evaluate.py's flags may change; each left out is the run's own."""
 
 
 class RunError(ValueError):
@@ -134,6 +137,28 @@ def open_run(path: str | Path, picked: list[str] | None = None) -> Run:
     if not checkpoints:
         raise RunError(f"{path}: no game-end checkpoints in {folder} (checkpoints/after_<k>_<game>.pt)")
     return Run(path, config, checkpoints)
+
+
+def run_protocol(run: Run, flags: dict[str, object]) -> EvalConfig:
+    """The protocol `run` is scored with: its config's eval section (the one its training-time
+    evaluation used), with each of PROTOCOL_FLAGS that `flags` gives (not None) in its place.
+
+    Emulator settings (sticky actions, no-ops, MinAtar's difficulty ramping) are always the run's
+    env section: scoring under emulators the network was not trained on would measure something else.
+    """
+    protocol = replace(run.config.eval, **{name: flags[name] for name in PROTOCOL_FLAGS if flags.get(name) is not None})
+    for name in ("episodes", "max_episode_frames"):  # 0 is allowed in a config whose training never evaluates
+        if getattr(protocol, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise RunError(f"{run.path}: its config.yaml has eval.{name}={getattr(protocol, name)}; give {flag}")
+    return protocol
+
+
+def protocol_sources(run: Run, protocol: EvalConfig) -> dict[str, str]:
+    """Where each of PROTOCOL_FLAGS in `protocol` came from: the run's config.yaml, or a flag that
+    changed it (a flag that repeats the run's value reads as the run's)."""
+    saved = run.config.eval
+    return {name: "run config" if getattr(protocol, name) == getattr(saved, name) else "flag" for name in PROTOCOL_FLAGS}
 
 
 def load_network(run: Run, checkpoint: Path, device: torch.device) -> tuple[QNetwork, Position]:

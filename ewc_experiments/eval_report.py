@@ -1,9 +1,12 @@
 """What evaluate.py prints and writes: the matrix as markdown, JSON, CSV and a heatmap.
 
-<run>/eval/eval.md      the printed report: raw-score and HNS matrices, metrics, errors
+<run>/eval/eval.md      the printed report: the protocol, raw-score and normalised-score matrices, metrics, errors
 <run>/eval/eval.json    everything, episode scores included (NaN written as null)
 <run>/eval/eval.csv     one line per (checkpoint, game) cell
-<run>/eval/matrix.png   mean HNS heatmap, rows "after game k", columns games
+<run>/eval/matrix.png   mean normalised-score heatmap, rows "after game k", columns games
+
+Labels name the normalisation in use: the human-normalised score (HNS) on Atari, the
+MinAtar-normalised score on MinAtar; data keys (hns_mean, final_mean_hns) keep one name for both.
 """
 
 from __future__ import annotations
@@ -11,14 +14,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from envs.families import family_of_run
-from ewc_experiments.eval_matrix import MatrixRow, RunEvaluation, cell_hns
+from envs.families import MINATAR, family_of_run
+from ewc_evaluation.config import EvalConfig
+from ewc_experiments.eval_matrix import MatrixRow, Run, RunEvaluation, cell_hns, protocol_sources
 
 OUTPUT_FOLDER = "eval"
 
@@ -41,6 +46,33 @@ def write_outputs(evaluation: RunEvaluation) -> Path:
 def score_name(evaluation: RunEvaluation) -> str:
     """Which normalisation the "HNS" columns hold: HNS on Atari, the MinAtar-normalised score on MinAtar."""
     return family_of_run(evaluation.run.sequence).score_name
+
+
+def short_score_name(evaluation: RunEvaluation) -> str:
+    """The normalisation's name without its explanation, for labels ("human-normalised score",
+    "MinAtar-normalised score"): the "HNS" of the data keys is only Atari's."""
+    return score_name(evaluation).split(" (")[0]
+
+
+def protocol_settings(run: Run, protocol: EvalConfig) -> list[tuple[str, str]]:
+    """How a run is scored: (setting, where it came from: "run config" or "flag") pairs."""
+    env, sources = run.config.env, protocol_sources(run, protocol)
+    minatar = family_of_run(run.sequence) is MINATAR
+    unit = "agent steps" if minatar else "frames"  # MinAtar has no frame skip
+    emulator = f"difficulty ramping {'on' if env.difficulty_ramping else 'off'}" if minatar else f"up to {env.noop_max} no-ops"
+    return [
+        (f"{protocol.episodes} episode{'s' if protocol.episodes > 1 else ''} per cell", sources["episodes"]),
+        (f"epsilon {protocol.epsilon:g}", sources["epsilon"]),
+        (f"episodes cut at {protocol.max_episode_frames:,} {unit}", sources["max_episode_frames"]),
+        (f"sticky actions {env.sticky_action_prob:g}", "run config"),
+        (emulator, "run config"),
+    ]
+
+
+def protocol_text(run: Run, protocol: EvalConfig, seed: int) -> str:
+    """The protocol in one line, each setting with its source: what evaluate.py prints before
+    scoring a run and eval.md opens with."""
+    return ", ".join(f"{setting} ({source})" for setting, source in protocol_settings(run, protocol)) + f", seed {seed}"
 
 
 def cell_stats(game: str, scores: list[float]) -> dict[str, float]:
@@ -70,7 +102,9 @@ def as_dict(evaluation: RunEvaluation) -> dict[str, object]:
             "max_episode_frames": protocol.max_episode_frames,
             "noop_max": config.env.noop_max,
             "sticky_action_prob": config.env.sticky_action_prob,
+            "difficulty_ramping": config.env.difficulty_ramping,
             "seed": evaluation.seed,
+            "sources": protocol_sources(evaluation.run, protocol),
         },
         "rows": [
             {
@@ -155,13 +189,12 @@ def _hns_cell(game: str, row: MatrixRow) -> str:
 
 def matrix_markdown(evaluation: RunEvaluation) -> str:
     """The report evaluate.py prints and saves as eval.md."""
-    protocol, env = evaluation.protocol, evaluation.run.config.env
     lines = [
         f"# Evaluation of {evaluation.run.path}",
         "",
-        f"Sequence: {' -> '.join(evaluation.run.sequence)}. {protocol.episodes} episodes per cell, "
-        f"epsilon {protocol.epsilon:g}, up to {env.noop_max} no-ops, sticky actions {env.sticky_action_prob:g}, "
-        f"episodes cut at {protocol.max_episode_frames:,} frames, seed {evaluation.seed}.",
+        f"Sequence: {' -> '.join(evaluation.run.sequence)}.",
+        "",
+        f"Protocol: {protocol_text(evaluation.run, evaluation.protocol, evaluation.seed)}.",
         "",
         "## Raw score (mean ± std over episodes)",
         "",
@@ -171,14 +204,14 @@ def matrix_markdown(evaluation: RunEvaluation) -> str:
         "",
         *_table(evaluation, _hns_cell),
         "",
-        *_metric_lines(evaluation.metrics(), score_name(evaluation)),
+        *_metric_lines(evaluation.metrics(), score_name(evaluation), short_score_name(evaluation)),
     ]
     if evaluation.errors:
         lines += ["", "## Checkpoints not evaluated", "", *(f"- {error}" for error in evaluation.errors)]
     return "\n".join(lines) + "\n"
 
 
-def _metric_lines(metrics: dict[str, object], normalisation: str) -> list[str]:
+def _metric_lines(metrics: dict[str, object], normalisation: str, name: str) -> list[str]:
     if not metrics:
         return ["No game-end checkpoint was evaluated, so there are no continual-learning metrics."]
     forgetting = ", ".join(f"{game} {_number(value, 3)}" for game, value in metrics["forgetting"].items())
@@ -187,15 +220,15 @@ def _metric_lines(metrics: dict[str, object], normalisation: str) -> list[str]:
     return [
         f"## Metrics ({normalisation}; final = after game {metrics['final_after_game']}; definitions in docs/evaluation.md)",
         "",
-        f"- final mean HNS: {_number(metrics['final_mean_hns'], 3)}",
-        f"- final total clipped HNS (each game clipped at 1, Kirkpatrick et al. Fig. 4): "
+        f"- final mean {name}: {_number(metrics['final_mean_hns'], 3)}",
+        f"- final total clipped {name} (each game clipped at 1, Kirkpatrick et al. Fig. 4): "
         f"{_number(metrics['final_total_clipped_hns'], 3)}",
         f"- mean forgetting (signed, Chaudhry et al.): {_number(metrics['mean_forgetting'], 3)}"
         + (f" ({forgetting})" if forgetting else ""),
         f"- mean clipped forgetting (never negative): {_number(metrics['mean_clipped_forgetting'], 3)}",
         f"- backward transfer: {_number(metrics['backward_transfer'], 3)}",
-        f"- mean HNS after each game: {after_each}",
-        f"- total clipped HNS after each game: {total_clipped}",
+        f"- mean {name} after each game: {after_each}",
+        f"- total clipped {name} after each game: {total_clipped}",
     ]
 
 
@@ -204,8 +237,11 @@ COMPARED_METRICS = ("final_mean_hns", "final_total_clipped_hns", "mean_forgettin
 
 def comparison_markdown(evaluations: list[RunEvaluation]) -> str:
     """One line per run: what it did and how it ended, so EWC vs fine-tuning is one table."""
+    names = sorted({short_score_name(evaluation) for evaluation in evaluations})
+    name = names[0] if len(names) == 1 else "normalised score"
     lines = [
-        "| run | method | lambda | seed | final mean HNS | final total clipped HNS | mean forgetting | backward transfer |",
+        f"| run | method | lambda | seed | final mean {name} | final total clipped {name} "
+        "| mean forgetting | backward transfer |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for evaluation in evaluations:
@@ -217,18 +253,46 @@ def comparison_markdown(evaluations: list[RunEvaluation]) -> str:
             + " | ".join(values)
             + " |"
         )
+    protocols = {tuple(setting for setting, _ in protocol_settings(each.run, each.protocol)) for each in evaluations}
+    if len(protocols) > 1:
+        lines += ["", "The runs were scored with different protocols (each its own; see each eval.md): not like for like."]
     return "\n".join(lines) + "\n"
 
 
+INCH_PER_CHARACTER = 0.09
+"""About the width of one character of 10-point text: how much room the labels need."""
+
+
+def matrix_figure_size(evaluation: RunEvaluation) -> tuple[float, float]:
+    """Inches that hold the matrix and its labels: row labels on the left, game names (at 45
+    degrees) below, the colour bar on the right."""
+    row_labels = max((len(row.label) for row in evaluation.rows), default=0) * INCH_PER_CHARACTER
+    game_labels = max(len(game) for game in evaluation.games) * INCH_PER_CHARACTER * 0.7
+    width = row_labels + 0.9 * len(evaluation.games) + 2.0
+    height = game_labels + 0.5 * len(evaluation.rows) + 2.0
+    return max(6.0, width), max(4.0, height)
+
+
 def plot_matrix(evaluation: RunEvaluation, path: Path) -> None:
-    """Heatmap of mean HNS: rows are checkpoints, columns games; NaN cells are left blank."""
+    """Write matrix.png."""
+    matrix_figure(evaluation).savefig(path, dpi=120)
+
+
+def matrix_figure(evaluation: RunEvaluation) -> Figure:
+    """Heatmap of mean HNS: rows are checkpoints, columns games; NaN cells are left blank.
+
+    Text must fit inside the image: the figure is sized for its labels, the layout is constrained,
+    and the title (over the whole figure) and the colour bar's label are wrapped to the room they have.
+    """
     hns = np.array(
         [[cell_stats(game, row.scores[game])["hns_mean"] for game in evaluation.games] for row in evaluation.rows]
     ).reshape(len(evaluation.rows), len(evaluation.games))
-    figure = Figure(figsize=(max(4.0, 1.0 + 0.9 * len(evaluation.games)), max(2.5, 1.2 + 0.5 * len(evaluation.rows))))
+    width, height = matrix_figure_size(evaluation)
+    name = short_score_name(evaluation)
+    figure = Figure(figsize=(width, height), layout="constrained")
     axes = figure.add_subplot()
     image = axes.imshow(np.ma.masked_invalid(hns), cmap="viridis", aspect="auto")
-    figure.colorbar(image, ax=axes, label=score_name(evaluation).split(" (")[0])
+    figure.colorbar(image, ax=axes, label=textwrap.fill(name, int((height - 1.5) / INCH_PER_CHARACTER)))
     axes.set_xticks(range(len(evaluation.games)), evaluation.games, rotation=45, ha="right")
     axes.set_yticks(range(len(evaluation.rows)), [row.label for row in evaluation.rows])
     middle = (image.norm.vmin + image.norm.vmax) / 2 if np.isfinite(hns).any() else 0.0
@@ -236,6 +300,7 @@ def plot_matrix(evaluation: RunEvaluation, path: Path) -> None:
         if not math.isnan(value):
             colour = "white" if value < middle else "black"  # readable on viridis's dark and light ends
             axes.text(j, i, f"{value:.2f}", ha="center", va="center", color=colour, fontsize=8)
-    axes.set_title(f"{evaluation.run.path.name}: HNS after each checkpoint")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    characters = int(width / INCH_PER_CHARACTER / 1.2)  # the title is 12-point
+    title = [evaluation.run.path.name, f"{name} after each checkpoint"]
+    figure.suptitle("\n".join(textwrap.fill(line, characters) for line in title))
+    return figure

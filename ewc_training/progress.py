@@ -6,6 +6,7 @@ happens only every `run.log_every` agent steps.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -54,6 +55,7 @@ class Progress:
         self.position = position
         self.stats = StatsAccumulator()
         self.last_score: float | None = None
+        self.updating = False
         self.clock = (time.perf_counter(), position.total_steps)
         self.bar = tqdm(
             total=steps_per_game,
@@ -77,6 +79,27 @@ class Progress:
     def advance(self, steps: int) -> None:
         self.bar.update(steps)
 
+    def postfix(self, steps_per_second: float) -> dict[str, str]:
+        """The bar's figures: steps/s, and the return of the last finished episode once there is one."""
+        shown = {"sps": f"{steps_per_second:,.0f}"}
+        if self.last_score is not None:
+            shown["last_return"] = f"{self.last_score:g}"
+        return shown
+
+    def learning_starts(self, transitions: int) -> None:
+        """Say once, at this game's first update, that it now learns: steps/s falls then by an order
+        of magnitude (every few agent steps also make an update), which reads like a hang unannounced.
+        A resumed game says it resumes learning."""
+        if self.updating:
+            return
+        self.updating = True
+        verb = "starts" if self.position.updates_in_game == 0 else "resumes"
+        tqdm.write(
+            f"{self.game}: learning {verb} at step {self.position.step_in_game:,}: the replay holds "
+            f"{transitions:,} transitions; updates begin now, so expect fewer agent steps/s",
+            file=sys.stderr,
+        )
+
     def log(self, epsilon: float) -> dict[str, float] | None:
         """Steps/s, epsilon and the mean losses since the last log; returns those means (None if no update)."""
         step = self.position.total_steps
@@ -85,7 +108,7 @@ class Progress:
         self.clock = (now, step)
         self.logger.scalar("charts/SPS", steps_per_second, step)
         self.logger.scalar(f"charts/{self.game}/epsilon", epsilon, step)
-        self.bar.set_postfix(sps=f"{steps_per_second:,.0f}", last_return=self.last_score, refresh=False)
+        self.bar.set_postfix(self.postfix(steps_per_second), refresh=False)
         if not self.stats.count:
             return None
         means = self.stats.read()

@@ -213,8 +213,11 @@ class SequenceTrainer:
         agent, pos = self.config.agent, self.position
         if len(replay) < agent.batch_size:
             return
-        for _ in range(updates_owed(pos, agent, self.config.env.num_envs)):
-            progress.add_update(self.learner.update(replay.sample(agent.batch_size), game))
+        owed = updates_owed(pos, agent, self.config.env.num_envs)
+        if owed > 0:
+            progress.learning_starts(len(replay))
+        for _ in range(owed):
+            progress.add_update(self.learner.update(replay, game))  # drawn on the device; in the graph when captured
             pos.updates_in_game += 1
 
     def check_losses(self, means: dict[str, float] | None, game: str) -> None:

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -27,6 +26,11 @@ from ewc_evaluation.config import EvalConfig
 from ewc_evaluation.protocol import episode_quotas, play_episodes
 from ewc_evaluation.video import SCALE, film_episode
 from ewc_training.checkpoint import load_checkpoint, save_checkpoint
+from ewc_training.config import build_config
+from ewc_training.logger import MemoryLogger
+from ewc_training.run_dir import game_end_checkpoint, write_run_files
+from ewc_training.schema import Position
+from ewc_training.trainer import SequenceTrainer
 from tests.conftest import ROOT, SUBPROCESS_ENV
 
 SHORT = ["--episodes", "2", "--max-episode-frames", "200", "--device", "cpu"]
@@ -116,6 +120,7 @@ def test_the_filming_emulator_shows_what_the_player_sees():
 
 
 def test_film_episode_writes_a_real_time_mp4(tmp_path):
+    av = pytest.importorskip("av")  # optional: only --video needs it
     path = tmp_path / "pong.mp4"
     protocol = EvalConfig(episodes=1, epsilon=0.05, max_episode_frames=200)
     film_episode(random_network(), "pong", protocol, EnvConfig(), seed=0, path=path)
@@ -158,7 +163,10 @@ def test_evaluate_writes_the_matrix_files(runs, capsys):
     run_dir = runs[0]
     assert evaluate.main([str(run_dir), *SHORT]) == 0
     printed = capsys.readouterr().out
-    assert "after game 1 (pong)" in printed and "after game 2 (breakout)" in printed and "final mean HNS" in printed
+    assert "after game 1 (pong)" in printed and "after game 2 (breakout)" in printed
+    assert "final mean human-normalised score" in printed
+    # SHORT repeats the runs' own eval section (TINY), and a flag that changes nothing reads as the run's
+    assert "2 episodes per cell (run config)" in printed and "episodes cut at 200 frames (run config)" in printed
 
     report = json.loads((run_dir / "eval" / "eval.json").read_text())
     assert report["sequence"] == ["pong", "breakout"] and report["errors"] == []
@@ -235,3 +243,59 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(runs, capsys, arguments, messa
     errors = capsys.readouterr().err
     assert "Traceback" not in errors
     assert any(line.startswith("error:") and message in line for line in errors.splitlines())
+
+
+def test_a_bad_flag_value_is_one_line_without_the_usage(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        evaluate.main(["runs/x", "--episodes", "-3"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "error: argument --episodes: must be a positive whole number, got '-3'\n"
+
+
+def minatar_run(run_dir, *overrides: str):
+    """A MinAtar run directory as train.py leaves it after one game (config.yaml, after_1 checkpoint),
+    with an untrained network: what is checked is how it is scored, not how well."""
+    config = build_config(ROOT / "configs" / "minatar.yaml", ["run.games=[minatar:breakout]", *overrides])
+    write_run_files(run_dir, config, torch.device("cpu"))
+    trainer = SequenceTrainer(config, run_dir, torch.device("cpu"), MemoryLogger())
+    trainer.position = Position(game_index=1, total_steps=config.run.steps_per_game)
+    trainer.save(game_end_checkpoint(run_dir, 1, "minatar:breakout"))
+    return run_dir
+
+
+def test_evaluate_scores_a_minatar_run_with_its_own_protocol(tmp_path, monkeypatch, capsys):
+    """No flags: the run's eval section (3 episodes, the 10,000-step cap of configs/minatar.yaml) and
+    its sticky actions reach the emulators, not evaluate.py's Atari defaults (108,000 frames)."""
+    built = []
+
+    def recording_make_env(game, num_envs, config):
+        built.append(config)
+        return make_minatar_env(game, num_envs, config)
+
+    make_minatar_env = evaluation.make_env
+    monkeypatch.setattr(evaluation, "make_env", recording_make_env)
+    run_dir = minatar_run(tmp_path / "run", "eval.episodes=3")
+    assert evaluate.main([str(run_dir), "--device", "cpu"]) == 0
+    assert [(config.max_episode_frames, config.sticky_action_prob) for config in built] == [(10_000, 0.1)]
+    report = json.loads((run_dir / "eval" / "eval.json").read_text())
+    assert {key: report["protocol"][key] for key in ("episodes", "epsilon", "max_episode_frames")} == {
+        "episodes": 3,
+        "epsilon": 0.05,
+        "max_episode_frames": 10_000,
+    }
+    assert set(report["protocol"]["sources"].values()) == {"run config"}
+    assert len(report["rows"][0]["cells"]["minatar:breakout"]["scores"]) == 3
+    printed = capsys.readouterr()
+    said = "3 episodes per cell (run config), epsilon 0.05 (run config), episodes cut at 10,000 agent steps (run config)"
+    assert said in printed.err and said in printed.out  # before scoring, and in eval.md
+    assert "final mean MinAtar-normalised score" in printed.out and "HNS" not in printed.out
+
+
+def test_runs_given_together_are_each_scored_with_their_own_protocol(tmp_path, capsys):
+    two = minatar_run(tmp_path / "two", "eval.episodes=2")
+    three = minatar_run(tmp_path / "three", "eval.episodes=3", "eval.epsilon=0.1")
+    assert evaluate.main([str(two), str(three), "--device", "cpu", "--max-episode-frames", "500"]) == 0
+    protocols = [json.loads((run / "eval" / "eval.json").read_text())["protocol"] for run in (two, three)]
+    assert [(p["episodes"], p["epsilon"], p["max_episode_frames"]) for p in protocols] == [(2, 0.05, 500), (3, 0.1, 500)]
+    assert protocols[1]["sources"] == {"episodes": "run config", "epsilon": "run config", "max_episode_frames": "flag"}
+    assert "scored with different protocols" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""The loop's statistics accumulator: means over the updates since the last read, on the device."""
+"""What the loop reports: the statistics accumulator (means since the last read, on the device), the
+progress bar's figures and the notice when learning starts."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import pytest
 import torch
 
 from agents.dqn import UpdateStats
-from ewc_training.progress import StatsAccumulator
+from ewc_training.logger import MemoryLogger
+from ewc_training.progress import Progress, StatsAccumulator
+from ewc_training.schema import Position
 
 
 def stats(td_loss: float, consolidation: float, q_mean: float) -> UpdateStats:
@@ -32,3 +35,32 @@ def test_an_update_tensor_overwritten_later_does_not_change_the_sums():
     accumulator.add(reused)
     assert accumulator.read() == pytest.approx({"td_loss": 5.5, "consolidation": 6.0, "q_mean": 6.5})
     assert reused.td_loss.item() == 10.0  # the update's own tensors are never written into
+
+
+def test_the_bar_shows_a_return_only_once_an_episode_has_ended():
+    progress = Progress(MemoryLogger(), "pong", Position(), 2, 1000)
+    assert progress.postfix(1234.4) == {"sps": "1,234"}  # not last_return=None
+    progress.episodes_ended([(-21.0, 812), (-19.5, 790)])
+    assert progress.postfix(1234.4) == {"sps": "1,234", "last_return": "-19.5"}
+    progress.close()
+
+
+def test_learning_start_is_announced_once(capsys):
+    position = Position(step_in_game=400)
+    progress = Progress(MemoryLogger(), "breakout", position, 2, 1000)
+    progress.learning_starts(400)
+    position.step_in_game = 404
+    progress.learning_starts(404)
+    progress.close()
+    notices = [line for line in capsys.readouterr().err.splitlines() if "learning starts" in line]
+    assert notices == [
+        "breakout: learning starts at step 400: the replay holds 400 transitions; updates begin now, "
+        "so expect fewer agent steps/s"
+    ]
+
+
+def test_a_resumed_game_that_had_learned_says_learning_resumes(capsys):
+    progress = Progress(MemoryLogger(), "pong", Position(step_in_game=640, updates_in_game=110), 2, 1000)
+    progress.learning_starts(300)
+    progress.close()
+    assert "pong: learning resumes at step 640: the replay holds 300 transitions" in capsys.readouterr().err

@@ -160,11 +160,20 @@ def test_bad_input_is_one_line_error_and_writes_nothing(case, bad_input_results)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("value", ["0", "ten"])
+@pytest.mark.parametrize("value", ["0", "-5", "ten"])
 def test_steps_flag_must_be_a_positive_number(value, tmp_path):
+    """One line, no usage before it: the usage would bury what was wrong."""
     result = run_train("--steps-per-game", value, "--run-dir", str(tmp_path / "run"))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].endswith(f"must be a positive whole number, got '{value}'")
+    assert result.returncode == 2 and "usage:" not in result.stderr
+    assert result.stderr.strip() == f"error: argument --steps-per-game: must be a positive whole number, got '{value}'"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arguments", [["--ewc-lambda", "strong"], ["--method", "ewk"], ["--no-such-flag"]])
+def test_bad_flags_are_one_line_without_the_usage(arguments, tmp_path):
+    result = run_train(*arguments, "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "usage:" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
 
 
 @pytest.mark.slow
@@ -235,6 +244,8 @@ def interrupted(tmp_path_factory) -> Interrupted:
 def test_sigint_writes_a_resumable_checkpoint(interrupted):
     assert interrupted.returncode == 130, interrupted.stderr
     assert "Traceback" not in interrupted.stderr
+    assert "pong: learning starts at step 200: the replay holds " in interrupted.stderr  # agent.learning_starts
+    assert "finished all" not in interrupted.stderr
     assert f"resume with: python train.py --resume {interrupted.run_dir}" in interrupted.stderr
     checkpoints = interrupted.snapshot / "checkpoints"
     position = load_checkpoint(checkpoints / "latest.pt")["position"]
@@ -282,6 +293,9 @@ def test_printed_resume_command_finishes_the_sequence(interrupted):
     )
     assert result.returncode == 0, result.stderr
     assert "warning: no replay saved" not in result.stderr  # the saved replay was used
+    assert "breakout: learning resumes at step " in result.stderr
+    closing = result.stderr.strip().splitlines()[-1]
+    assert closing.startswith(f"finished all 2 games; the run is in {interrupted.run_dir}; score it with: python evaluate.py ")
 
     final = load_checkpoint(interrupted.run_dir / "checkpoints" / "after_2_breakout.pt")
     assert final["position"]["total_steps"] == 2 * STEPS
@@ -294,6 +308,15 @@ def test_printed_resume_command_finishes_the_sequence(interrupted):
 
     again = run_train("--resume", str(interrupted.run_dir))
     assert again.returncode == 0 and "has finished all 2 games; nothing to resume" in again.stderr
+
+    score = shlex.split(closing.rsplit("score it with: ", 1)[1])
+    assert score[:2] == ["python", "evaluate.py"]
+    scored = subprocess.run(
+        [sys.executable, *score[1:]], cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300
+    )
+    assert scored.returncode == 0, scored.stderr
+    assert "1 episode per cell (run config)" in scored.stderr  # configs/smoke.yaml's eval section
+    assert "episodes cut at 2,000 frames (run config)" in scored.stderr
 
 
 def test_replay_restart_never_joins_episodes_across_a_resume():
