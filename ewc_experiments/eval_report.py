@@ -215,6 +215,7 @@ def _metric_lines(metrics: dict[str, object], normalisation: str, name: str) -> 
     if not metrics:
         return ["No game-end checkpoint was evaluated, so there are no continual-learning metrics."]
     forgetting = ", ".join(f"{game} {_number(value, 3)}" for game, value in metrics["forgetting"].items())
+    between = ", ".join(f"{game} {_number(value, 3)}" for game, value in metrics["between_visit_forgetting"].items())
     after_each = ", ".join(f"{k}: {_number(value, 3)}" for k, value in metrics["mean_hns_after_game"].items())
     total_clipped = ", ".join(f"{k}: {_number(value, 3)}" for k, value in metrics["total_clipped_hns_after_game"].items())
     return [
@@ -227,6 +228,8 @@ def _metric_lines(metrics: dict[str, object], normalisation: str, name: str) -> 
         + (f" ({forgetting})" if forgetting else ""),
         f"- mean clipped forgetting (never negative): {_number(metrics['mean_clipped_forgetting'], 3)}",
         f"- backward transfer: {_number(metrics['backward_transfer'], 3)}",
+        f"- mean forgetting between visits (largest loss from a visit's end to the game's next visit or the end): "
+        f"{_number(metrics['mean_between_visit_forgetting'], 3)}" + (f" ({between})" if between else ""),
         f"- mean {name} after each game: {after_each}",
         f"- total clipped {name} after each game: {total_clipped}",
     ]
