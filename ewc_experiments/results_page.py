@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from envs import games as game_table
@@ -44,12 +45,22 @@ def assets_folder(out: Path) -> Path:
     return out.with_suffix("")
 
 
-def write_page(source: Path, out: Path, main_order: tuple[str, ...] | None = None, export_only: bool = False) -> Page | None:
-    """Read the cells, save their compact results beside OUT, and (unless export_only) write the page."""
+def write_page(
+    source: Path,
+    out: Path,
+    main_order: tuple[str, ...] | None = None,
+    export_only: bool = False,
+    also: Sequence[Path] = (),
+) -> Page | None:
+    """Read the cells, save a sweep's compact results beside OUT, and (unless export_only) write the
+    page from them and the saved cells of the folders in `also` (an experiment's other sweeps)."""
     cells, incomplete = load_cells(source)
     saved = assets_folder(out) / "cells"
-    if source.resolve() != saved.resolve():
+    if (source / "cells").is_dir() and source.resolve() != saved.resolve():
         export_cells(cells, saved)
+    for folder in also:
+        more, unfinished = load_cells(folder)
+        cells, incomplete = cells + more, incomplete + unfinished
     if export_only:
         return None
     page = build_page(cells, incomplete, assets_folder(out), out.parent, main_order)
@@ -77,6 +88,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="exit 1 unless envs/games.py holds the MinAtar references the cells measure (printing them if not)",
     )
     parser.add_argument("--main-order", help="comma list: the sweep's main game order (default: the order with most cells)")
+    parser.add_argument(
+        "--also",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="with --out: add the saved cells of FOLDER to the page (repeatable)",
+    )
     parser.add_argument("--export-only", action="store_true", help="only save the cells' JSON beside --out")
     parser.add_argument(
         "--restore-into",
@@ -115,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             cells, _ = load_cells(args.source)
             print(f"restored {restore_cells(cells, args.restore_into)} cells into {args.restore_into}", file=sys.stderr)
         if args.out:
-            page = write_page(args.source, args.out, main_order, args.export_only)
+            page = write_page(args.source, args.out, main_order, args.export_only, args.also)
             where = assets_folder(args.out)
             print(f"wrote {where / 'cells'}" if page is None else f"wrote {args.out} and {where}/", file=sys.stderr)
     except (ValueError, OSError) as error:  # ResultsError, StatisticsError, ConfigError, a bad --main-order

@@ -15,6 +15,10 @@
 #   select-ewc  EWC, lambda 10 .. 100,000 (5 values, 4 decades), selection seeds, both orders; a
 #               chosen lambda at an edge of the grid extends it by a decade and sweeps again
 #   headline    fine-tuning and EWC at its chosen lambda, held-out seeds, both orders
+#   three-game  breakout -> space_invaders -> asterix: fine-tuning, EWC and online EWC at EWC's
+#               chosen lambda (online EWC differs from EWC only from a third game on), held-out seeds
+#   l2          L2's own selection (lambda 0.001 .. 10) and then L2 at its lambda, held-out seeds, both orders
+#   page        docs/results/minatar.md from the saved cells of every stage
 # The chosen lambda is kept in docs/results/minatar/chosen_lambda_<method>.txt once made, so that
 # later cells never move it. Each stage is one sweep.py call per sweep directory
 # (SWEEP_ROOT/<kind>); after it the evaluated cells' compact results are saved under
@@ -30,11 +34,13 @@ shift || true
 PYTHON=${PYTHON:-python}
 RESULTS=docs/results/minatar
 PAIR=minatar:breakout,minatar:space_invaders
+TRIPLE=minatar:breakout,minatar:space_invaders,minatar:asterix
 ALL_GAMES=(breakout space_invaders asterix freeway seaquest)
 REFERENCE_SEEDS=1000,1001,1002,1003,1004
 SELECTION_SEEDS=100,101
 HELD_OUT_SEEDS=0,1,2,3,4,5,6,7,8,9
 EWC_GRID=10,100,1000,10000,100000
+L2_GRID=0.001,0.01,0.1,1,10
 export OMP_NUM_THREADS=1  # torch's threads waiting on each other are many times slower on a shared CPU
 
 # sweep KIND GAMES SWEEP_ARGS...: one sweep.py call into ROOT/KIND, then its evaluated cells saved
@@ -110,12 +116,31 @@ stage_headline() {
     sweep "headline" "$PAIR" --methods ewc --ewc-lambda "$(chosen ewc)" --seeds "$HELD_OUT_SEEDS" --orders both
 }
 
+stage_three_game() {
+    sweep "three-game" "$TRIPLE" --methods finetune --seeds "$HELD_OUT_SEEDS"
+    sweep "three-game" "$TRIPLE" --methods ewc,online-ewc --ewc-lambda "$(chosen ewc)" --seeds "$HELD_OUT_SEEDS"
+}
+
+stage_l2() {
+    select_lambda l2 "$L2_GRID"
+    sweep "headline" "$PAIR" --methods l2 --ewc-lambda "$(chosen l2)" --seeds "$HELD_OUT_SEEDS" --orders both
+}
+
+stage_page() {
+    local also=() kind
+    for kind in three-game references; do
+        [ -d "$RESULTS/$kind/cells" ] && also+=(--also "$RESULTS/$kind/cells")
+    done
+    "$PYTHON" -m ewc_experiments.results_page "$RESULTS/headline/cells" "${also[@]}" --out "$RESULTS.md" --main-order "$PAIR"
+}
+
+ALL_STAGES=(references select-ewc headline three-game l2 page)
 STAGES=("$@")
-[ ${#STAGES[@]} -gt 0 ] || STAGES=(references select-ewc headline)
+[ ${#STAGES[@]} -gt 0 ] || STAGES=("${ALL_STAGES[@]}")
 for stage in "${STAGES[@]}"; do
-    case $stage in
-        references | select-ewc | headline) "stage_${stage//-/_}" ;;
-        *) echo "unknown stage $stage: references, select-ewc or headline" >&2 && exit 2 ;;
+    case " ${ALL_STAGES[*]} " in
+        *" $stage "*) "stage_${stage//-/_}" ;;
+        *) echo "unknown stage $stage: one of ${ALL_STAGES[*]}" >&2 && exit 2 ;;
     esac
 done
 echo "== done: ${STAGES[*]}" >&2
