@@ -13,7 +13,7 @@ optimizer, its state and checkpoints exactly as in eager mode.
 
 What it needs: a C++ compiler (`g++`, or `$CXX`) and Python's headers, which inductor calls on the
 first update of every new shape; `resolve_update_mode` refuses the mode without a compiler. The
-first compile takes 30 to 80 s on a 2-core CPU (README, Performance); later processes reuse
+first compile takes 30 to 80 s on a 2-core CPU (docs/performance.md); later processes reuse
 inductor's on-disk cache and take less. Measured on that CPU it is at most ~1.2x faster per update
 than eager, so `auto` does not pick it there: ask for it in a long Atari run on a CPU.
 

@@ -52,7 +52,8 @@ class AgentConfig:
     learning_starts: int = 80_000
     """Agent steps of each game before its first update; the count restarts at every game."""
     target_update_every: int = 2_000
-    """Gradient updates between target-network syncs (2,000 updates = 8,000 agent steps)."""
+    """Gradient updates between target-network syncs (2,000 updates = 8,000 agent steps), counted from
+    each game's start, where the target is synced too."""
     loss_reduction: str = "mean"
     """How the per-transition Huber losses of a minibatch are combined: `mean` (CleanRL, Dopamine)
     or `sum` (DeepMind's DQN, and so the EWC paper: its gradient is the sum of the clipped TD
@@ -78,15 +79,17 @@ class AgentConfig:
     """Which steps the epsilon schedule counts: `visit`, the steps of the current visit of the game
     (every revisit explores from `epsilon_start` again), or `game`, every step the game has been
     trained over all its visits (the EWC paper's "different timer for each of the tasks")."""
-    update_mode: str = "eager"
+    update_mode: str = "auto"
     """How each gradient update runs: `eager`, op by op; `compiled`, its forward and backward passes
     compiled by torch.compile (agents/compiled.py: needs a C++ compiler, tens of seconds to compile
-    once per process); `cuda-graph`, the whole update (forward, backward, clipping, optimizer step)
-    captured once per game and replayed, which replaces a few hundred kernel launches per update by
-    one (CUDA only); `auto`: `cuda-graph` on CUDA, `eager` elsewhere (on a CPU the compiled update
-    measured at most ~1.2x faster and takes 30 to 80 s to compile: README, Performance). All give
-    the same results to float32 rounding. The default stays `eager` until `scripts/gpu_check.sh` has
-    run the CUDA-graph tests on a GPU: no GPU was at hand when it was written."""
+    once per process); `cuda-graph`, the whole update (sampling the batch from the replay on the
+    device, forward, backward, clipping, optimizer step) captured once per game and replayed, which
+    replaces a few hundred kernel launches per update by one (CUDA only); `auto`: `cuda-graph` on
+    CUDA, checked against the eager update at every capture (a few updates of each from the same
+    state, then undone: agents/cuda_graph.py `check_against_eager`) and replaced by `eager` for the
+    rest of the run, with a warning, if they differ beyond float32 rounding; `eager` elsewhere (on a
+    CPU the compiled update measured at most ~1.2x faster and takes 30 to 80 s to compile: README,
+    Performance). All give the same results to float32 rounding."""
 
     def problems(self) -> list[str]:
         checks = [

@@ -6,20 +6,26 @@ one from Python takes longer than running them, so an eager learner leaves the G
 Replaying a captured graph launches all of them at once.
 
 A graph replays the exact kernels it recorded on the exact memory it recorded them on, so:
-- it reads its inputs from fixed tensors (each call copies the batch in) and writes its outputs to
-  fixed tensors (each call copies them out, or the next call would overwrite them);
+- it reads its inputs from fixed tensors and writes its outputs to fixed tensors (each call copies
+  them out, or the next call would overwrite them). Its inputs are either a batch (each call copies
+  it in) or none at all: a step that samples its own batch from the replay on the device
+  (agents/replay.py `sample_indices`) reads the buffer and its bounds in place and draws from the
+  replay's generator, registered with the graph so that every replay draws the next numbers, as an
+  eager step would;
 - every tensor the step reads (weights, optimizer state, the consolidation's Fisher and anchor)
   must keep its storage; in-place updates are fine (a target-network sync copies into the target's
   weights), new tensors are not, so the owner recaptures when they are replaced;
 - the step must not create state lazily inside the graph (Adam creates its moments at its first
-  step): a few warm-up steps run first, then the weights and optimizer state are put back, so the
-  warm-up leaves no trace and the results equal an eager run's;
+  step): a few warm-up steps run first, then the weights, optimizer state and generators are put
+  back, so the warm-up leaves no trace and the results equal an eager run's;
 - the optimizer must be built with `capturable=True` (its step counter then lives on the GPU).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -41,7 +47,7 @@ def resolve_update_mode(mode: str, device: torch.device) -> str:
 
     `auto` is `cuda-graph` on CUDA. On a CPU it is `eager`: the compiled update measured at most
     ~1.2x faster per update there, and its compile (30 to 80 s) costs more than that saves in a
-    MinAtar or smoke run (README, Performance); `compiled` is there to ask for.
+    MinAtar or smoke run (docs/performance.md); `compiled` is there to ask for.
     """
     if mode not in UPDATE_MODES:
         raise ValueError(f"unknown agent.update_mode {mode!r}; choose one of {', '.join(UPDATE_MODES)}")
@@ -60,19 +66,21 @@ the optimizer's state outside the graph."""
 
 
 class TrainingSnapshot:
-    """Copies of a module's weights and an optimizer's state, to undo the warm-up steps exactly.
+    """Copies of a module's weights, an optimizer's state and generators' states, to undo steps exactly.
 
     Restoring copies values back into the same tensors (the graph keeps pointing at them). Optimizer
     state that did not exist at the snapshot is zeroed, which is how Adam and RMSprop initialise it.
+    The generators are those the steps draw from (a replay's, when the step samples its own batch).
     """
 
-    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, generators: Sequence[torch.Generator] = ()):
         self.module, self.optimizer = module, optimizer
         self.weights = [p.detach().clone() for p in module.parameters()]
         self.state = {
             param: {key: value.clone() for key, value in state.items() if torch.is_tensor(value)}
             for param, state in optimizer.state.items()
         }
+        self.generators = [(generator, generator.get_state()) for generator in generators]
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -85,16 +93,27 @@ class TrainingSnapshot:
                     value.copy_(saved[key])
                 elif torch.is_tensor(value):
                     value.zero_()
+        for generator, state in self.generators:
+            generator.set_state(state)
 
 
 class GraphedStep:
-    """`step(*inputs)` captured as a CUDA graph; calling it copies inputs in and outputs out."""
+    """`step(*inputs)` captured as a CUDA graph; calling it copies inputs in and outputs out.
+
+    `generators` are the ones the step draws from besides torch's default (which graphs always
+    follow): each is registered with the graph, so a replay advances it as the eager step would.
+    """
 
     def __init__(
-        self, step: Step, example_inputs: Sequence[torch.Tensor], module: torch.nn.Module, optimizer: torch.optim.Optimizer
+        self,
+        step: Step,
+        example_inputs: Sequence[torch.Tensor],
+        module: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generators: Sequence[torch.Generator] = (),
     ):
         self.inputs = [tensor.clone() for tensor in example_inputs]
-        snapshot = TrainingSnapshot(module, optimizer)
+        snapshot = TrainingSnapshot(module, optimizer, generators)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -103,6 +122,8 @@ class GraphedStep:
         torch.cuda.current_stream().wait_stream(side)
         snapshot.restore()
         self.graph = torch.cuda.CUDAGraph()
+        for generator in generators:
+            self.graph.register_generator_state(generator)
         with torch.cuda.graph(self.graph):
             self.outputs = list(step(*self.inputs))
 
@@ -111,3 +132,84 @@ class GraphedStep:
             fixed.copy_(value, non_blocking=True)
         self.graph.replay()
         return [output.clone() for output in self.outputs]
+
+
+CHECK_STEPS = 3
+"""Updates each mode runs from one state when `auto` checks a new capture against the eager update."""
+
+STEP_TOLERANCE = 1e-3
+"""Share of one update step two modes of the same update may differ by, per update (see `check_against_eager`)."""
+
+
+@dataclass
+class ModeCheck:
+    """How far a faster update mode ended from the eager update, from the same state and batches."""
+
+    agree: bool
+    difference: float
+    """Largest |theta_candidate - theta_eager| over every weight."""
+    step: float
+    """Largest change of any weight in one eager update."""
+    ratio: float
+    """Largest difference / bound over every weight: the modes agree when it is at most 1."""
+
+
+def _weights(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [param.detach().clone() for param in module.parameters()]
+
+
+def check_against_eager(
+    eager: Callable[[], object],
+    candidate: Callable[[], object],
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generators: Sequence[torch.Generator] = (),
+    steps: int = CHECK_STEPS,
+    name: str = "cuda-graph",
+) -> ModeCheck:
+    """Run `steps` updates of `eager`, put the state back, run as many of `candidate`, compare the weights,
+    put the state back again (weights, optimizer state, `generators`); warn in one line when they differ.
+
+    They agree when every weight theta of every parameter tensor p satisfies
+        |theta_candidate - theta_eager| <= steps * (STEP_TOLERANCE * s_p + 2^-23 |theta_eager|),
+    s_p the largest change of an element of p in one eager update. Why this bound, in float32:
+    - from equal weights and batch, the two modes run the same arithmetic, at most with kernels that
+      add the terms of a sum in another order (a graph may get other cuBLAS/cuDNN algorithms; some
+      are not deterministic): a gradient summed over n ~ 10^4 terms (batch x conv positions) then
+      differs by about sqrt(n) 2^-24 ~ 1e-5 of itself. An Adam or RMSProp step is no more sensitive
+      to a relative error of its gradient than the gradient is (Adam's m / sqrt(v) is scale-free),
+      so one step differs by ~1e-5 of a step; over a few steps the weights differ by so little
+      that the later gradients barely move. STEP_TOLERANCE = 1e-3 leaves a factor 100 for that;
+    - each mode rounds theta - step to float32: 2^-24 |theta| each, 2^-23 |theta| between them;
+    - a wrong captured step (a step missed or taken twice, stale optimizer state, another game's
+      parameters, another batch) is off by a large share of a whole step: ratio ~ 1 / STEP_TOLERANCE.
+    A rare true disagreement within rounding (a ReLU input within ~1e-9 of 0 flipping) only makes
+    the run fall back to the eager update: slower, never wrong.
+    """
+    snapshot = TrainingSnapshot(module, optimizer, generators)
+    start = _weights(module)
+    previous, step_sizes = start, [weight.new_zeros(()) for weight in start]
+    for _ in range(steps):
+        eager()
+        now = _weights(module)
+        step_sizes = [torch.maximum(size, (a - b).abs().amax()) for size, a, b in zip(step_sizes, now, previous)]
+        previous = now
+    snapshot.restore()
+    for _ in range(steps):
+        candidate()
+    differences = [(param - weight).abs() for param, weight in zip(_weights(module), previous)]
+    snapshot.restore()
+    bounds = [steps * (STEP_TOLERANCE * size + 2.0**-23 * weight.abs()) for size, weight in zip(step_sizes, previous)]
+    ratios = [torch.where(d > 0, d / b, 0.0).amax() for d, b in zip(differences, bounds)]  # 0/0: equal, agrees
+    largest = [ratios, [d.amax() for d in differences], step_sizes]
+    ratio, difference, step = (float(torch.stack(values).amax()) for values in largest)
+    check = ModeCheck(ratio <= 1.0, difference, step, ratio)
+    if not check.agree:
+        warnings.warn(
+            f"the {name} update ended {difference:.3g} from the eager update's weights after {steps} updates "
+            f"from one state ({ratio:.3g} times the float32 bound; one update moves a weight up to {step:.3g}): "
+            "updates run eagerly from here on",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return check

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -16,11 +17,11 @@ from torch.nn import functional as F
 
 from agents.compiled import compile_function
 from agents.config import AgentConfig
-from agents.cuda_graph import GraphedStep, resolve_update_mode
+from agents.cuda_graph import GraphedStep, check_against_eager, resolve_update_mode
 from agents.ewc.methods import Consolidation
 from agents.network import QNetwork
 from agents.optim import make_optimizer
-from agents.replay import Transitions
+from agents.replay import FrameReplay, Transitions
 
 
 def epsilon_at(step_in_game: int, config: AgentConfig, steps_per_game: int) -> float:
@@ -75,14 +76,19 @@ class UpdateStats:
     q_mean: torch.Tensor
 
 
-def optimizer_flags(config: AgentConfig, device: torch.device, update_mode: str) -> dict[str, bool]:
+def optimizer_flags(config: AgentConfig, device: torch.device) -> dict[str, bool]:
     """How the optimizer's step runs (never what it computes).
 
     `capturable` keeps the step counter on the GPU, so that the step can run inside a CUDA graph.
+    Every update mode on CUDA uses it, so that eager and captured updates do the same arithmetic:
+    capturable Adam computes its bias corrections in float32 on the GPU, where 1 - 0.999^t is off by
+    ~1.3e-5 of itself (0.999's float32 rounding error times 1/(1 - 0.999)), the default Adam in
+    float64 on the host; every step of one then differs from the other's by up to ~1e-5 of a step,
+    a seed that a single ReLU flipped by it can grow into a whole step of some weights.
     On a CPU, Adam's `fused` kernel is about 8x faster than its default loop over tensors (0.9 ms
     instead of 7.5 ms per step for the Nature CNN) and agrees with it to float rounding.
     """
-    if update_mode == "cuda-graph":
+    if device.type == "cuda":
         return {"capturable": True}
     if device.type == "cpu" and config.optimizer == "adam":
         return {"fused": True}
@@ -117,14 +123,16 @@ class DQNLearner:
         self.consolidation = consolidation
         device = network.layers[0].weight.device
         self.update_mode = resolve_update_mode(config.update_mode, device)
-        self.optimizer_flags = optimizer_flags(config, device, self.update_mode)
+        self.optimizer_flags = optimizer_flags(config, device)
         self.optimizer = make_optimizer(
             network.parameters(), config.optimizer, config.learning_rate, config.adam_eps, **self.optimizer_flags
         )
         self.updates = 0
+        self.updates_since_sync = 0  # the target's age in updates; every game starts at 0 (start_game syncs)
         self._loss_terms = compile_function(self.loss_terms) if self.update_mode == "compiled" else self.loss_terms
-        self._graph: GraphedStep | None = None  # captured for `_graph_game`; dropped by start_game()
-        self._graph_game: str | None = None
+        self._graph: GraphedStep | None = None  # captured for `_graph_for`; dropped by start_game()
+        self._graph_for: tuple[str, weakref.ref | None] | None = None  # (game, its replay if it samples one)
+        self.checks_graph = config.update_mode == "auto"  # a graph it picked itself is checked against eager
 
     def td_loss(self, batch: Transitions, game: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Huber loss between Q(s, a) and the Double DQN target, mean or sum over the batch
@@ -175,29 +183,68 @@ class DQNLearner:
         (td_loss + penalty).backward()
         nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
 
-    def update(self, batch: Transitions, game: str) -> UpdateStats:
-        """One gradient step (eager or a replayed CUDA graph); syncs the target when due."""
-        if self.update_mode == "cuda-graph":
-            if self._graph is None or self._graph_game != game:
-                step = functools.partial(self.gradient_step, game)
-                self._graph, self._graph_game = GraphedStep(step, batch, self.online, self.optimizer), game
-            stats = self._graph(*batch)
+    def sampled_step(self, game: str, replay: FrameReplay) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A batch drawn from `replay` on its device, then `gradient_step`: the whole update, as a CUDA graph
+        captures it (no batch is copied in: the graph samples the replay as it is at each replay)."""
+        return self.gradient_step(game, *replay.sample(self.config.batch_size))
+
+    def update(self, source: Transitions | FrameReplay, game: str) -> UpdateStats:
+        """One gradient step on a batch, or on a batch drawn from a replay (eager or a replayed CUDA graph);
+        syncs the target when due. Eager, `update(replay)` is `update(replay.sample(batch_size))`."""
+        self.consolidation.train_on(game)  # before a capture: the terms in force may depend on the game
+        if isinstance(source, FrameReplay):
+            step, inputs, generators = functools.partial(self.sampled_step, game, source), (), (source.generator,)
         else:
-            stats = self.gradient_step(game, *batch)
+            step, inputs, generators = functools.partial(self.gradient_step, game), tuple(source), ()
+        if self.update_mode == "cuda-graph" and not self._graph_serves(source, game):
+            self._capture(step, inputs, generators, source, game)
+        stats = self._graph(*inputs) if self.update_mode == "cuda-graph" else step(*inputs)
         self.updates += 1
-        if self.updates % self.config.target_update_every == 0:
+        self.updates_since_sync += 1
+        if self.updates_since_sync >= self.config.target_update_every:
             self.sync_target()  # copies into the target's weights in place: a captured graph stays valid
         return UpdateStats(*stats)
 
+    def _graph_serves(self, source: Transitions | FrameReplay, game: str) -> bool:
+        """Whether the captured step is `game`'s, for batches passed in or for this very replay."""
+        if self._graph is None or self._graph_for is None:
+            return False
+        captured_game, replay = self._graph_for
+        sampled = isinstance(source, FrameReplay)
+        return captured_game == game and (replay() is source if replay is not None else not sampled)
+
+    def _capture(self, step, inputs: tuple[torch.Tensor, ...], generators, source, game: str) -> None:
+        """Capture `step`. Under `auto`, first check the graph against the eager step from the same state
+        (agents/cuda_graph.py `check_against_eager`); if they differ, warn and update eagerly from then on.
+
+        The replay is held by a weak reference: a finished game's buffer is freed when the trainer
+        drops it, not kept alive by a graph that will never run again.
+        """
+        self._graph = GraphedStep(step, inputs, self.online, self.optimizer, generators)
+        self._graph_for = (game, weakref.ref(source) if isinstance(source, FrameReplay) else None)
+        if self.checks_graph:
+            check = check_against_eager(
+                lambda: step(*inputs), lambda: self._graph(*inputs), self.online, self.optimizer, generators
+            )
+            if not check.agree:
+                self.update_mode, self._graph = "eager", None
+
     def sync_target(self) -> None:
+        """target <- online, at every game's start and every `target_update_every` updates after it.
+
+        The period is counted from the last sync, not over the whole run: a game's first periodic sync
+        comes `target_update_every` updates into it, never early because of the updates of earlier games.
+        """
         self.target.load_state_dict(self.online.state_dict())
+        self.updates_since_sync = 0
 
     def act(self, observations: torch.Tensor, game: str, epsilon: float, generator: torch.Generator) -> torch.Tensor:
         """Epsilon-greedy actions of the online network (see `epsilon_greedy`)."""
         return epsilon_greedy(self.online, observations, game, epsilon, generator)
 
     def start_game(self) -> None:
-        """A new game: the target starts from the current network, Adam's moments are kept.
+        """A new game: the target starts from the current network (its sync period restarts), Adam's
+        moments are kept.
 
         A captured update is dropped: the consolidation term may hold new tensors since the last game.
         """
@@ -210,6 +257,7 @@ class DQNLearner:
             "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "updates": self.updates,
+            "updates_since_sync": self.updates_since_sync,
         }
 
     def set_state(self, state: dict[str, object]) -> None:
@@ -218,4 +266,6 @@ class DQNLearner:
         self.optimizer.load_state_dict(state["optimizer"])
         set_optimizer_flags(self.optimizer, self.optimizer_flags)
         self.updates = int(state["updates"])
+        # A checkpoint from before the count restarted at every game synced at multiples of `updates`.
+        self.updates_since_sync = int(state.get("updates_since_sync", self.updates % self.config.target_update_every))
         self._graph = None  # the optimizer state tensors were replaced

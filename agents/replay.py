@@ -81,6 +81,10 @@ class FrameReplay:
         self._layers = torch.arange(history, device=self.device) + torch.arange(2, device=self.device).unsqueeze(1)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        # What sampling draws from, on the device, written in place by every add: a CUDA graph that
+        # samples reads these same two tensors at every replay and so always sees the current buffer.
+        self.lowest = torch.zeros((), dtype=torch.int64, device=self.device)  # oldest sampleable stream index
+        self.span = torch.zeros((), dtype=torch.int64, device=self.device)  # stream indices from there
 
     @property
     def capacity(self) -> int:
@@ -96,11 +100,18 @@ class FrameReplay:
             return 0
         return self.observations_written - self.slots + self.history - 1
 
+    def _publish_bounds(self) -> None:
+        """Copy the sampleable range into `lowest` and `span` (in place: no new tensors, no host sync)."""
+        lowest = self._oldest_sampleable()
+        self.lowest.fill_(lowest)
+        self.span.fill_(max(0, self.observations_written - 1 - lowest))
+
     def add_first(self, observations: torch.Tensor) -> None:
         """Store the reset observations (N, L*C, H, W) that begin every stream."""
         self.frames[:, 0] = self._newest_frames(observations)
         self.episode_start[:, 0] = True
         self.observations_written = 1
+        self._publish_bounds()
 
     def add_restart(self, observations: torch.Tensor) -> None:
         """Begin new episodes in every stream (N, L*C, H, W) after a resume reset the emulators.
@@ -134,6 +145,7 @@ class FrameReplay:
         self.has_transition[:, t_next] = False  # not yet taken
         self._previous_ended = ended
         self.observations_written += 1
+        self._publish_bounds()
 
     def _newest_frames(self, observations: torch.Tensor) -> torch.Tensor:
         """f_t of each observation (N, L*C, H, W): its last C channels."""
@@ -161,22 +173,36 @@ class FrameReplay:
         return stacks[0], stacks[1]
 
     def sample_indices(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Uniform (env, t) pairs over sampleable transitions, without a host synchronisation.
+        """Uniform (env, t) pairs over sampleable transitions: device ops only, capturable in a CUDA graph.
 
-        Draws 2x candidates and keeps the first valid ones (a stable sort puts valid ones first).
-        Only final observations are invalid (one per episode), so a shortfall would need more
-        than half of 2B draws to hit them; `check_valid`-style tests cover the distribution.
+        No host synchronisation and nothing read from the host: the range comes from the device
+        tensors `lowest` and `span`, so a captured graph replayed later samples the buffer as it is
+        then. 2B positions are drawn uniformly over the N * span stream positions in range,
+            p = r mod (N * span),  r uniform on [0, 2^62)  (bias below N * span / 2^62 < 1e-12),
+            env = p div span,  t = lowest + p mod span,
+        and the first B valid ones are kept: with c_i the number of valid draws among draws 0..i,
+        the k-th pick (k = 1..B) is the first i with c_i >= k, found by one `searchsorted` on c.
+
+        Why this is uniform over valid transitions: the draws are independent and uniform, so given
+        which of them are valid, the valid ones are independent and uniform over the valid
+        positions; keeping the first B by draw order (not by value) keeps that. Only final
+        observations are invalid (one per episode, and the newest one before a resume); with an
+        invalid share q < 1/10 (episodes longer than 10 steps) fewer than B of 2B = 64 draws are
+        valid with probability below 1e-16 (q = 1/20: 1e-25). Then the missing picks repeat the
+        valid draws in order (each still uniform over valid transitions, no longer independent of
+        the others), and if no draw at all is valid (q^(2B)) the last draw is returned as it is.
         """
-        lowest = self._oldest_sampleable()
-        span = self.observations_written - 1 - lowest
-        if span <= 0:
+        if len(self) == 0:
             raise RuntimeError("the replay holds no complete transition yet")
         draws = 2 * batch_size
-        env = torch.randint(self.num_envs, (draws,), device=self.device, generator=self.generator)
-        t = lowest + torch.randint(span, (draws,), device=self.device, generator=self.generator)
-        valid = self.has_transition[env, t % self.slots]
-        order = torch.argsort((~valid).to(torch.uint8), stable=True)[:batch_size]
-        return env[order], t[order]
+        r = torch.randint(2**62, (draws,), device=self.device, generator=self.generator)
+        position = r % (self.num_envs * self.span)
+        env, t = position // self.span, self.lowest + position % self.span
+        valid_so_far = self.has_transition[env, t % self.slots].cumsum(0)  # c_i
+        found = valid_so_far[-1:].clamp_min(1)
+        wanted = torch.arange(batch_size, device=self.device) % found + 1  # 1..B, cycling when fewer were valid
+        pick = torch.searchsorted(valid_so_far, wanted).clamp_(max=draws - 1)
+        return env[pick], t[pick]
 
     def gather(self, env: torch.Tensor, t: torch.Tensor) -> Transitions:
         """The transitions that start at stream positions (env, t)."""
@@ -216,3 +242,4 @@ class FrameReplay:
         self.observations_written = int(state["observations_written"])
         self._previous_ended.copy_(state["previous_ended"])
         self.generator.set_state(state["generator"])
+        self._publish_bounds()

@@ -51,19 +51,20 @@ def env_steps_per_second(settings: Settings, num_envs: int, config: Config) -> f
 def seconds_per_update(
     learners: list[DQNLearner], replay: FrameReplay, game: str, updates: int, rounds: int = LEARNER_ROUNDS
 ) -> list[list[float]]:
-    """Seconds per update (sample + update) of each learner in each round, after warm-up updates
-    (and graph capture). Rounds alternate between the learners, so a busy moment hits them alike."""
-    device, batch_size = replay.device, learners[0].config.batch_size
+    """Seconds per update (sample + update, as training runs it: a CUDA graph samples its own batch)
+    of each learner in each round, after warm-up updates (and graph capture). Rounds alternate
+    between the learners, so a busy moment hits them alike."""
+    device = replay.device
     for learner in learners:
         for _ in range(5):
-            learner.update(replay.sample(batch_size), game)
+            learner.update(replay, game)
     synchronize(device)
     seconds: list[list[float]] = [[] for _ in learners]
     for _ in range(rounds):
         for learner, per_round in zip(learners, seconds):
             start = time.perf_counter()
             for _ in range(updates):
-                learner.update(replay.sample(batch_size), game)
+                learner.update(replay, game)
             synchronize(device)
             per_round.append((time.perf_counter() - start) / updates)
     return seconds
@@ -74,7 +75,7 @@ def first_update_seconds(learner: DQNLearner, replay: FrameReplay, game: str) ->
     per process and game."""
     synchronize(replay.device)
     start = time.perf_counter()
-    learner.update(replay.sample(learner.config.batch_size), game)
+    learner.update(replay, game)
     synchronize(replay.device)
     return time.perf_counter() - start
 

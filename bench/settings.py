@@ -100,7 +100,7 @@ def benchmark_config(settings: Settings) -> Config:
     config.run.checkpoint_every = 0
     config.env.num_envs = settings.num_envs
     config.agent.learning_starts = 0
-    config.agent.update_mode = "auto"  # the CUDA-graph update on a GPU (still opt-in for training there)
+    config.agent.update_mode = "auto"  # the CUDA-graph update on a GPU, as training uses by default
     return config
 
 

@@ -19,7 +19,7 @@ def resolve_device(name: str, *, warn: bool = True) -> torch.device:
             return torch.device("cuda")
         if warn:
             print(
-                "warning: no CUDA GPU found; training on the CPU: correct, but slow (README, Performance: CPU figures)",
+                "warning: no CUDA GPU found; training on the CPU: correct, but slow (docs/performance.md)",
                 file=sys.stderr,
             )
         return torch.device("cpu")

@@ -16,6 +16,7 @@ from ewc_training import run_dir as paths
 from ewc_training.checkpoint import load_checkpoint
 from ewc_training.logger import MemoryLogger
 from ewc_training.trainer import SequenceTrainer
+from tests.agents.closeness import adam_steps, assert_close
 from tests.ewc_training.test_game_boundary import FAMILIES, tiny_config
 
 
@@ -36,28 +37,32 @@ def game_end_checkpoints(run_dir, device: str, mode: str) -> list[dict]:
     return [load_checkpoint(paths.game_end_checkpoint(run_dir, k, game)) for k, game in enumerate(games, start=1)]
 
 
-def assert_close_nested(a, b, where: str = "") -> None:
+def assert_close_nested(a, b, where: str = "", steps: dict[str, float] | None = None) -> None:
+    """Equal structure, equal integer tensors, float tensors close; a failure reports the largest absolute
+    and relative difference and, for a weight in `steps`, the size of one Adam step of it."""
+    steps = steps or {}
     if isinstance(a, torch.Tensor):
         if a.is_floating_point():
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=where)
+            assert_close(b, a, rtol=1e-4, atol=1e-5, where=where, step=steps.get(where.rsplit("/", 1)[-1]))
         else:
             assert torch.equal(a, b), where
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for key in a:
-            assert_close_nested(a[key], b[key], f"{where}/{key}")
+            assert_close_nested(a[key], b[key], f"{where}/{key}", steps)
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
         for index, (x, y) in enumerate(zip(a, b)):
-            assert_close_nested(x, y, f"{where}[{index}]")
+            assert_close_nested(x, y, f"{where}[{index}]", steps)
 
 
 def compare(eager: list[dict], graphed: list[dict]) -> None:
-    for first, second in zip(eager, graphed):
+    for number, (first, second) in enumerate(zip(eager, graphed), start=1):
         assert first["position"] == second["position"]
         assert first["learner"]["updates"] == second["learner"]["updates"] > 0
+        steps = adam_steps(first["learner"]["optimizer"], list(first["learner"]["online"]))  # the eager run's next step
         for part in ("online", "target"):
-            assert_close_nested(first["learner"][part], second["learner"][part], part)
+            assert_close_nested(first["learner"][part], second["learner"][part], f"after game {number}: {part}", steps)
         assert_close_nested(first["learner"]["optimizer"]["state"], second["learner"]["optimizer"]["state"], "optimizer")
         assert_close_nested(first["consolidation"]["per_game"], second["consolidation"]["per_game"], "per_game")
         for game, probe in first["probes"].items():

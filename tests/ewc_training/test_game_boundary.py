@@ -135,7 +135,9 @@ def record_run(config, run_dir) -> Recording:
         )
         finish_game(replay)
 
-    def recording_update(batch: Transitions, game: str):
+    def recording_update(source: Transitions | FrameReplay, game: str):
+        # Eagerly, an update from the replay is an update on its sample: draw it here to record it.
+        batch = source.sample(learner.config.batch_size) if isinstance(source, FrameReplay) else source
         if game not in recording.batches:
             target_is_online = same_tensors(learner.target.state_dict(), learner.online.state_dict())
             recording.first_updates.append(FirstUpdate(game, target_is_online, cloned(learner.optimizer.state_dict())))
