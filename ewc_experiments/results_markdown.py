@@ -155,7 +155,7 @@ PAIRED = (("final_mean", "final mean"), ("retention", "first game after the last
 def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Reference]) -> list[str]:
     """Per order where EWC and fine-tuning both ran: EWC minus fine-tuning, paired by seed, on the final
     mean first (the balance), then on the first game and the last; then EWC minus a network frozen after
-    game 1 (fine-tuning's game-1 checkpoint of the same seed), whose final scores need no training."""
+    game 1 (EWC's own game-1 checkpoint), whose final scores need no training."""
     lines = []
     for order in dict.fromkeys(key[0] for key in summaries):
         pick = {key[1]: summary for key, summary in summaries.items() if key[0] == order}
@@ -179,7 +179,7 @@ def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Refer
             f"{label} is higher on {balance.wins} of {balance.seeds} seeds, "
             f"P({label} > fine-tuning) = {balance.probability_of_improvement:.2f}."
         )
-        frozen = {seed: frozen_final_mean(data, refs) for seed, data in _cells_by_seed(finetune).items()}
+        frozen = {seed: frozen_final_mean(data, refs) for seed, data in _cells_by_seed(ewc).items()}
         versus_frozen = stats.paired_comparison(
             np.array([ewc_by_seed[seed]["final_mean"] for seed in seeds]), np.array([frozen[seed] for seed in seeds])
         )

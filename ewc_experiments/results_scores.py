@@ -147,8 +147,7 @@ def cell_metrics(data: CellData, refs: dict[str, Reference]) -> dict[str, float]
 
 def frozen_final_mean(data: CellData, refs: dict[str, Reference]) -> float:
     """The final mean of a network frozen after the first game: mean over the sequence's games of
-    R[1][g], read from the cell's game-1 checkpoint (no training after it). Every method trains game 1
-    alike (no penalty exists yet), so a fine-tuning cell's first row serves for its seed."""
+    R[1][g], read from the cell's own game-1 checkpoint (no training after it)."""
     return float(np.nanmean(normalised(data, refs)[0]))
 
 
@@ -310,10 +309,17 @@ def lambda_sweep(cells: list[CellData], refs: dict[str, Reference], method: str)
 
 def choose_lambda(cells: list[CellData], refs: dict[str, Reference], method: str) -> float:
     """The lambda of `method` with the highest final mean normalised score, pooled over the cells'
-    orders and seeds (lambda_sweep; the smallest such lambda on a tie)."""
+    orders and seeds (lambda_sweep; the smallest such lambda on a tie). Every lambda must have the
+    same orders and number of seeds: a lambda with one lucky seed cannot outrank one with ten."""
     swept = lambda_sweep(cells, refs, method)
     if not swept:
         raise ResultsError(f"no {method} cell with a lambda is evaluated yet")
+    if len({(row.orders, row.seeds) for row in swept}) > 1:
+        raise ResultsError(
+            f"the {method} lambdas have unequal orders or seeds ("
+            + ", ".join(f"{row.strength:g}: {row.orders} orders, {seeds_text(row.seeds)}" for row in swept)
+            + "): finish the selection sweep first"
+        )
     rows = [row for row in swept if not math.isnan(row.final_mean)]
     if not rows:
         raise ResultsError(

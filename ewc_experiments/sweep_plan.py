@@ -211,13 +211,23 @@ def evaluates_the_end(evaluation: dict | None, order: tuple[str, ...]) -> bool:
     return any(row["games_done"] == len(order) and row["step_in_game"] == 0 for row in rows)
 
 
+HOW_NOT_WHAT = {"run.device", "agent.update_mode"}
+"""Keys that choose how a cell computes, not what: every device and update mode gives the same results
+to float32 rounding, so a cell trained with another of them is still this sweep's."""
+
+
 def check_saved_config(run_dir: Path, config: Config) -> None:
     """Refuse to skip or resume a cell that was trained with another config than this sweep's."""
     saved_file = run_dir / "config.yaml"
     if not saved_file.is_file():
         return
     saved, wanted = config_from_dict(load_yaml(saved_file)).to_dict(), config.to_dict()
-    changed = [f"{section}.{key}" for section in wanted for key in wanted[section] if saved[section][key] != wanted[section][key]]
+    changed = [
+        f"{section}.{key}"
+        for section in wanted
+        for key in wanted[section]
+        if saved[section][key] != wanted[section][key] and f"{section}.{key}" not in HOW_NOT_WHAT
+    ]
     if changed:
         raise SweepError(
             f"{run_dir} was trained with other settings ({', '.join(changed)}); "

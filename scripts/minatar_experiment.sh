@@ -18,7 +18,7 @@
 #   three-game  breakout -> space_invaders -> asterix: fine-tuning, EWC and online EWC at EWC's
 #               chosen lambda (online EWC differs from EWC only from a third game on), held-out seeds
 #   l2          L2's own selection (lambda 0.001 .. 10) and then L2 at its lambda, held-out seeds, both orders
-#   page        docs/results/minatar.md from the saved cells of every stage
+#   page        docs/results/minatar.md from the saved cells of the headline, three-game and references stages
 # The chosen lambda is kept in docs/results/minatar/chosen_lambda_<method>.txt once made, so that
 # later cells never move it. Each stage is one sweep.py call per sweep directory
 # (SWEEP_ROOT/<kind>); after it the evaluated cells' compact results are saved under
@@ -75,10 +75,15 @@ chosen() {
 # select_lambda METHOD GRID: METHOD's selection sweep over GRID on the selection seeds in both orders, its
 # lambda chosen by the final mean normalised score (pooled over orders and seeds) and kept. A lambda
 # at an edge of the grid is no choice: the grid grows by a decade past that edge, up to three times.
+# The grid swept so far is kept in RESULTS/select_grid_METHOD.txt, so that a run stopped during an
+# extension goes on with the extended grid.
 select_lambda() {
-    local method=$1 grid=$2 file="$RESULTS/chosen_lambda_$1.txt" value wider
+    local method=$1 file="$RESULTS/chosen_lambda_$1.txt" grid_file="$RESULTS/select_grid_$1.txt"
+    local grid=$2 value wider extensions=0
     [ -s "$file" ] && return 0
-    for extension in 0 1 2 3; do
+    [ -s "$grid_file" ] && grid=$(cat "$grid_file")
+    while true; do
+        mkdir -p "$RESULTS" && echo "$grid" >"$grid_file"
         sweep "select-$method" "$PAIR" --methods "$method" --ewc-lambda "$grid" --seeds "$SELECTION_SEEDS" --orders both
         # normalised scores need the independent references in envs/games.py first
         "$PYTHON" -m ewc_experiments.results_page "$RESULTS/references/cells" --check-references
@@ -86,18 +91,21 @@ select_lambda() {
         wider=$("$PYTHON" -c 'import sys
 grid = sorted(float(x) for x in sys.argv[1].split(","))
 value = float(sys.argv[2])
-edge = [grid[0] / 10] if value == grid[0] else [grid[-1] * 10] if value == grid[-1] else []
+edge = [grid[0] / 10] if value <= grid[0] else [grid[-1] * 10] if value >= grid[-1] else []
 print(",".join(f"{x:.10g}" for x in sorted(edge + grid)) if edge else "")' "$grid" "$value")
         if [ -z "$wider" ]; then
             echo "$value" >"$file.tmp" && mv "$file.tmp" "$file"
             echo "== chose $method lambda $value inside the grid $grid (kept in $file)" >&2
             return 0
         fi
-        echo "== $method lambda $value lies at the edge of $grid: extending to $wider (extension $((extension + 1)))" >&2
+        if [ "$extensions" -eq 3 ]; then
+            echo "$method: lambda $value still lies at an edge of $grid after three extensions; choose by hand" >&2
+            exit 1
+        fi
+        extensions=$((extensions + 1))
+        echo "== $method lambda $value lies at an edge of $grid: extending to $wider" >&2
         grid=$wider
     done
-    echo "$method: the chosen lambda stayed at an edge after three extensions of the grid ($grid)" >&2
-    exit 1
 }
 
 stage_references() {
@@ -111,19 +119,26 @@ stage_select_ewc() {
     select_lambda ewc "$EWC_GRID"
 }
 
+# $(chosen ...) as an argument would not stop the script when nothing is chosen: assign it first.
 stage_headline() {
+    local lambda
+    lambda=$(chosen ewc)
     sweep "headline" "$PAIR" --methods finetune --seeds "$HELD_OUT_SEEDS" --orders both
-    sweep "headline" "$PAIR" --methods ewc --ewc-lambda "$(chosen ewc)" --seeds "$HELD_OUT_SEEDS" --orders both
+    sweep "headline" "$PAIR" --methods ewc --ewc-lambda "$lambda" --seeds "$HELD_OUT_SEEDS" --orders both
 }
 
 stage_three_game() {
+    local lambda
+    lambda=$(chosen ewc)
     sweep "three-game" "$TRIPLE" --methods finetune --seeds "$HELD_OUT_SEEDS"
-    sweep "three-game" "$TRIPLE" --methods ewc,online-ewc --ewc-lambda "$(chosen ewc)" --seeds "$HELD_OUT_SEEDS"
+    sweep "three-game" "$TRIPLE" --methods ewc,online-ewc --ewc-lambda "$lambda" --seeds "$HELD_OUT_SEEDS"
 }
 
 stage_l2() {
+    local lambda
     select_lambda l2 "$L2_GRID"
-    sweep "headline" "$PAIR" --methods l2 --ewc-lambda "$(chosen l2)" --seeds "$HELD_OUT_SEEDS" --orders both
+    lambda=$(chosen l2)
+    sweep "headline" "$PAIR" --methods l2 --ewc-lambda "$lambda" --seeds "$HELD_OUT_SEEDS" --orders both
 }
 
 stage_page() {

@@ -15,7 +15,7 @@ import yaml
 
 from envs import games
 from ewc_experiments import results_page, statistics
-from ewc_experiments.results_cells import file_name, load_cells
+from ewc_experiments.results_cells import ResultsError, file_name, load_cells
 from ewc_experiments.results_markdown import build_page
 from ewc_experiments.results_scores import choose_lambda, reference_lines, references
 from ewc_experiments.statistics import column_estimates, global_numpy_seed, interval_estimates
@@ -126,7 +126,11 @@ def test_forgetting_backward_transfer_retention_and_cost(sweep, tmp_path):
 
 def test_the_lambda_sweep_picks_the_highest_final_mean(sweep, tmp_path, capsys):
     cells, _ = load_cells(sweep)
-    assert choose_lambda(cells, references(cells), "ewc") == 100.0  # final mean 0.65 at 100, 0.5 at 1000
+    with pytest.raises(ResultsError, match="unequal orders or seeds"):  # lambda 1000 has one seed, 100 two
+        choose_lambda(cells, references(cells), "ewc")
+    write_cell(sweep, MAIN, "ewc", 1000.0, 1, [[9, 0], [10, 4]])  # final mean 0.6; 0.5 for seed 0
+    cells, _ = load_cells(sweep)
+    assert choose_lambda(cells, references(cells), "ewc") == 100.0  # final mean 0.6 at 100, 0.55 at 1000
     assert results_page.main([str(sweep), "--choose-lambda", "ewc", "--main-order", ",".join(MAIN)]) == 0
     assert capsys.readouterr().out == "100\n"
     assert results_page.main([str(sweep), "--choose-lambda", "online-ewc"]) == 2
@@ -134,9 +138,9 @@ def test_the_lambda_sweep_picks_the_highest_final_mean(sweep, tmp_path, capsys):
     page = page_of(sweep, tmp_path)
     assert page.chosen == {"ewc": 100.0}
     # pooled over seeds 0 and 1 (see test_forgetting_backward_transfer_retention_and_cost): retention 0.55,
-    # space_invaders 0.65, final mean 0.6; lambda 1000 has seed 0 alone
+    # space_invaders 0.65, final mean 0.6; lambda 1000: breakout 0.8 and 1.0, space_invaders 0.2 twice
     assert "| 100 | 1 | 2 | 0.55 | 0.65 | 0.60 |" in page.markdown
-    assert "| 1000 | 1 | 1 | 0.80 | 0.20 | 0.50 |" in page.markdown
+    assert "| 1000 | 1 | 2 | 0.90 | 0.20 | 0.55 |" in page.markdown
 
 
 def test_the_page_without_event_files(sweep, tmp_path):

@@ -317,6 +317,9 @@ def test_a_cell_trained_with_other_settings_is_refused(tiny_sweep, capsys, monke
     assert sweep.main([*TINY, *GRID, "--set", "agent.learning_rate=3e-4", "--sweep-dir", str(where)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "was trained with other settings (agent.learning_rate)" in error
+    # how a cell computes (device, update mode) is not what it computes: those cells are still this sweep's
+    assert sweep.main([*TINY, *GRID, "--set", "agent.update_mode=eager", "--sweep-dir", str(where)]) == 0
+    assert "4 already evaluated" in capsys.readouterr().err
 
 
 @pytest.mark.slow
