@@ -49,8 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--gpus-per-cell",
         metavar="GPUS",
-        help="GPUs each cell reserves: a fraction in (0, 1] shares a GPU among cells (0.25: four at once) "
-        "or a whole number (default: 1 when the Ray cluster has GPUs, else 0)",
+        help="GPUs each cell reserves: 0, a fraction in (0, 1] that shares a GPU among cells (0.25: four at "
+        "once) or a whole number (default: 1 when the Ray cluster has GPUs, else 0; 0 with --device cpu)",
     )
     parser.add_argument(
         "--cpus-per-cell", metavar="CPUS", default="1", help="CPUs each cell reserves, and its torch threads (default 1)"
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        gpus_per_cell, cpus_per_cell = parse_cell_resources(args.gpus_per_cell, args.cpus_per_cell)
+        gpus_per_cell, cpus_per_cell = parse_cell_resources(args.gpus_per_cell, args.cpus_per_cell, args.device)
         sweep_dir, planned = plan_sweep(args)
         print(describe(sweep_dir, planned), file=sys.stderr, flush=True)
         to_run = [cell for cell in planned if cell.commands]

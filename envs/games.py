@@ -97,7 +97,7 @@ MINATAR_RANDOM_SCORES: dict[str, float] = {
     "space_invaders": 2.95,
 }
 """Mean return of a uniformly random agent per MinAtar game, measured for this project
-(the project's shared FINDINGS.md, MinAtar section); the random end of MINATAR_REFERENCE_SCORES."""
+with the MinAtar environments this project drives; the random end of MINATAR_REFERENCE_SCORES."""
 
 MINATAR_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     # random: MINATAR_RANDOM_SCORES; reference: this project's DQN trained on the game alone with

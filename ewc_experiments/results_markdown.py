@@ -162,7 +162,9 @@ def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Refer
         if "ewc" not in pick or "finetune" not in pick:
             continue
         ewc, finetune = pick["ewc"], pick["finetune"]
-        ewc_by_seed, finetune_by_seed = _by_seed(ewc, refs), _by_seed(finetune, refs)
+        ewc_by_seed, finetune_by_seed = (
+            {seed: cell_metrics(data, refs) for seed, data in _cells_by_seed(group).items()} for group in (ewc, finetune)
+        )
         seeds = sorted(set(ewc_by_seed) & set(finetune_by_seed))
         if not seeds:
             continue
@@ -192,10 +194,6 @@ def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Refer
 
 def _cells_by_seed(summary: GroupSummary) -> dict[int, CellData]:
     return {data.cell.seed: data for data in summary.cells}
-
-
-def _by_seed(summary: GroupSummary, refs: dict[str, Reference]) -> dict[int, dict[str, float]]:
-    return {seed: cell_metrics(data, refs) for seed, data in _cells_by_seed(summary).items()}
 
 
 def _paired(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]], seeds: list[int], key: str) -> tuple:
@@ -287,7 +285,7 @@ def build_page(
         lines.append(f"| {game} | {ref.random:g} | {ref.reference:.3f} | {ref.source}{warning} | {ref.seeds or '—'} |")
     lines += [
         "",
-        "Random MinAtar returns: `MINATAR_RANDOM_SCORES` in envs/games.py (the shared FINDINGS.md).",
+        "Random MinAtar returns: `MINATAR_RANDOM_SCORES` in envs/games.py.",
         "",
         "## Per method and order",
         "",

@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--check-references",
         action="store_true",
-        help="exit 1 unless envs/games.py holds the MinAtar references the cells measure (printing them if not)",
+        help="fail unless envs/games.py holds the MinAtar references the cells measure (printing them if not)",
     )
     parser.add_argument("--main-order", help="comma list: the sweep's main game order (default: the order with most cells)")
     parser.add_argument(
@@ -104,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="write the saved cells of SOURCE back as evaluated cells of SWEEP_DIR, so a sweep skips them",
     )
     args = parser.parse_args(argv)
+    if args.also and not args.out:
+        parser.error("--also adds cells to the page: give --out too")
     if not (args.out or args.choose_lambda or args.print_references or args.check_references or args.restore_into):
         parser.error("give --out, --choose-lambda, --print-references, --check-references or --restore-into")
     return args

@@ -338,7 +338,7 @@ def reference_lines(refs: dict[str, Reference], steps_per_game: int | None = Non
             how = "alone" if "single game" in ref.source else "after other games (NOT single-game)"
             lines.append(
                 f'    "{game.removeprefix(game_table.MINATAR_PREFIX)}": ({ref.random:g}, {ref.reference:.3f}),'
-                f"  # random: FINDINGS.md; reference: fine-tuning trained on it {how}{budget}, "
+                f"  # random: MINATAR_RANDOM_SCORES; reference: fine-tuning trained on it {how}{budget}, "
                 f"mean of {seeds_text(ref.seeds)}"
             )
     return "\n".join(lines)

@@ -305,18 +305,21 @@ def parse_lambdas(text: str | None, preset: Path | None, overrides: list[str]) -
     return lambdas
 
 
-def parse_cell_resources(gpus: str | None, cpus: str) -> tuple[float | None, int]:
+def parse_cell_resources(gpus: str | None, cpus: str, device: str | None = None) -> tuple[float | None, int]:
     """--gpus-per-cell and --cpus-per-cell: what each cell reserves in Ray.
 
-    GPUs: a fraction in (0, 1] (cells share a GPU: 0.25 puts four on one) or a whole number, as Ray
-    allows; None leaves the choice to the cluster (one GPU when it has any). CPUs: a whole number
-    >= 1, also the cell's torch threads."""
+    GPUs: 0 (a CPU-only cell), a fraction in (0, 1] (cells share a GPU: 0.25 puts four on one) or a
+    whole number, as Ray allows; None leaves the choice to the cluster (one GPU when it has any),
+    except with `--device cpu`, whose cells need none. CPUs: a whole number >= 1, also the cell's
+    torch threads."""
     try:
         gpu_count = None if gpus is None else float(gpus)
     except ValueError:
         gpu_count = math.nan
-    if gpu_count is not None and not (0 < gpu_count <= 1 or (gpu_count > 1 and gpu_count.is_integer())):
-        raise SweepError(f"--gpus-per-cell must be a fraction in (0, 1] or a whole number of GPUs, got {gpus!r}")
+    if gpu_count is not None and not (0 <= gpu_count <= 1 or (gpu_count > 1 and gpu_count.is_integer())):
+        raise SweepError(f"--gpus-per-cell must be 0, a fraction in (0, 1] or a whole number of GPUs, got {gpus!r}")
+    if gpu_count is None and device == "cpu":
+        gpu_count = 0.0
     if not cpus.strip().isdigit() or int(cpus) < 1:
         raise SweepError(f"--cpus-per-cell must be a whole number >= 1, got {cpus!r}")
     return gpu_count, int(cpus)

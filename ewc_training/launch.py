@@ -97,9 +97,21 @@ def warn_if_never_consolidated(config: Config) -> None:
         )
 
 
+def warn_if_never_learning(config: Config) -> None:
+    """Say before training when a game ends before `agent.learning_starts`: no update is ever made,
+    and the run only acts (the default 80,000 is more than a short `--steps-per-game`)."""
+    if config.agent.learning_starts >= config.run.steps_per_game:
+        print(
+            f"warning: no game will learn: each ends after {config.run.steps_per_game:,} agent steps, before "
+            f"agent.learning_starts={config.agent.learning_starts:,}",
+            file=sys.stderr,
+        )
+
+
 def start_run(config: Config, requested_dir: str | None, overwrite: bool) -> SequenceTrainer:
     """A new run of a validated `config`."""
     warn_if_never_consolidated(config)
+    warn_if_never_learning(config)
     device = resolve_device(config.run.device)
     check_replay_fits(config, device)
     run_dir = prepare_run_dir(config, requested_dir, overwrite)

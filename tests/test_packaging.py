@@ -8,7 +8,7 @@ project, for which it builds the metadata through setuptools' PEP 517 hook (as p
 broken pyproject.toml or a missing README fails the RUN) and lists the packages setuptools would
 install.
 
-This is what the issue's image build lacked: the dependency layer must need nothing but
+This is what an image build that listed packages by hand lacked: the dependency layer must need nothing but
 pyproject.toml, and the code layer must install every package of the repository and not tests/.
 """
 
@@ -393,7 +393,7 @@ def test_copy_of_a_missing_path_fails(tmp_path):
 
 
 def test_the_old_dependency_layer_is_caught(tmp_path):
-    """The image build of the issue: package files copied by hand before the dependency install."""
+    """An image build that copies package files by hand before the dependency install."""
     dockerfile = textwrap.dedent("""\
         FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
         WORKDIR /app

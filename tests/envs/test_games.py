@@ -6,7 +6,7 @@ import pytest
 
 from envs.games import MINATAR_RANDOM_SCORES, MINATAR_REFERENCE_SCORES, normalised_score
 
-# (random agent, single-game reference DQN) as docs/results/minatar.md lists them
+# (random agent, single-game reference DQN) as envs/games.py lists them
 MINATAR = {"minatar:breakout": (0.51, 2.712), "minatar:space_invaders": (2.95, 23.583)}
 
 

@@ -31,6 +31,7 @@ from ewc_experiments.sweep_plan import (
     expand_grid,
     expand_orders,
     last_error,
+    parse_cell_resources,
 )
 from ewc_experiments.sweep_ray import cell_reservation
 from ewc_experiments.sweep_report import CellResult, agent_steps_per_second, cell_result, mean_and_std, method_tables
@@ -230,8 +231,7 @@ def test_metrics_are_recomputed_from_the_saved_scores_not_read_from_an_older_eva
         (["--set", "agent.learning_rat=1e-3"], "unknown config key 'agent.learning_rat'"),
         (["--set", "eval.episodes=0"], "eval.episodes"),
         (["--config", "configs/missing.yaml"], "cannot read config"),
-        (["--gpus-per-cell", "0"], "--gpus-per-cell must be a fraction in (0, 1] or a whole number"),
-        (["--gpus-per-cell", "-0.5"], "--gpus-per-cell must be"),
+        (["--gpus-per-cell", "-0.5"], "--gpus-per-cell must be 0, a fraction in (0, 1] or a whole number"),
         (["--gpus-per-cell", "1.5"], "--gpus-per-cell must be"),
         (["--gpus-per-cell", "half"], "--gpus-per-cell must be"),
         (["--cpus-per-cell", "0"], "--cpus-per-cell must be a whole number >= 1"),
@@ -370,6 +370,9 @@ def test_a_cells_reservation_and_how_many_run_at_once():
     assert cell_reservation(host, None, 1) == (1.0, 1)  # by default a cell takes a whole GPU
     assert cell_reservation({"CPU": 2.0}, None, 1) == (0.0, 2)  # ... and none where there is none
     assert cell_reservation({"CPU": 16.0, "GPU": 2.0}, 2, 1) == (2, 1)
+    assert cell_reservation(host, 0.0, 1) == (0.0, 16)  # CPU-only cells on a GPU host: one per core
+    assert parse_cell_resources(None, "1", "cpu") == (0.0, 1)  # --device cpu reserves no GPU by default
+    assert parse_cell_resources(None, "2", "cuda") == (None, 2) and parse_cell_resources("0", "1") == (0.0, 1)
     with pytest.raises(SweepError, match="asks for 0.5 GPUs .* has 0"):
         cell_reservation({"CPU": 2.0}, 0.5, 1)
     with pytest.raises(SweepError, match="asks for 4 CPUs .* has 2"):
