@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from agents.ewc.methods import METHODS
-from ewc_experiments.cli import USER_ERRORS, add_set_option, fail
+from ewc_experiments.cli import USER_ERRORS, OneLineParser, add_set_option, fail
 from ewc_experiments.sweep_plan import describe, parse_cell_resources, plan_sweep
 from ewc_experiments.sweep_ray import run_on_ray
 from ewc_experiments.sweep_report import PLOT, TABLE, cell_result, write_report
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--games", required=True, help="comma list, the training order; repeats revisit")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)} (default: all)")
     parser.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")

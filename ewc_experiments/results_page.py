@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from envs import games as game_table
-from ewc_experiments.cli import fail
+from ewc_experiments.cli import OneLineParser, fail
 from ewc_experiments.results_cells import ResultsError, export_cells, load_cells, restore_cells
 from ewc_experiments.results_markdown import Page, build_page
 from ewc_experiments.results_scores import (
@@ -69,7 +69,7 @@ def write_page(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="a sweep directory (with cells/) or a folder of saved cell JSON")
     parser.add_argument("--out", type=Path, help="the page to write, e.g. docs/results/minatar.md")
     parser.add_argument(
