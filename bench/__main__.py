@@ -1,7 +1,7 @@
 """Throughput benchmark: `python -m bench` (see bench/measure.py for what it measures).
 
-python -m bench                                  # standard settings on CUDA, small ones on a CPU
-python -m bench --quick --out runs/bench.json    # about half as long
+python -m bench                                  # standard settings on CUDA (150 s or less), small ones on a CPU
+python -m bench --quick --out runs/bench.json    # every timed window halved
 python -m bench --device cpu --threads 1
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from bench.clock import seconds_since_process_start
 from bench.measure import run
 from bench.report import report
 from bench.settings import Settings
@@ -24,8 +25,10 @@ from ewc_training.device import DeviceError, resolve_device
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cuda or cpu")
-    parser.add_argument("--quick", action="store_true", help="about half the steps of every measurement")
-    parser.add_argument("--num-envs", type=int, help="emulators of the end-to-end loop (default 16 on CUDA, 8 on a CPU)")
+    parser.add_argument("--quick", action="store_true", help="every timed window halved")
+    parser.add_argument(
+        "--num-envs", type=int, help="emulators of the end-to-end loop, one count (default 8, 16 and 32 on CUDA, 8 on a CPU)"
+    )
     parser.add_argument("--fisher-samples", type=int, help="states of the timed Fisher (default 3,200 on CUDA, 128 on a CPU)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice, one per core)")
     parser.add_argument("--out", help="where to write the JSON record (default runs/bench/throughput-<cpu|cuda>.json)")
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     settings = Settings.for_device(device, args.quick)
     overrides = {"num_envs": args.num_envs, "fisher_samples": args.fisher_samples}
+    if args.num_envs:
+        overrides["loop_env_counts"] = (args.num_envs,)
     settings = dataclasses.replace(settings, **{key: value for key, value in overrides.items() if value is not None})
     out = Path(args.out or f"runs/bench/throughput-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         settings,
         say=lambda text: print(text, file=sys.stderr, flush=True),
         save=lambda record: out.write_text(json.dumps(record, indent=2) + "\n"),
+        already=seconds_since_process_start(),
     )
     print(report(record))
     print(f"JSON: {out}")

@@ -13,31 +13,37 @@ import torch
 from bench.build import random_replay
 from bench.loop import loop_against_cleanrl, loop_summary
 from bench.parts import learner_figures
-from bench.settings import LEARNER_ROUNDS, PEER_TARGET, Settings, minatar_config
+from bench.settings import PEER_TARGET, Settings, minatar_config
 from envs.families import family_of_run
 
 
-def minatar_figures(device: torch.device, settings: Settings, say) -> dict:
-    """The MinAtar side of the peer comparison: learner only (eager against the default mode), then
-    rounds of the training loop against CleanRL's loop structure, on the MinAtar paper's network."""
+def minatar_figures(device: torch.device, settings: Settings, say) -> tuple[dict, dict]:
+    """The MinAtar side of the peer comparison: learner only (eager against the faster mode, each with
+    sampling and on a ready batch), then rounds of the training loop against CleanRL's loop structure,
+    on the MinAtar paper's network. Also returns the learners' updates, to count their kernels later."""
     config = minatar_config(settings)
     family = family_of_run(config.run.games)
     replay = random_replay(8_192, settings.num_envs, device, family)
-    say(f"MinAtar learner only ({settings.minatar_learner_updates} updates x {LEARNER_ROUNDS} rounds per mode) ...")
-    learner = learner_figures(config, device, settings.minatar_learner_updates, replay)
+    say(f"MinAtar learner only ({settings.minatar_learner_seconds:g} s x {settings.learner_rounds} rounds per learner) ...")
+    learner, updates = learner_figures(config, device, replay, settings.minatar_learner_seconds, settings.learner_rounds)
     rounds = []
     for index in range(1, settings.end_to_end_rounds + 1):
         say(
-            f"MinAtar end to end, round {index}/{settings.end_to_end_rounds}: training loop ({settings.minatar_steps:,} steps), "
-            f"CleanRL-structured loop ({settings.minatar_steps // 2:,} steps) ..."
+            f"MinAtar end to end, round {index}/{settings.end_to_end_rounds}: training loop "
+            f"({settings.minatar_loop_seconds:g} s), CleanRL-structured loop ({settings.minatar_cleanrl_seconds:g} s) ..."
         )
-        rounds.append(loop_against_cleanrl(config, device, settings.minatar_steps // 2))
-    return {
+        rounds.append(
+            loop_against_cleanrl(
+                config, device, settings.warmup_seconds, settings.minatar_loop_seconds, settings.minatar_cleanrl_seconds
+            )
+        )
+    figures = {
         "game": config.run.games[0],
         "network": config.network.architecture,
         "learner": learner,
-        "end_to_end": loop_summary(rounds),
+        "end_to_end": loop_summary(rounds, settings.num_envs),
     }
+    return figures, updates
 
 
 def peer_verdict(record: dict, steps_per_update: int) -> dict:

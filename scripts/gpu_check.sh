@@ -8,7 +8,7 @@
 #      episodes, and a short two-game training loop in `cuda-graph` mode against `eager` (equal
 #      game-end checkpoints: weights, Adam's moments, Fisher and anchors). They collect with the
 #      project's required packages alone: tests that need av, ray, rliable or arch are skipped;
-#   3. the throughput benchmark, quick settings (python -m bench --quick: bench/measure.py);
+#   3. the throughput benchmark, standard settings (python -m bench: bench/measure.py, 150 s or less);
 #   4. a short Pong training run through train.py, the way a user starts one (16 emulators, the
 #      CUDA-graph update), learning from step 20,000;
 #   5. that run's figures, read back from its TensorBoard events: agent steps/s after learning
@@ -92,8 +92,8 @@ if [ "$DRY_RUN" = 0 ]; then
 fi
 step "GPU" 10 "$OUT/nvidia-smi.txt" nvidia-smi
 step "tests marked cuda" 140 "$OUT/pytest-cuda.log" "$PYTHON" -m pytest -m cuda -q -rfEs --durations=10 tests
-step "throughput benchmark (quick settings)" 160 "$OUT/throughput.txt" \
-    "$PYTHON" -m bench --device cuda --quick --out "$OUT/throughput.json"
+step "throughput benchmark (standard settings)" 160 "$OUT/throughput.txt" \
+    "$PYTHON" -m bench --device cuda --out "$OUT/throughput.json"
 step "Pong, $PONG_STEPS agent steps" 120 "$OUT/pong-run.log" \
     "$PYTHON" train.py --games pong --steps-per-game $PONG_STEPS --device cuda --fisher-samples 640 \
     --run-dir "$RUNS/pong" --overwrite --set env.num_envs=16 --set agent.update_mode=auto \
