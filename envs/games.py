@@ -101,10 +101,15 @@ with the MinAtar environments this project drives; the random end of MINATAR_REF
 
 MINATAR_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     # random: MINATAR_RANDOM_SCORES; reference: this project's DQN trained on the game alone with
-    # configs/minatar.yaml (60,000 agent steps), its evaluation score after that game, mean over seeds
-    # (docs/results/minatar.md; `python -m ewc_experiments.results_page SWEEP --print-references`)
-    "breakout": (0.51, 2.712),  # 5 seeds
-    "space_invaders": (2.95, 23.583),  # 3 seeds
+    # configs/minatar.yaml (150,000 agent steps), its final evaluation (64 episodes), mean over the
+    # reference seeds 1000-1004, which no comparison uses: `bash scripts/minatar_experiment.sh
+    # sweeps/minatar references`, then `python -m ewc_experiments.results_page
+    # docs/results/minatar/references/cells --print-references` (the cells are saved there)
+    "asterix": (0.5, 3.094),
+    "breakout": (0.51, 5.253),
+    "freeway": (0.16, 33.497),
+    "seaquest": (0.1, 1.009),
+    "space_invaders": (2.95, 28.413),
 }
 """MinAtar has no human scores. (random agent, reference agent) per game for the MinAtar-normalised
 score (score - random) / (reference - random): 0 plays like a random agent, 1 like the single-game
