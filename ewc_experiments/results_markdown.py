@@ -16,6 +16,7 @@ import numpy as np
 from envs.families import family_of_run
 from ewc_experiments import statistics as stats
 from ewc_experiments.results_cells import CellData, Incomplete, ResultsError, file_name
+from ewc_experiments.results_lambda import lambda_lines
 from ewc_experiments.results_plots import plot_curves, plot_matrix, plot_single_game
 from ewc_experiments.results_scores import (
     METRICS,
@@ -23,14 +24,12 @@ from ewc_experiments.results_scores import (
     GroupSummary,
     Reference,
     cell_metrics,
-    choose_lambda,
     finetune_last_game,
     frozen_final_mean,
     group_file_name,
     group_label,
     grouped,
     headline_groups,
-    lambda_sweep,
     main_order_of,
     order_text,
     references,
@@ -233,8 +232,10 @@ def build_page(
     page_dir: Path,
     main_order: tuple[str, ...] | None = None,
     command: str = "bash scripts/minatar_experiment.sh",
+    selection: list[CellData] | None = None,
 ) -> Page:
-    """The page's markdown; writes its plots into `assets` (links are relative to `page_dir`)."""
+    """The page's markdown; writes its plots into `assets` (links are relative to `page_dir`). The
+    lambda sweeps come from `selection` (cells on seeds of their own) when given, else from `cells`."""
     if not cells:
         raise ResultsError("no evaluated cells to report" + (f" ({len(incomplete)} incomplete)" if incomplete else ""))
     refs, main = references(cells), main_order_of(cells, main_order)
@@ -334,37 +335,9 @@ def build_page(
         else ["No curves available (no fine-tuning cell with TensorBoard events or saved curves trains a game first).", ""]
     )
 
-    lines += ["## Lambda sweeps", ""]
-    chosen = {}
-    for method in dict.fromkeys(data.cell.method for data in cells):
-        rows = lambda_sweep(cells, refs, method)
-        if len(rows) < 2:
-            continue
-        try:
-            chosen[method] = choose_lambda(cells, refs, method)
-        except ResultsError:
-            pass
-        lines += [
-            f"### {method}",
-            "",
-            "Each figure: the mean over the orders of the mean over seeds, normalised.",
-            "",
-            "| lambda | orders | seeds | first game after the last | last game | final mean |",
-            "|---|---|---|---|---|---|",
-        ]
-        for row in rows:
-            figures = (row.retention, row.last_game, row.final_mean)
-            lines.append(
-                f"| {row.strength:g} | {row.orders} | {row.seeds} | "
-                + " | ".join(_text(Estimate(value, math.nan, math.nan)) for value in figures)
-                + " |"
-            )
-        most = next((key for key in headline if key[0] == main and key[1] == method), None)
-        used = f"; the lambda run with the most seeds: {most[2]:g} ({seeds_text(len(headline[most]))})" if most else ""
-        best = f"{chosen[method]:g}" if method in chosen else "n/a"
-        lines += ["", f"Highest final mean {short_name} with these references: λ = {best}{used}.", ""]
-    if not chosen:
-        lines += ["No method has a lambda sweep (two or more lambdas) yet.", ""]
+    swept = selection if selection else cells
+    section, chosen = lambda_lines(swept, refs, headline, main, short_name, assets / "tradeoff.png", link)
+    lines += section
 
     lines += ["## Outcome", "", *outcome_lines(summaries, refs), ""]
 

@@ -51,9 +51,11 @@ def write_page(
     main_order: tuple[str, ...] | None = None,
     export_only: bool = False,
     also: Sequence[Path] = (),
+    selection: Sequence[Path] = (),
 ) -> Page | None:
     """Read the cells, save a sweep's compact results beside OUT, and (unless export_only) write the
-    page from them and the saved cells of the folders in `also` (an experiment's other sweeps)."""
+    page from them and the saved cells of the folders in `also` (an experiment's other sweeps); the
+    lambda section from the folders in `selection` when given (selection seeds, never reported)."""
     cells, incomplete = load_cells(source)
     saved = assets_folder(out) / "cells"
     if (source / "cells").is_dir() and source.resolve() != saved.resolve():
@@ -63,7 +65,8 @@ def write_page(
         cells, incomplete = cells + more, incomplete + unfinished
     if export_only:
         return None
-    page = build_page(cells, incomplete, assets_folder(out), out.parent, main_order)
+    selected = [data for folder in selection for data in load_cells(folder)[0]]
+    page = build_page(cells, incomplete, assets_folder(out), out.parent, main_order, selection=selected)
     out.write_text(page.markdown)
     return page
 
@@ -96,6 +99,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="FOLDER",
         help="with --out: add the saved cells of FOLDER to the page (repeatable)",
     )
+    parser.add_argument(
+        "--selection",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="with --out: the lambda sweeps' saved cells, for the page's lambda section (repeatable)",
+    )
     parser.add_argument("--export-only", action="store_true", help="only save the cells' JSON beside --out")
     parser.add_argument(
         "--restore-into",
@@ -104,8 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="write the saved cells of SOURCE back as evaluated cells of SWEEP_DIR, so a sweep skips them",
     )
     args = parser.parse_args(argv)
-    if args.also and not args.out:
-        parser.error("--also adds cells to the page: give --out too")
+    if (args.also or args.selection) and not args.out:
+        parser.error("--also and --selection add cells to the page: give --out too")
     if not (args.out or args.choose_lambda or args.print_references or args.check_references or args.restore_into):
         parser.error("give --out, --choose-lambda, --print-references, --check-references or --restore-into")
     return args
@@ -136,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             cells, _ = load_cells(args.source)
             print(f"restored {restore_cells(cells, args.restore_into)} cells into {args.restore_into}", file=sys.stderr)
         if args.out:
-            page = write_page(args.source, args.out, main_order, args.export_only, args.also)
+            page = write_page(args.source, args.out, main_order, args.export_only, args.also, args.selection)
             where = assets_folder(args.out)
             print(f"wrote {where / 'cells'}" if page is None else f"wrote {args.out} and {where}/", file=sys.stderr)
     except (ValueError, OSError) as error:  # ResultsError, StatisticsError, ConfigError, a bad --main-order

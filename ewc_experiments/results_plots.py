@@ -13,7 +13,15 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ewc_experiments.results_cells import CellData
-from ewc_experiments.results_scores import GroupKey, GroupSummary, Reference, group_label, order_text, seeds_text
+from ewc_experiments.results_scores import (
+    GroupKey,
+    GroupSummary,
+    Reference,
+    TradeoffPoint,
+    group_label,
+    order_text,
+    seeds_text,
+)
 
 BAND_REPS = 2_000
 """Bootstrap resamples behind the plots' shaded 95% bands (the tables use statistics.BOOTSTRAP_REPS)."""
@@ -141,3 +149,33 @@ def plot_single_game(cells: list[CellData], refs: dict[str, Reference], path: Pa
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     return games
+
+
+def plot_tradeoff(points_by_method: dict[str, list[TradeoffPoint]], path: Path) -> None:
+    """Retention of the first game (y) against the last game's score (x), normalised, one line per
+    method through its lambdas (each labelled), with 95% t-intervals over the selection seeds."""
+    figure = Figure(figsize=(6.4, 4.8))
+    axes = figure.add_subplot()
+    for method, points in points_by_method.items():
+        x = np.array([point.last_game.value for point in points])
+        y = np.array([point.retention.value for point in points])
+        x_error = np.array([[p.last_game.value - p.last_game.low, p.last_game.high - p.last_game.value] for p in points]).T
+        y_error = np.array([[p.retention.value - p.retention.low, p.retention.high - p.retention.value] for p in points]).T
+        line = axes.errorbar(x, y, xerr=np.nan_to_num(x_error), yerr=np.nan_to_num(y_error), marker="o", capsize=3, label=method)
+        for point in points:
+            axes.annotate(
+                f"λ={point.strength:g}",
+                (point.last_game.value, point.retention.value),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+                color=line[0].get_color(),
+            )
+    axes.axhline(1.0, color="grey", linestyle=":", linewidth=0.8)
+    axes.axvline(1.0, color="grey", linestyle=":", linewidth=0.8)
+    axes.set_xlabel("last game after training it (normalised)")
+    axes.set_ylabel("first game after the last (normalised)")
+    axes.set_title("Keeping the first game against learning the last, over each lambda grid", fontsize=9)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)

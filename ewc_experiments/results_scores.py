@@ -32,7 +32,7 @@ import numpy as np
 from envs import games as game_table
 from ewc_evaluation import metrics
 from ewc_experiments.results_cells import CellData, ResultsError
-from ewc_experiments.statistics import Estimate, column_estimates
+from ewc_experiments.statistics import Estimate, column_estimates, mean_t_interval
 
 
 @dataclass(frozen=True)
@@ -305,6 +305,34 @@ def lambda_sweep(cells: list[CellData], refs: dict[str, Reference], method: str)
         seeds = len({data.cell.seed for data in cells if data.cell.method == method and data.cell.ewc_lambda == strength})
         rows.append(LambdaRow(strength, pooled("retention"), pooled("last_game"), pooled("final_mean"), len(by_order), seeds))
     return rows
+
+
+@dataclass(frozen=True)
+class TradeoffPoint:
+    """One lambda of a selection sweep: what the first game keeps against what the last game learns."""
+
+    strength: float
+    last_game: Estimate
+    """R[K][g_K], mean over seeds (each seed's value averaged over the orders), 95% t-interval."""
+    retention: Estimate
+    """R[K][g_1], likewise."""
+
+
+def tradeoff_points(cells: list[CellData], refs: dict[str, Reference], method: str) -> list[TradeoffPoint]:
+    """Every lambda of `method`: the stability-plasticity trade-off, one point per lambda, with
+    intervals over seeds (a seed's figure is its mean over the orders it ran)."""
+    by_strength: dict[float, dict[int, list[dict[str, float]]]] = {}
+    for data in cells:
+        if data.cell.method == method and data.cell.ewc_lambda is not None:
+            by_strength.setdefault(data.cell.ewc_lambda, {}).setdefault(data.cell.seed, []).append(cell_metrics(data, refs))
+    points = []
+    for strength, by_seed in sorted(by_strength.items()):
+
+        def over_seeds(name: str, by_seed=by_seed) -> Estimate:
+            return mean_t_interval(np.array([np.mean([figures[name] for figures in runs]) for runs in by_seed.values()]))
+
+        points.append(TradeoffPoint(strength, over_seeds("last_game"), over_seeds("retention")))
+    return points
 
 
 def choose_lambda(cells: list[CellData], refs: dict[str, Reference], method: str) -> float:

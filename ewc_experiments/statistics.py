@@ -143,28 +143,33 @@ def paired_comparison(a: np.ndarray, b: np.ndarray) -> PairedComparison:
 
     not a percentile bootstrap, which covers the true mean less often than it claims with few seeds:
     in a simulation of normal differences (4,000 trials, 1,000 resamples each) the bootstrap covered
-    74% at n = 3, 83% at n = 5 and 89% at n = 10, the t interval 94-95% at each. Seeds with a NaN on
-    either side are left out. The probability of improvement, unpaired, is Agarwal et al.'s (2021)
+    74% at n = 3, 83% at n = 5 and 89% at n = 10, the t interval 94-95% at each (mean_t_interval).
+    Seeds with a NaN on either side are left out. The probability of improvement, unpaired, is
+    Agarwal et al.'s (2021)
 
         P(a > b) = (1/nm) Σ_i Σ_j ([a_i > b_j] + ½[a_i = b_j]).
     """
-    from scipy.stats import t as student_t
-
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
         raise StatisticsError(f"paired scores need two equal 1-d arrays, not {a.shape} and {b.shape}")
     kept = np.isfinite(a) & np.isfinite(b)
     a, b = a[kept], b[kept]
-    n = len(a)
-    if n == 0:
+    if len(a) == 0:
         raise StatisticsError("no seed has a score for both methods")
     d = a - b
-    mean = float(d.mean())
-    if n == 1:
-        difference = Estimate(mean, math.nan, math.nan)
-    else:
-        half = float(student_t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
-        difference = Estimate(mean, mean - half, mean + half)
     pairs = a[:, None] - b[None, :]
     improvement = float(((pairs > 0) + 0.5 * (pairs == 0)).mean())
-    return PairedComparison(difference, n, int((d > 0).sum()), improvement)
+    return PairedComparison(mean_t_interval(d), len(d), int((d > 0).sum()), improvement)
+
+
+def mean_t_interval(values: np.ndarray) -> Estimate:
+    """The mean of n values with its 95% Student-t interval, mean ± t_{0.975, n-1} · sd / √n (no
+    interval for one value)."""
+    from scipy.stats import t as student_t
+
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return Estimate(mean, math.nan, math.nan)
+    half = float(student_t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    return Estimate(mean, mean - half, mean + half)

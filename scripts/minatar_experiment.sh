@@ -18,7 +18,8 @@
 #   three-game  breakout -> space_invaders -> asterix: fine-tuning, EWC and online EWC at EWC's
 #               chosen lambda (online EWC differs from EWC only from a third game on), held-out seeds
 #   l2          L2's own selection (lambda 0.001 .. 10) and then L2 at its lambda, held-out seeds, both orders
-#   page        docs/results/minatar.md from the saved cells of the headline, three-game and references stages
+#   page        docs/results/minatar.md from the saved cells of every stage (the lambda section from the
+#               selection sweeps alone)
 # The chosen lambda is kept in docs/results/minatar/chosen_lambda_<method>.txt once made, so that
 # later cells never move it. Each stage is one sweep.py call per sweep directory
 # (SWEEP_ROOT/<kind>); after it the evaluated cells' compact results are saved under
@@ -142,11 +143,14 @@ stage_l2() {
 }
 
 stage_page() {
-    local also=() kind
+    local more=() kind
     for kind in three-game references; do
-        [ -d "$RESULTS/$kind/cells" ] && also+=(--also "$RESULTS/$kind/cells")
+        [ -d "$RESULTS/$kind/cells" ] && more+=(--also "$RESULTS/$kind/cells")
     done
-    "$PYTHON" -m ewc_experiments.results_page "$RESULTS/headline/cells" "${also[@]}" --out "$RESULTS.md" --main-order "$PAIR"
+    for kind in select-ewc select-l2; do
+        [ -d "$RESULTS/$kind/cells" ] && more+=(--selection "$RESULTS/$kind/cells")
+    done
+    "$PYTHON" -m ewc_experiments.results_page "$RESULTS/headline/cells" "${more[@]}" --out "$RESULTS.md" --main-order "$PAIR"
 }
 
 ALL_STAGES=(references select-ewc headline three-game l2 page)

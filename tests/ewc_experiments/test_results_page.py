@@ -17,7 +17,7 @@ from envs import games
 from ewc_experiments import results_page, statistics
 from ewc_experiments.results_cells import ResultsError, file_name, load_cells
 from ewc_experiments.results_markdown import build_page
-from ewc_experiments.results_scores import choose_lambda, reference_lines, references
+from ewc_experiments.results_scores import choose_lambda, reference_lines, references, tradeoff_points
 from ewc_experiments.statistics import column_estimates, global_numpy_seed, interval_estimates
 from ewc_training.config import Config
 
@@ -160,6 +160,7 @@ def test_the_page_without_event_files(sweep, tmp_path):
     assert sorted(path.name for path in (tmp_path / "page" / "minatar").glob("*.png")) == [
         "matrix_ewc-lambda100_minatar_breakout-minatar_space_invaders.png",
         "matrix_finetune_minatar_breakout-minatar_space_invaders.png",
+        "tradeoff.png",  # the lambda sweep's trade-off: EWC at lambda 100 and 1000
     ]
 
 
@@ -274,3 +275,24 @@ def test_check_references_compares_envs_games_with_what_single_game_cells_measur
     assert "differs from what" in captured.err and "minatar:breakout" in captured.err
     assert results_page.main([str(sweep), "--print-references"]) == 0  # measured, whatever the table holds
     assert '"breakout": (0.51, 9.000),' in capsys.readouterr().out
+
+
+def test_the_lambda_section_reads_the_selection_cells_and_draws_the_tradeoff(sweep, tmp_path):
+    # selection cells on seeds of their own (7, 8), in a sweep of their own: EWC at lambda 10 and 1000
+    selection = tmp_path / "selection"
+    for strength, seed, raw in ((10.0, 7, [[10, 0], [2, 18]]), (10.0, 8, [[10, 0], [4, 18]]), (1000.0, 7, [[10, 0], [9, 2]])):
+        write_cell(selection, MAIN, "ewc", strength, seed, raw)
+    write_cell(selection, MAIN, "ewc", 1000.0, 8, [[10, 0], [9, 6]])
+    points = tradeoff_points(load_cells(selection)[0], references(load_cells(sweep)[0]), "ewc")
+    # lambda 10: breakout 0.2 and 0.4 kept, space_invaders 0.9 twice; lambda 1000: 0.9 kept, 0.1 and 0.3 learned
+    assert [point.strength for point in points] == [10.0, 1000.0]
+    assert points[0].retention.value == pytest.approx(0.3) and points[0].last_game.value == pytest.approx(0.9)
+    assert points[1].retention.value == pytest.approx(0.9) and points[1].last_game.value == pytest.approx(0.2)
+    half = 12.706204736 * np.std([0.2, 0.4], ddof=1) / math.sqrt(2)
+    assert (points[0].retention.low, points[0].retention.high) == pytest.approx((0.3 - half, 0.3 + half))
+    out = tmp_path / "docs" / "minatar.md"
+    assert results_page.main([str(sweep), "--selection", str(selection), "--out", str(out)]) == 0
+    text = out.read_text()
+    # the sweep's own lambdas (100, 1000 on seeds 0, 1) are not the lambda section's: the selection's are
+    assert "| 10 | 1 | 2 | 0.30 | 0.90 | 0.60 |" in text and "| 100 | 1 |" not in text
+    assert "(minatar/tradeoff.png)" in text and (tmp_path / "docs" / "minatar" / "tradeoff.png").is_file()
