@@ -104,9 +104,10 @@ def between_visit_forgetting(hns: HnsMatrix, sequence: Sequence[str]) -> dict[st
     """B_g = max over visits j of R[p_j][g] - min_{p_j <= l < p_(j+1)} R[l][g] (module docstring).
 
     Each visit is compared with the rows after it up to the game's next visit, the one revisit-aware
-    measure here: a game forgotten and then relearned shows its loss. A visit whose row was not
-    evaluated, or with no evaluated row after it before the next, adds nothing; a game with no such
-    visit is left out, as from the signed forgetting.
+    measure here: a game forgotten and then relearned shows its loss. Only visits before the last
+    row K count (a game first trained at K has no later row, and is left out as from the signed
+    forgetting); a visit followed at once by the next one (`p, p`) loses nothing, 0. A visit whose
+    row was not evaluated, or whose later rows before the next visit were not, adds nothing.
     """
     final = max(hns)
     result: dict[str, float] = {}
@@ -114,11 +115,12 @@ def between_visit_forgetting(hns: HnsMatrix, sequence: Sequence[str]) -> dict[st
         visits = [position for position, trained in enumerate(sequence[:final], start=1) if trained == game]
         drops = []
         for visit, next_visit in zip(visits, visits[1:] + [final + 1]):
-            if game not in hns.get(visit, {}):
+            if visit >= final or game not in hns.get(visit, {}):
                 continue
-            after = [hns[k][game] for k in range(visit + 1, next_visit) if game in hns.get(k, {})]
-            if after:
-                drops.append(hns[visit][game] - min(hns[visit][game], *after))
+            between = range(visit + 1, next_visit)
+            after = [hns[k][game] for k in between if game in hns.get(k, {})]
+            if after or not between:  # rows that exist but were not evaluated say nothing
+                drops.append(hns[visit][game] - min([hns[visit][game], *after]))
         if drops:
             result[game] = max(drops)
     return result

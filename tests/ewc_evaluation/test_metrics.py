@@ -130,3 +130,10 @@ def test_forgetting_between_visits_takes_each_visits_lowest_later_score_and_the_
     assert between_visit_forgetting(partial, sequence) == pytest.approx({"pong": 0.0})
     # only the first three rows evaluated: the third is final, and pong's revisit has nothing after it
     assert between_visit_forgetting({k: matrix[k] for k in (1, 2, 3)}, sequence) == pytest.approx({"pong": 0.0, "breakout": 0.3})
+
+
+def test_forgetting_between_visits_of_a_game_trained_twice_in_a_row_is_zero():
+    """p, p: the first visit is followed at once by the second, so nothing was lost between them."""
+    matrix = {1: {"p": 1.0}, 2: {"p": 0.5}}
+    assert forgetting(matrix, ["p", "p"]) == pytest.approx({"p": 0.5})
+    assert between_visit_forgetting(matrix, ["p", "p"]) == pytest.approx({"p": 0.0})
