@@ -3,7 +3,8 @@
 Why: one Double DQN update of the Nature CNN at batch 32 launches a few hundred small kernels
 (three forward passes, a backward pass, gradient clipping, Adam). On a GPU, launching them one by
 one from Python takes longer than running them, so an eager learner leaves the GPU mostly idle.
-Replaying a captured graph launches all of them at once.
+Replaying a captured graph launches all of them at once. Acting (one forward pass for every
+emulator, then epsilon-greedy) is captured the same way, without an optimizer.
 
 A graph replays the exact kernels it recorded on the exact memory it recorded them on, so:
 - it reads its inputs from fixed tensors and writes its outputs to fixed tensors (each call copies
@@ -73,12 +74,17 @@ class TrainingSnapshot:
     The generators are those the steps draw from (a replay's, when the step samples its own batch).
     """
 
-    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, generators: Sequence[torch.Generator] = ()):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        generators: Sequence[torch.Generator] = (),
+    ):
         self.module, self.optimizer = module, optimizer
         self.weights = [p.detach().clone() for p in module.parameters()]
         self.state = {
             param: {key: value.clone() for key, value in state.items() if torch.is_tensor(value)}
-            for param, state in optimizer.state.items()
+            for param, state in (optimizer.state.items() if optimizer is not None else ())
         }
         self.generators = [(generator, generator.get_state()) for generator in generators]
 
@@ -86,7 +92,7 @@ class TrainingSnapshot:
     def restore(self) -> None:
         for param, saved in zip(self.module.parameters(), self.weights):
             param.copy_(saved)
-        for param, state in self.optimizer.state.items():
+        for param, state in self.optimizer.state.items() if self.optimizer is not None else ():
             saved = self.state.get(param, {})
             for key, value in state.items():
                 if torch.is_tensor(value) and key in saved:
@@ -102,6 +108,7 @@ class GraphedStep:
 
     `generators` are the ones the step draws from besides torch's default (which graphs always
     follow): each is registered with the graph, so a replay advances it as the eager step would.
+    A step that changes no weights (acting) passes no optimizer.
     """
 
     def __init__(
@@ -109,7 +116,7 @@ class GraphedStep:
         step: Step,
         example_inputs: Sequence[torch.Tensor],
         module: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | None,
         generators: Sequence[torch.Generator] = (),
     ):
         self.inputs = [tensor.clone() for tensor in example_inputs]

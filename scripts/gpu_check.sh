@@ -9,8 +9,9 @@
 #      game-end checkpoints: weights, Adam's moments, Fisher and anchors). They collect with the
 #      project's required packages alone: tests that need av, ray, rliable or arch are skipped;
 #   3. the throughput benchmark, standard settings (python -m bench: bench/measure.py, 150 s or less);
-#   4. a short Pong training run through train.py, the way a user starts one (16 emulators, the
-#      CUDA-graph update), learning from step 20,000;
+#   4. a short Pong training run through train.py, the way a user starts one (its defaults: 8
+#      emulators, update_mode auto, i.e. captured acting and updates checked against eager), learning
+#      from step 20,000 instead of 80,000 and without checkpoints or evaluation while it trains;
 #   5. that run's figures, read back from its TensorBoard events: agent steps/s after learning
 #      starts, episode returns, TD loss, the Fisher's seconds.
 #
@@ -55,7 +56,7 @@ cd "$(dirname "$0")/.."
 RUNS=${GPU_CHECK_RUNS:-runs/gpu-check}
 SUMMARY="$OUT/summary.md"
 KILL_AFTER=5
-PONG_STEPS=120000
+PONG_STEPS=160000
 LEARNING_STARTS=20000
 failed=0
 total=0
@@ -94,11 +95,10 @@ step "GPU" 10 "$OUT/nvidia-smi.txt" nvidia-smi
 step "tests marked cuda" 140 "$OUT/pytest-cuda.log" "$PYTHON" -m pytest -m cuda -q -rfEs --durations=10 tests
 step "throughput benchmark (standard settings)" 160 "$OUT/throughput.txt" \
     "$PYTHON" -m bench --device cuda --out "$OUT/throughput.json"
-step "Pong, $PONG_STEPS agent steps" 120 "$OUT/pong-run.log" \
+step "Pong with train.py's defaults, $PONG_STEPS agent steps" 120 "$OUT/pong-run.log" \
     "$PYTHON" train.py --games pong --steps-per-game $PONG_STEPS --device cuda --fisher-samples 640 \
-    --run-dir "$RUNS/pong" --overwrite --set env.num_envs=16 --set agent.update_mode=auto \
-    --set agent.learning_starts=$LEARNING_STARTS --set run.log_every=10000 --set run.checkpoint_every=0 \
-    --set eval.eval_every=0
+    --run-dir "$RUNS/pong" --overwrite --set agent.learning_starts=$LEARNING_STARTS \
+    --set run.checkpoint_every=0 --set eval.eval_every=0
 step "Pong figures" 15 "$OUT/pong-figures.txt" "$PYTHON" - "$RUNS/pong" <<'PY'
 # The Pong run's own figures, read back from its TensorBoard events.
 import sys

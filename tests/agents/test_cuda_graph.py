@@ -109,15 +109,17 @@ def test_update_modes_resolve_per_device():
         resolve_update_mode("jit", torch.device("cpu"))
 
 
-def test_checkpoint_from_a_cuda_graph_run_resumes_on_cpu():
-    """A CUDA-graph run saves `capturable` (not fused) Adam groups; on a CPU the learner runs fused Adam."""
+@pytest.mark.parametrize("saved_fused", [True, None])
+def test_checkpoint_from_a_cuda_graph_run_resumes_on_cpu(saved_fused):
+    """A CUDA run saves `capturable` fused Adam groups (capturable alone before Adam was fused there); on
+    a CPU the learner runs fused, not capturable, Adam."""
     saved = make_learner("cpu", "eager")
     assert saved.optimizer.param_groups[0]["fused"] and not saved.optimizer.param_groups[0]["capturable"]
     batch = random_batches(1, "cpu")[0]
     saved.update(batch, "pong")
     state = copy.deepcopy(saved.get_state())  # as torch.load would give it: no tensor shared with `saved`
     for group in state["optimizer"]["param_groups"]:
-        group["capturable"], group["fused"] = True, None
+        group["capturable"], group["fused"] = True, saved_fused
     loaded = make_learner("cpu", "eager")
     loaded.set_state(state)
     assert all(group["fused"] and not group["capturable"] for group in loaded.optimizer.param_groups)
@@ -336,3 +338,28 @@ def test_auto_mode_keeps_a_graph_that_agrees_with_eager():
     assert not [warning for warning in caught if "eagerly from here on" in str(warning.message)]
     assert auto.update_mode == "cuda-graph" and auto._graph is not None
     assert_same_learners(auto, eager, atol=1e-5, steps=steps)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.usefixtures("deterministic_cuda")
+def test_captured_acting_chooses_the_eager_actions():
+    """In cuda-graph mode `act` replays a captured forward pass and epsilon-greedy draw: from the same
+    generator state it picks eager acting's actions, at each epsilon, after updates have moved the
+    weights (read in place by the graph), and for a new game after `start_game` (recaptured); both
+    generators end in the same state."""
+    games = ["pong", "breakout"]
+    eager, graphed = (make_learner("cuda", mode, games=games) for mode in ("eager", "cuda-graph"))
+    generators = [torch.Generator(device="cuda").manual_seed(3) for _ in range(2)]
+    frames = random_batches(6, "cuda", size=8, seed=7)
+    for game in games:
+        for learner in (eager, graphed):
+            learner.start_game()
+        for batch, epsilon in zip(frames, (1.0, 0.5, 0.1, 0.0, 0.3, 0.05)):
+            actions = [learner.act(batch.s_tm1, game, epsilon, generator) for learner, generator in zip((eager, graphed), generators)]
+            assert torch.equal(actions[0], actions[1]), (game, epsilon)
+            for learner in (eager, graphed):
+                learner.update(batch, game)
+            graphed.online.load_state_dict(eager.online.state_dict())  # the same weights for the next choice
+    assert graphed._actor is not None
+    assert torch.equal(generators[0].get_state(), generators[1].get_state())

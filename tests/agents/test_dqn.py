@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from agents.config import AgentConfig
-from agents.dqn import DQNLearner, double_dqn_targets, epsilon_at
+from agents.dqn import DQNLearner, double_dqn_targets, epsilon_at, epsilon_greedy
 from agents.ewc.methods import Consolidation
 from agents.network import QNetwork
 from agents.replay import Transitions
@@ -206,3 +206,17 @@ def test_act_explores_with_probability_epsilon():
     offsets = (actions[changed] - greedy[changed]) % 6  # which other action: 1..5, each a fifth
     assert torch.bincount(offsets, minlength=6)[0] == 0
     assert all(abs(share - 0.2) < 0.03 for share in (torch.bincount(offsets, minlength=6)[1:] / changed.sum()).tolist())
+
+
+def test_a_tensor_epsilon_acts_as_the_same_float():
+    """A captured graph reads epsilon from a float32 device tensor; for the same generator state it
+    gives the float's actions at every epsilon (the comparison u < epsilon is float32 in both)."""
+    torch.manual_seed(0)
+    network = QNetwork("minatar", 6, input_shape=(10, 10, 10), input_scale=1.0)
+    frames = torch.randint(0, 2, (512, 10, 10, 10), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    for epsilon in (0.0, 0.01, 0.1, 1 / 3, 0.999, 1.0):
+        actions = [
+            epsilon_greedy(network, frames, None, value, torch.Generator().manual_seed(5))
+            for value in (epsilon, torch.tensor(epsilon))
+        ]
+        assert torch.equal(actions[0], actions[1]), epsilon

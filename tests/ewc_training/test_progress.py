@@ -13,7 +13,7 @@ from ewc_training.schema import Position
 
 
 def stats(td_loss: float, consolidation: float, q_mean: float) -> UpdateStats:
-    return UpdateStats(torch.tensor(td_loss), torch.tensor(consolidation), torch.tensor(q_mean))
+    return UpdateStats.of(torch.tensor(td_loss), torch.tensor(consolidation), torch.tensor(q_mean))
 
 
 def test_read_gives_the_means_since_the_last_read_and_starts_again():
@@ -30,8 +30,7 @@ def test_an_update_tensor_overwritten_later_does_not_change_the_sums():
     accumulator = StatsAccumulator()
     reused = stats(1.0, 2.0, 3.0)
     accumulator.add(reused)
-    for tensor in vars(reused).values():
-        tensor.fill_(10.0)  # the graph's next replay
+    reused.values.fill_(10.0)  # the graph's next replay
     accumulator.add(reused)
     assert accumulator.read() == pytest.approx({"td_loss": 5.5, "consolidation": 6.0, "q_mean": 6.5})
     assert reused.td_loss.item() == 10.0  # the update's own tensors are never written into
