@@ -144,7 +144,7 @@ class GraphedStep:
 CHECK_STEPS = 3
 """Updates each mode runs from one state when `auto` checks a new capture against the eager update."""
 
-STEP_TOLERANCE = 1e-3
+STEP_TOLERANCE = 0.05
 """Share of one update step two modes of the same update may differ by, per update (see `check_against_eager`)."""
 
 
@@ -185,13 +185,20 @@ def check_against_eager(
       are not deterministic): a gradient summed over n ~ 10^4 terms (batch x conv positions) then
       differs by about sqrt(n) 2^-24 ~ 1e-5 of itself. An Adam or RMSProp step is no more sensitive
       to a relative error of its gradient than the gradient is (Adam's m / sqrt(v) is scale-free),
-      so one step differs by ~1e-5 of a step; over a few steps the weights differ by so little
-      that the later gradients barely move. STEP_TOLERANCE = 1e-3 leaves a factor 100 for that;
+      so one step differs by ~1e-5 of a step;
+    - but a pre-activation within that rounding of 0 is then a ReLU that fires in one mode only.
+      That changes one sample's contribution to the gradient of the weights around that unit, up
+      to 1/B of their batch gradient (B = 32: 3%), and so up to ~1/B of their step; later updates
+      carry such a difference on. With the Nature CNN at batch 32 it happens within a few updates:
+      on an H200, graph and eager ended 3.2e-3 of a step apart after 3 updates (2.5e-7, with one
+      step up to 9.8e-5), three times what 1e-3 of a step per update allowed. STEP_TOLERANCE = 0.05
+      covers the 1/B of batches of 32 or more;
     - each mode rounds theta - step to float32: 2^-24 |theta| each, 2^-23 |theta| between them;
     - a wrong captured step (a step missed or taken twice, stale optimizer state, another game's
-      parameters, another batch) is off by a large share of a whole step: ratio ~ 1 / STEP_TOLERANCE.
-    A rare true disagreement within rounding (a ReLU input within ~1e-9 of 0 flipping) only makes
-    the run fall back to the eager update: slower, never wrong.
+      parameters, another batch) is off by about a whole step: ratio ~ 1 / (steps * STEP_TOLERANCE),
+      about 7 with 3 updates.
+    A rarer true disagreement (several flips adding up) only makes the run fall back to the eager
+    update: slower, never wrong.
     """
     snapshot = TrainingSnapshot(module, optimizer, generators)
     start = _weights(module)

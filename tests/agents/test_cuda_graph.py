@@ -356,7 +356,9 @@ def test_captured_acting_chooses_the_eager_actions():
         for learner in (eager, graphed):
             learner.start_game()
         for batch, epsilon in zip(frames, (1.0, 0.5, 0.1, 0.0, 0.3, 0.05)):
-            actions = [learner.act(batch.s_tm1, game, epsilon, generator) for learner, generator in zip((eager, graphed), generators)]
+            actions = [
+                learner.act(batch.s_tm1, game, epsilon, generator) for learner, generator in zip((eager, graphed), generators)
+            ]
             assert torch.equal(actions[0], actions[1]), (game, epsilon)
             for learner in (eager, graphed):
                 learner.update(batch, game)
