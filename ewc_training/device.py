@@ -14,27 +14,7 @@ class DeviceError(ValueError):
 
 
 def resolve_device(name: str, *, warn: bool = True) -> torch.device:
-    """The device `name` asks for (auto, cuda, cuda:N or cpu); on CUDA, with cuDNN's autotuner on."""
-    device = _device_named(name, warn)
-    if device.type == "cuda":
-        autotune_convolutions()
-    return device
-
-
-def autotune_convolutions() -> None:
-    """Let cuDNN time its convolution algorithms once per input shape and keep the fastest.
-
-    Why: a CUDA-graph update is bound by the GPU's own time (its launches are one replay), and at
-    batch 32 cuDNN's default, heuristic, choice of convolution algorithm is not always the fastest.
-    Every shape here is fixed for a whole run, so the tuning runs once per shape, in the eager
-    warm-up steps before a capture (`python -m bench.update_profile` times the update without and
-    with it). Results stay float32 convolutions
-    either way (which algorithm sums in which order changes rounding only, as on any GPU run).
-    """
-    torch.backends.cudnn.benchmark = True
-
-
-def _device_named(name: str, warn: bool) -> torch.device:
+    """The device `name` asks for: auto, cuda, cuda:N or cpu."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

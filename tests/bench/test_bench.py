@@ -226,3 +226,13 @@ def test_bad_device_is_an_error_message_not_a_traceback(capsys, tmp_path):
     assert main(["--device", "cuda", "--out", str(tmp_path / "out.json")]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
+
+
+def test_the_update_profile_needs_cuda_and_says_so_in_one_line(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    from bench import update_profile
+
+    assert update_profile.main([]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "needs a CUDA GPU" in error
