@@ -6,8 +6,9 @@
 
 The emulators step on their own threads while the learner updates (`send` actions, update,
 `recv` observations), so acting and learning overlap. Losses stay on the device and are read back
-only every `log_every` steps, so the hot loop has one host synchronisation per vector step (the
-actions the emulators need).
+only every `log_every` steps, and each step's observations, rewards and episode ends go to the GPU
+through pinned buffers (ewc_training/upload.py), so the hot loop has one host synchronisation per
+vector step (the actions the emulators need).
 
 A run resumes from any checkpoint (`SequenceTrainer.resume`): the learner, consolidation, probes,
 position and random generators come back exactly (ewc_training/schema.py); the emulators restart
@@ -39,6 +40,7 @@ from ewc_training.logger import Logger
 from ewc_training.progress import Progress
 from ewc_training.schedule import crossed, env_seed, replay_capacity, skip_updates_until_refilled, updates_owed
 from ewc_training.schema import Position, TrainingState, replay_payload, restore_replay, restore_training, training_payload
+from ewc_training.upload import Upload
 
 
 class TrainingDiverged(RuntimeError):
@@ -129,6 +131,7 @@ class SequenceTrainer:
         obs = torch.from_numpy(observations).to(self.device)
         replay = self.game_replay(obs)
         episodes = EpisodeTracker(num_envs)
+        upload = Upload(self.device)  # queued behind the updates: the actions are the one wait per vector step
         progress = Progress(self.logger, game, pos, len(self.games), steps_per_game)
         epsilon_steps = self.steps_of_earlier_visits() if config.agent.epsilon_clock == "game" else 0
         try:
@@ -139,12 +142,12 @@ class SequenceTrainer:
                 env.send(actions.cpu().numpy())
                 self.learn(replay, game, progress)  # while the emulators step
                 observations, rewards, terminated, truncated, _ = env.recv()
-                obs = torch.from_numpy(observations).to(self.device)
+                obs = upload("observations", observations)
                 replay.add(
                     actions,
-                    torch.from_numpy(np.clip(rewards, -1, 1)),
-                    torch.from_numpy(terminated),
-                    torch.from_numpy(truncated),
+                    upload("rewards", np.clip(rewards, -1, 1).astype(np.float32)),
+                    upload("terminated", terminated),
+                    upload("truncated", truncated),
                     obs,
                 )
                 progress.episodes_ended(episodes.step(rewards, terminated | truncated))
