@@ -108,6 +108,34 @@ def settings_lines(cells: list[CellData]) -> list[str]:
     return lines
 
 
+def _seed_list(seeds: set[int]) -> str:
+    """1, 2, 3, 5 -> "1-3, 5": runs of consecutive seeds joined."""
+    ordered, runs = sorted(seeds), []
+    for seed in ordered:
+        if runs and seed == runs[-1][1] + 1:
+            runs[-1][1] = seed
+        else:
+            runs.append([seed, seed])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def seed_lines(cells: list[CellData], selection: list[CellData]) -> list[str]:
+    """Which seeds served which purpose: single-game runs (the references), the sequences reported
+    here, and the lambda selection (never reported). A seed in two of them is named as a warning."""
+    purposes = {
+        "single-game runs (normalisation references and learning curves)": {d.cell.seed for d in cells if len(d.games) == 1},
+        "sequences reported on this page (held out from every choice)": {d.cell.seed for d in cells if len(d.games) > 1},
+        "lambda selection (its sweeps below; never reported as a result)": {d.cell.seed for d in selection},
+    }
+    lines = ["| purpose | seeds |", "|---|---|"]
+    lines += [f"| {purpose} | {_seed_list(seeds)} |" for purpose, seeds in purposes.items() if seeds]
+    used = [seeds for seeds in purposes.values() if seeds]
+    shared = set().union(*(a & b for i, a in enumerate(used) for b in used[i + 1 :])) if len(used) > 1 else set()
+    if shared:
+        lines += ["", f"**Seeds used for more than one purpose: {_seed_list(shared)}.**"]
+    return lines
+
+
 def _metric_header(order: tuple[str, ...]) -> tuple[list[str], list[str]]:
     first, last = order[0], order[-1]
     names = [
@@ -269,6 +297,10 @@ def build_page(
         "## Settings",
         "",
         *settings_lines(cells),
+        "",
+        "## Seeds",
+        "",
+        *seed_lines(cells, selection or []),
         "",
         "## Normalisation",
         "",

@@ -16,7 +16,7 @@ import yaml
 from envs import games
 from ewc_experiments import results_page, statistics
 from ewc_experiments.results_cells import ResultsError, file_name, load_cells
-from ewc_experiments.results_markdown import build_page
+from ewc_experiments.results_markdown import build_page, seed_lines
 from ewc_experiments.results_scores import choose_lambda, reference_lines, references, tradeoff_points
 from ewc_experiments.statistics import column_estimates, global_numpy_seed, interval_estimates
 from ewc_training.config import Config
@@ -296,3 +296,16 @@ def test_the_lambda_section_reads_the_selection_cells_and_draws_the_tradeoff(swe
     # the sweep's own lambdas (100, 1000 on seeds 0, 1) are not the lambda section's: the selection's are
     assert "| 10 | 1 | 2 | 0.30 | 0.90 | 0.60 |" in text and "| 100 | 1 |" not in text
     assert "(minatar/tradeoff.png)" in text and (tmp_path / "docs" / "minatar" / "tradeoff.png").is_file()
+    # which seeds served which purpose
+    assert "| sequences reported on this page (held out from every choice) | 0-1 |" in text
+    assert "| lambda selection (its sweeps below; never reported as a result) | 7-8 |" in text
+    assert "more than one purpose" not in text
+
+
+def test_a_seed_used_for_selection_and_for_the_results_is_named(sweep, tmp_path):
+    selection = tmp_path / "selection"
+    write_cell(selection, MAIN, "ewc", 10.0, 1, [[10, 0], [2, 18]])
+    write_cell(selection, MAIN, "ewc", 10.0, 5, [[10, 0], [2, 18]])
+    lines = seed_lines(load_cells(sweep)[0], load_cells(selection)[0])
+    assert "| lambda selection (its sweeps below; never reported as a result) | 1, 5 |" in lines
+    assert lines[-1] == "**Seeds used for more than one purpose: 1.**"
