@@ -147,6 +147,9 @@ CHECK_STEPS = 3
 STEP_TOLERANCE = 0.05
 """Share of one update step two modes of the same update may differ by, per update (see `check_against_eager`)."""
 
+STATE_TOLERANCE = 0.1
+"""Share of the optimizer state's change over the check that two modes may differ by (see `check_against_eager`)."""
+
 
 @dataclass
 class ModeCheck:
@@ -158,11 +161,35 @@ class ModeCheck:
     step: float
     """Largest change of any weight in one eager update."""
     ratio: float
-    """Largest difference / bound over every weight: the modes agree when it is at most 1."""
+    """Largest difference / bound over every weight: the weights agree when it is at most 1."""
+    state_ratio: float = 0.0
+    """Largest ||state_candidate - state_eager|| / (STATE_TOLERANCE ||state_eager - state_start||) over the
+    optimizer's state tensors: the optimizer states agree when it is at most 1."""
 
 
 def _weights(module: torch.nn.Module) -> list[torch.Tensor]:
     return [param.detach().clone() for param in module.parameters()]
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Every tensor of the optimizer's state (moments, step counters), in a fixed order, as float64 copies."""
+    return [
+        state[key].detach().double().clone()
+        for state in optimizer.state.values()
+        for key in sorted(state)
+        if torch.is_tensor(state[key])
+    ]
+
+
+def _state_ratio(start: list[torch.Tensor], eager: list[torch.Tensor], candidate: list[torch.Tensor]) -> float:
+    """Largest ||candidate - eager|| / (STATE_TOLERANCE ||eager - start||) over the state tensors (0/0 = 0)."""
+    if len(candidate) != len(eager):
+        return float("inf")
+    ratios = []
+    for s, e, c in zip(start, eager, candidate):
+        apart, moved = float(torch.linalg.vector_norm(c - e)), float(torch.linalg.vector_norm(e - s))
+        ratios.append(0.0 if apart == 0 else apart / (STATE_TOLERANCE * moved) if moved > 0 else float("inf"))
+    return max(ratios, default=0.0)
 
 
 def check_against_eager(
@@ -174,10 +201,11 @@ def check_against_eager(
     steps: int = CHECK_STEPS,
     name: str = "cuda-graph",
 ) -> ModeCheck:
-    """Run `steps` updates of `eager`, put the state back, run as many of `candidate`, compare the weights,
-    put the state back again (weights, optimizer state, `generators`); warn in one line when they differ.
+    """Run `steps` updates of `eager`, put the state back, run as many of `candidate`, compare the weights
+    and the optimizer's state, put everything back again (weights, optimizer state, `generators`); warn
+    in one line when they differ.
 
-    They agree when every weight theta of every parameter tensor p satisfies
+    The weights agree when every weight theta of every parameter tensor p satisfies
         |theta_candidate - theta_eager| <= steps * (STEP_TOLERANCE * s_p + 2^-23 |theta_eager|),
     s_p the largest change of an element of p in one eager update. Why this bound, in float32:
     - from equal weights and batch, the two modes run the same arithmetic, at most with kernels that
@@ -186,19 +214,25 @@ def check_against_eager(
       differs by about sqrt(n) 2^-24 ~ 1e-5 of itself. An Adam or RMSProp step is no more sensitive
       to a relative error of its gradient than the gradient is (Adam's m / sqrt(v) is scale-free),
       so one step differs by ~1e-5 of a step;
-    - but a pre-activation within that rounding of 0 is then a ReLU that fires in one mode only.
-      That changes one sample's contribution to the gradient of the weights around that unit, up
-      to 1/B of their batch gradient (B = 32: 3%), and so up to ~1/B of their step; later updates
-      carry such a difference on. With the Nature CNN at batch 32 it happens within a few updates:
-      on an H200, graph and eager ended 3.2e-3 of a step apart after 3 updates (2.5e-7, with one
-      step up to 9.8e-5), three times what 1e-3 of a step per update allowed. STEP_TOLERANCE = 0.05
-      covers the 1/B of batches of 32 or more;
+    - but a pre-activation within that rounding of 0 is then a ReLU that fires in one mode only, and
+      that changes the gradient of the weights around the unit by that one sample's share of it:
+      typically about 1/B of it (B = 32: 3%), more for a weight few samples reach, so a few weights
+      can move up to a whole step apart. This is no bound, only what is usual: measured on an H200
+      (Nature CNN, batch 32), graph and eager ended 3.2e-3 of a step apart after 3 updates (2.5e-7,
+      one step up to 9.8e-5), three times what 1e-3 of a step per update allowed and 1/47 of what
+      STEP_TOLERANCE = 0.05 allows. A disagreement beyond it only makes the run fall back to the
+      eager update: slower, never wrong;
     - each mode rounds theta - step to float32: 2^-24 |theta| each, 2^-23 |theta| between them;
-    - a wrong captured step (a step missed or taken twice, stale optimizer state, another game's
-      parameters, another batch) is off by about a whole step: ratio ~ 1 / (steps * STEP_TOLERANCE),
-      about 7 with 3 updates.
-    A rarer true disagreement (several flips adding up) only makes the run fall back to the eager
-    update: slower, never wrong.
+    - a wrong captured step (a step missed or taken twice, another batch, another game's
+      parameters, the wrong step size) is off by about a whole step: ratio ~ 1 / (steps * STEP_TOLERANCE),
+      about 7 with 3 updates (measured on a CPU: 6 to 39).
+    A step whose optimizer state is stale (read, or written, where the live state is not) can move the
+    weights as little as float drift does (RMSProp's steps barely depend on its slowly moving
+    averages), so the optimizer's state is compared too: per state tensor, in norm,
+        ||state_candidate - state_eager|| <= STATE_TOLERANCE ||state_eager - state_start||.
+    Drift and a few flipped ReLUs change a few elements of a state tensor by a share of their change,
+    a small part of the norm; a state that is not updated, or updated from a stale copy, misses a
+    third or more of its change over 3 updates (ratio >= 3 at 0.1).
     """
     snapshot = TrainingSnapshot(module, optimizer, generators)
     start = _weights(module)
@@ -208,21 +242,24 @@ def check_against_eager(
         now = _weights(module)
         step_sizes = [torch.maximum(size, (a - b).abs().amax()) for size, a, b in zip(step_sizes, now, previous)]
         previous = now
+    eager_state = _optimizer_state(optimizer)
     snapshot.restore()
+    start_state = _optimizer_state(optimizer)  # as at the start (state the eager steps created is zeroed)
     for _ in range(steps):
         candidate()
     differences = [(param - weight).abs() for param, weight in zip(_weights(module), previous)]
+    state_ratio = _state_ratio(start_state, eager_state, _optimizer_state(optimizer))
     snapshot.restore()
     bounds = [steps * (STEP_TOLERANCE * size + 2.0**-23 * weight.abs()) for size, weight in zip(step_sizes, previous)]
     ratios = [torch.where(d > 0, d / b, 0.0).amax() for d, b in zip(differences, bounds)]  # 0/0: equal, agrees
     largest = [ratios, [d.amax() for d in differences], step_sizes]
     ratio, difference, step = (float(torch.stack(values).amax()) for values in largest)
-    check = ModeCheck(ratio <= 1.0, difference, step, ratio)
+    check = ModeCheck(ratio <= 1.0 and state_ratio <= 1.0, difference, step, ratio, state_ratio)
     if not check.agree:
         warnings.warn(
             f"the {name} update ended {difference:.3g} from the eager update's weights after {steps} updates "
-            f"from one state ({ratio:.3g} times the float32 bound; one update moves a weight up to {step:.3g}): "
-            "updates run eagerly from here on",
+            f"from one state ({ratio:.3g} times the float32 bound; one update moves a weight up to {step:.3g}), "
+            f"its optimizer state {state_ratio:.3g} times its bound: updates run eagerly from here on",
             RuntimeWarning,
             stacklevel=2,
         )

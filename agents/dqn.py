@@ -254,7 +254,7 @@ class DQNLearner:
                 lambda: step(*inputs), lambda: self._graph(*inputs), self.online, self.optimizer, generators
             )
             if not check.agree:
-                self.update_mode, self._graph = "eager", None
+                self.update_mode, self._graph, self._actor = "eager", None, None
 
     def sync_target(self) -> None:
         """target <- online, at every game's start and every `target_update_every` updates after it.

@@ -1,6 +1,7 @@
 """Where one update's GPU time goes: the kernels of the training defaults' update (Pong, Nature CNN,
 batch 32, EWC penalty on, sampling from a replay), by GPU time per update, and the graphed update's
-time with cuDNN's autotuner off and on.
+time with cuDNN's autotuner off and on, each in a process of its own: cuDNN keeps the algorithm it
+chose for a shape, whatever the flag later says, so two settings timed in one process measure one.
 
     python -m bench.update_profile [--updates N] [--top K]
 
@@ -12,6 +13,7 @@ aims at them. CUDA only.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from collections import defaultdict
 
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--time-graph-with-cudnn-benchmark", choices=("0", "1"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench.update_profile needs a CUDA GPU", file=sys.stderr)
@@ -60,17 +63,24 @@ def main(argv: list[str] | None = None) -> int:
     config = benchmark_config(Settings.for_device(device, quick=True))
     game = config.run.games[0]
     replay = random_replay(20_000, config.env.num_envs, device)
-    for benchmark in (True, False):  # training's setting (off) last, for the kernels below
-        torch.backends.cudnn.benchmark = benchmark
-        print(
-            f"cuda-graph update with sampling, cudnn.benchmark={benchmark}: {graphed_milliseconds(config, replay, game):.3f} ms"
+    if args.time_graph_with_cudnn_benchmark is not None:  # one setting, in this process alone
+        torch.backends.cudnn.benchmark = args.time_graph_with_cudnn_benchmark == "1"
+        print(f"{graphed_milliseconds(config, replay, game):.3f}")
+        return 0
+    for flag in ("0", "1"):
+        timing = subprocess.run(
+            [sys.executable, "-m", "bench.update_profile", "--time-graph-with-cudnn-benchmark", flag],
+            capture_output=True,
+            text=True,
         )
+        milliseconds = timing.stdout.strip().splitlines()[-1] if timing.returncode == 0 and timing.stdout.strip() else "failed"
+        print(f"cuda-graph update with sampling, cudnn.benchmark={flag == '1'}: {milliseconds} ms")
     learner = make_learner(config, device, "eager")
     for _ in range(10):
         learner.update(replay, game)
     kernels = kernel_microseconds(lambda: learner.update(replay, game), args.updates)
     total = sum(kernels.values())
-    print(f"\neager update's kernels: {total:.0f} us of GPU time per update, {len(kernels)} kinds")
+    print(f"\neager update's kernels (cudnn.benchmark=False): {total:.0f} us of GPU time per update, {len(kernels)} kinds")
     for name, micros in sorted(kernels.items(), key=lambda item: -item[1])[: args.top]:
         print(f"  {micros:7.1f} us  {100 * micros / total:4.1f}%  {name[:110]}")
     return 0

@@ -33,8 +33,7 @@ class Upload:
         buffer = self._buffer(name, host)
         buffer.copy_(host)
         on_device = buffer.to(self.device, non_blocking=True)
-        event = self.staged[name][1]
-        event.record()
+        self.staged[name][1].record(torch.cuda.current_stream(self.device))  # the stream the copy was queued on
         return on_device
 
     def _buffer(self, name: str, host: torch.Tensor) -> torch.Tensor:

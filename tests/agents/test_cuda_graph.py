@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from agents.config import AgentConfig
-from agents.cuda_graph import STEP_TOLERANCE, TrainingSnapshot
+from agents.cuda_graph import TrainingSnapshot
 from agents.dqn import DQNLearner, resolve_update_mode
 from agents.ewc.methods import make_consolidation
 from agents.network import QNetwork
@@ -30,6 +30,9 @@ from tests.agents.closeness import assert_close, one_update_steps
 from tests.agents.test_replay import StackingEnv, fill
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+DRIFT_TOLERANCE = 1e-3
+"""Share of an update step the graph may drift from float64 beyond eager's drift, per update (see its test)."""
 
 
 def make_learner(device: str, mode: str, optimizer: str = "adam", games: list[str] = (), method: str = "ewc") -> DQNLearner:
@@ -233,9 +236,11 @@ def test_both_modes_stay_as_near_float64_across_a_game_boundary():
     Both float32 modes round the same arithmetic, so their distances from float64 grow alike: float
     drift. A wrong step (at the boundary or anywhere) puts the graph a large share of an update away
     while eager stays near float64. Checked for every tensor, after U updates:
-        d_graph <= 2 d_eager + U (STEP_TOLERANCE s + 2^-23 max |theta|)
-    with s the tensor's largest change in one float64 update (agents/cuda_graph.py argues STEP_TOLERANCE:
-    one float32 update differs from another ordering of the same sums by ~1e-5 of a step).
+        d_graph <= 2 d_eager + U (DRIFT_TOLERANCE s + 2^-23 max |theta|)
+    with s the tensor's largest change in one float64 update. DRIFT_TOLERANCE = 1e-3 of a step per
+    update, stricter than the runtime check's STEP_TOLERANCE (which also allows the rarer ReLU flips,
+    agents/cuda_graph.py): one float32 update differs from another ordering of the same sums by ~1e-5
+    of a step, and at these fixed batches and deterministic kernels this test passed at 1e-3 on an H200.
     """
     games = ["pong", "breakout"]
     eager, graphed = (make_learner("cuda", mode, games=games) for mode in ("eager", "cuda-graph"))
@@ -272,7 +277,7 @@ def test_both_modes_stay_as_near_float64_across_a_game_boundary():
     print(table)
     failures = []
     for name, theta in reference.online.state_dict().items():
-        bound = len(batches) * (STEP_TOLERANCE * steps[name] + 2.0**-23 * float(theta.abs().max()))
+        bound = len(batches) * (DRIFT_TOLERANCE * steps[name] + 2.0**-23 * float(theta.abs().max()))
         if graph_distance[name] > 2 * eager_distance[name] + bound:
             failures.append(
                 f"{name}: |graph - float64| {graph_distance[name]:.3g}, |eager - float64| {eager_distance[name]:.3g}, "

@@ -87,7 +87,7 @@ def test_the_same_step_agrees_and_the_state_is_put_back(optimizer):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = check(learner, replay, 1.0)
-    assert result.agree and result.difference == 0 and result.ratio == 0 and result.step > 0
+    assert result.agree and result.difference == 0 and result.ratio == result.state_ratio == 0 and result.step > 0
     after = state_of(learner, replay)
     assert len(after) == len(before) and all(torch.equal(a, b) for a, b in zip(after, before))
 
@@ -109,6 +109,43 @@ def test_a_step_half_as_long_again_is_refused_with_one_warning(optimizer):
     assert all(torch.equal(a, b) for a, b in zip(after[: len(before) - 1], before[:-1]))  # weights
     assert torch.equal(after[-1], before[-1])  # generator
     assert all(float(value.abs().max()) == 0 for state in learner.optimizer.state.values() for value in state.values())
+
+
+def wrong_candidates(learner: DQNLearner, replay: FrameReplay) -> dict:
+    """Captured steps that are wrong in the ways a graph can be: each is refused."""
+    optimizer, other = learner.optimizer, filled_replay(seed=5)
+    frozen = {param: {key: value.clone() for key, value in state.items()} for param, state in optimizer.state.items()}
+
+    def stale_state():  # the step reads the moments as they were at the check's start
+        for param, state in optimizer.state.items():
+            for key, value in state.items():
+                if key != "step" and param in frozen:
+                    value.copy_(frozen[param][key])
+        learner.sampled_step("a", replay)
+
+    return {
+        "missed": lambda: None,
+        "doubled": lambda: (learner.sampled_step("a", replay), learner.sampled_step("a", replay)),
+        "another batch": lambda: learner.sampled_step("a", other),
+        "another game's parameters": lambda: learner.sampled_step("b", replay),
+        "stale optimizer state": stale_state,
+    }
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+@pytest.mark.parametrize("wrong", ["missed", "doubled", "another batch", "another game's parameters", "stale optimizer state"])
+def test_a_wrong_step_is_refused(optimizer, wrong):
+    """After some training (optimizer state well under way), each wrong kind of step is refused: by the
+    weights, or, for stale optimizer state (RMSProp's steps barely show it), by the optimizer's state."""
+    learner, replay = make_learner(optimizer), filled_replay()
+    for _ in range(30):
+        learner.update(replay, "a")
+    candidate = wrong_candidates(learner, replay)[wrong]
+    with pytest.warns(RuntimeWarning, match="updates run eagerly from here on"):
+        result = check_against_eager(
+            lambda: learner.sampled_step("a", replay), candidate, learner.online, learner.optimizer, [replay.generator]
+        )
+    assert not result.agree and max(result.ratio, result.state_ratio) > 2
 
 
 def test_a_step_off_by_rounding_agrees():
