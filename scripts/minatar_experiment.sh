@@ -40,8 +40,8 @@ ALL_GAMES=(breakout space_invaders asterix freeway seaquest)
 REFERENCE_SEEDS=1000,1001,1002,1003,1004
 SELECTION_SEEDS=100,101
 HELD_OUT_SEEDS=0,1,2,3,4,5,6,7,8,9
-# the headline runs its held-out seeds two at a time, both methods each time, so that a sitting that
-# ends early leaves complete pairs (the same seed with and without EWC) rather than one method alone
+# the held-out comparisons run their seeds two at a time, every method each time, so that a sitting
+# that ends early leaves complete pairs (the same seed with and without EWC) rather than one method alone
 HELD_OUT_SEED_BLOCKS="0,1 2,3 4,5 6,7 8,9"
 EWC_GRID=10,100,1000,10000,100000
 L2_GRID=0.001,0.01,0.1,1,10
@@ -134,10 +134,12 @@ stage_headline() {
 }
 
 stage_three_game() {
-    local lambda
+    local lambda seeds
     lambda=$(chosen ewc)
-    sweep "three-game" "$TRIPLE" --methods finetune --seeds "$HELD_OUT_SEEDS"
-    sweep "three-game" "$TRIPLE" --methods ewc,online-ewc --ewc-lambda "$lambda" --seeds "$HELD_OUT_SEEDS"
+    for seeds in $HELD_OUT_SEED_BLOCKS; do
+        sweep "three-game" "$TRIPLE" --methods finetune --seeds "$seeds"
+        sweep "three-game" "$TRIPLE" --methods ewc,online-ewc --ewc-lambda "$lambda" --seeds "$seeds"
+    done
 }
 
 stage_l2() {
