@@ -28,6 +28,7 @@ from ewc_experiments.sweep_plan import (
     cell_dir,
     cell_state,
     log_path,
+    method_name,
     read_evaluation,
     uses_lambda,
 )
@@ -106,7 +107,7 @@ def _missing_positions(evaluation: dict, order: tuple[str, ...]) -> str:
 
 
 def _cell_of(config: dict) -> Cell:
-    method = config["consolidation"]["method"]
+    method = method_name(config["consolidation"]["method"], bool(config["network"].get("per_game_modulation")))
     strength = float(config["consolidation"]["ewc_lambda"]) if uses_lambda(method) else None
     return Cell(tuple(config["run"]["games"]), method, strength, int(config["run"]["seed"]))
 

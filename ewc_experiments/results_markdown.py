@@ -180,43 +180,48 @@ PAIRED = (("final_mean", "final mean"), ("retention", "first game after the last
 
 
 def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Reference]) -> list[str]:
-    """Per order where EWC and fine-tuning both ran: EWC minus fine-tuning, paired by seed, on the final
-    mean first (the balance), then on the first game and the last; then EWC minus a network frozen after
-    game 1 (EWC's own game-1 checkpoint), whose final scores need no training."""
+    """Per order where fine-tuning ran: each other method (EWC first) minus fine-tuning, paired by seed,
+    on the final mean first (the balance), then on the first game and the last; then that method minus
+    a network frozen after game 1 (its own game-1 checkpoint), whose final scores need no training."""
     lines = []
     for order in dict.fromkeys(key[0] for key in summaries):
         pick = {key[1]: summary for key, summary in summaries.items() if key[0] == order}
-        if "ewc" not in pick or "finetune" not in pick:
+        if "finetune" not in pick:
             continue
-        ewc, finetune = pick["ewc"], pick["finetune"]
-        ewc_by_seed, finetune_by_seed = (
-            {seed: cell_metrics(data, refs) for seed, data in _cells_by_seed(group).items()} for group in (ewc, finetune)
-        )
-        seeds = sorted(set(ewc_by_seed) & set(finetune_by_seed))
-        if not seeds:
-            continue
-        label = group_label(ewc.key)
-        comparisons = [
-            (words, stats.paired_comparison(*_paired(ewc_by_seed, finetune_by_seed, seeds, key))) for key, words in PAIRED
-        ]
-        balance = comparisons[0][1]
-        lines.append(
-            f"- {order_text(order)}, {label} minus fine-tuning, paired over {seeds_text(len(seeds))} "
-            f"(mean difference of normalised scores [95% Student-t interval]): "
-            + "; ".join(f"{words} {_signed(result.difference)}" for words, result in comparisons)
-            + f". On the balance (final mean) {_verdict(balance.difference, label, 'fine-tuning')}; "
-            f"{label} is higher on {balance.wins} of {balance.seeds} seeds, "
-            f"P({label} > fine-tuning) = {balance.probability_of_improvement:.2f}."
-        )
-        frozen = {seed: frozen_final_mean(data, refs) for seed, data in _cells_by_seed(ewc).items()}
-        versus_frozen = stats.paired_comparison(
-            np.array([ewc_by_seed[seed]["final_mean"] for seed in seeds]), np.array([frozen[seed] for seed in seeds])
-        )
-        lines.append(
-            f"- {order_text(order)}, {label} minus a network frozen after game 1, final mean: "
-            f"{_signed(versus_frozen.difference)} ({_verdict(versus_frozen.difference, label, 'the frozen network')})."
-        )
-    return lines or ["- No game order has both EWC and fine-tuning cells yet."]
+        for method in sorted((m for m in pick if m != "finetune"), key=lambda m: (m != "ewc", m)):
+            lines += _versus_finetune(order, pick[method], pick["finetune"], refs)
+    return lines or ["- No game order has fine-tuning and another method's cells on the same seeds yet."]
+
+
+def _versus_finetune(
+    order: tuple[str, ...], method: GroupSummary, finetune: GroupSummary, refs: dict[str, Reference]
+) -> list[str]:
+    """`method` minus fine-tuning, paired over their common seeds, and `method` minus its frozen game-1 network."""
+    method_by_seed, finetune_by_seed = (
+        {seed: cell_metrics(data, refs) for seed, data in _cells_by_seed(group).items()} for group in (method, finetune)
+    )
+    seeds = sorted(set(method_by_seed) & set(finetune_by_seed))
+    if not seeds:
+        return []
+    label = group_label(method.key)
+    comparisons = [
+        (words, stats.paired_comparison(*_paired(method_by_seed, finetune_by_seed, seeds, key))) for key, words in PAIRED
+    ]
+    balance = comparisons[0][1]
+    frozen = {seed: frozen_final_mean(data, refs) for seed, data in _cells_by_seed(method).items()}
+    versus_frozen = stats.paired_comparison(
+        np.array([method_by_seed[seed]["final_mean"] for seed in seeds]), np.array([frozen[seed] for seed in seeds])
+    )
+    return [
+        f"- {order_text(order)}, {label} minus fine-tuning, paired over {seeds_text(len(seeds))} "
+        f"(mean difference of normalised scores [95% Student-t interval]): "
+        + "; ".join(f"{words} {_signed(result.difference)}" for words, result in comparisons)
+        + f". On the balance (final mean) {_verdict(balance.difference, label, 'fine-tuning')}; "
+        f"{label} is higher on {balance.wins} of {balance.seeds} seeds, "
+        f"P({label} > fine-tuning) = {balance.probability_of_improvement:.2f}.",
+        f"- {order_text(order)}, {label} minus a network frozen after game 1, final mean: "
+        f"{_signed(versus_frozen.difference)} ({_verdict(versus_frozen.difference, label, 'the frozen network')}).",
+    ]
 
 
 def _cells_by_seed(summary: GroupSummary) -> dict[int, CellData]:

@@ -60,9 +60,27 @@ class Cell:
         return f"{order_name(self.order)}-{self.method}{strength}-s{self.seed}"
 
 
+MODULATED = "-modulated"
+"""A method name ending so (`ewc-modulated`) is that method with per-game biases and gains on every layer
+(`network.per_game_modulation`, as in the EWC paper's Atari agent): a baseline of its own, so its
+cells carry it in their names and never mix with the plain method's."""
+
+
+def split_method(method: str) -> tuple[str, bool]:
+    """`ewc-modulated` -> ("ewc", True); `ewc` -> ("ewc", False)."""
+    if method.endswith(MODULATED):
+        return method.removesuffix(MODULATED), True
+    return method, False
+
+
+def method_name(method: str, modulated: bool) -> str:
+    """The inverse of `split_method`: what a cell of `method`, with or without modulation, is called."""
+    return method + (MODULATED if modulated else "")
+
+
 def uses_lambda(method: str) -> bool:
-    """Every method but fine-tuning weighs its penalty with lambda."""
-    return method != "finetune"
+    """Every method but fine-tuning (with or without modulation) weighs its penalty with lambda."""
+    return split_method(method)[0] != "finetune"
 
 
 def order_name(order: tuple[str, ...] | list[str]) -> str:
@@ -127,9 +145,12 @@ def drawn_sequence_grid(games: list[str], rule: str, methods: list[str], lambdas
 
 def train_arguments(cell: Cell, preset: Path | None, overrides: list[str], device: str | None = None) -> list[str]:
     """The train.py flags of a fresh cell; the sweep's --config, --device and --set go to every cell."""
-    arguments = ["--games", ",".join(cell.order), "--method", cell.method, "--seed", str(cell.seed)]
+    method, modulated = split_method(cell.method)
+    arguments = ["--games", ",".join(cell.order), "--method", method, "--seed", str(cell.seed)]
     if cell.ewc_lambda is not None:
         arguments += ["--ewc-lambda", repr(cell.ewc_lambda)]
+    if modulated:
+        arguments += ["--set", "network.per_game_modulation=true"]
     if preset is not None:
         arguments += ["--config", str(preset)]
     if device is not None:
@@ -144,10 +165,17 @@ def check_config_is_the_cell(cell: Cell, config: Config) -> None:
 
     `--set` has the last word in train.py, over --games too, so `run.games` is checked like the rest.
     """
+    method, modulated = split_method(cell.method)
     named = [
         ("run.games", "--games", list(cell.order), config.run.games),
         ("run.seed", "--seeds", cell.seed, config.run.seed),
-        ("consolidation.method", "--methods", cell.method, config.consolidation.method),
+        ("consolidation.method", "--methods", method, config.consolidation.method),
+        (
+            "network.per_game_modulation",
+            f"--methods (a method named {method}{MODULATED})",
+            modulated,
+            config.network.per_game_modulation,
+        ),
     ]
     if cell.ewc_lambda is not None:
         named.append(("consolidation.ewc_lambda", "--ewc-lambda", cell.ewc_lambda, config.consolidation.ewc_lambda))
@@ -290,8 +318,11 @@ def comma_list(text: str, kind: type, flag: str) -> list:
 def parse_methods(text: str) -> list[str]:
     methods = comma_list(text, str, "--methods")
     for method in methods:
-        if method not in METHODS:
-            raise SweepError(f"unknown method {method!r} in --methods; choose from {', '.join(METHODS)}")
+        if split_method(method)[0] not in METHODS:
+            raise SweepError(
+                f"unknown method {method!r} in --methods; choose from {', '.join(METHODS)}, "
+                f"each also as <method>{MODULATED} (per-game biases and gains)"
+            )
     return methods
 
 

@@ -17,6 +17,8 @@
 #   headline    fine-tuning and EWC at its chosen lambda, held-out seeds, both orders
 #   three-game  breakout -> space_invaders -> asterix: fine-tuning, EWC and online EWC at EWC's
 #               chosen lambda (online EWC differs from EWC only from a third game on), held-out seeds
+#   modulated   EWC with per-game biases and gains (network.per_game_modulation, as the EWC paper's
+#               Atari agent) at EWC's chosen lambda, held-out seeds, both orders
 #   l2          L2's own selection (lambda 0.001 .. 10) and then L2 at its lambda, held-out seeds, both orders
 #   page        docs/results/minatar.md from the saved cells of every stage (the lambda section from the
 #               selection sweeps alone)
@@ -142,6 +144,14 @@ stage_three_game() {
     done
 }
 
+stage_modulated() {
+    local lambda seeds
+    lambda=$(chosen ewc)
+    for seeds in $HELD_OUT_SEED_BLOCKS; do
+        sweep "headline" "$PAIR" --methods ewc-modulated --ewc-lambda "$lambda" --seeds "$seeds" --orders both
+    done
+}
+
 stage_l2() {
     local lambda
     select_lambda l2 "$L2_GRID"
@@ -160,7 +170,7 @@ stage_page() {
     "$PYTHON" -m ewc_experiments.results_page "$RESULTS/headline/cells" "${more[@]}" --out "$RESULTS.md" --main-order "$PAIR"
 }
 
-ALL_STAGES=(references select-ewc headline three-game l2 page)
+ALL_STAGES=(references select-ewc headline three-game modulated l2 page)
 STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=("${ALL_STAGES[@]}")
 for stage in "${STAGES[@]}"; do

@@ -309,3 +309,21 @@ def test_a_seed_used_for_selection_and_for_the_results_is_named(sweep, tmp_path)
     lines = seed_lines(load_cells(sweep)[0], load_cells(selection)[0])
     assert "| lambda selection (its sweeps below; never reported as a result) | 1, 5 |" in lines
     assert lines[-1] == "**Seeds used for more than one purpose: 1.**"
+
+
+def test_modulated_cells_are_a_method_of_their_own_and_every_method_meets_fine_tuning(sweep, tmp_path):
+    """A cell trained with per-game biases and gains is `ewc-modulated`, never pooled with plain EWC (the
+    sweep's own ewc λ=100 cells on the same seeds); the Outcome pairs every method with fine-tuning, EWC first."""
+    elsewhere = tmp_path / "modulated"
+    for seed, raw in ((0, [[10, 0], [7, 10]]), (1, [[8, 0], [6, 8]])):
+        name = write_cell(elsewhere, MAIN, "ewc", 100.0, seed, raw)
+        config = yaml.safe_load((elsewhere / "cells" / name / "config.yaml").read_text())
+        config["network"]["per_game_modulation"] = True
+        (elsewhere / "cells" / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (elsewhere / "cells" / name).rename(sweep / "cells" / name.replace("-ewc-", "-ewc-modulated-"))
+    cells, _ = load_cells(sweep)
+    methods = {(data.cell.method, data.cell.seed) for data in cells if data.cell.ewc_lambda == 100.0}
+    assert methods == {("ewc", 0), ("ewc", 1), ("ewc-modulated", 0), ("ewc-modulated", 1)}
+    page = page_of(sweep, tmp_path)
+    outcome = page.markdown[page.markdown.index("## Outcome") :]
+    assert outcome.index("ewc λ=") < outcome.index("ewc-modulated λ=100 minus fine-tuning")

@@ -32,6 +32,7 @@ from ewc_experiments.sweep_plan import (
     expand_orders,
     last_error,
     parse_cell_resources,
+    plan_sweep,
 )
 from ewc_experiments.sweep_ray import cell_reservation
 from ewc_experiments.sweep_report import CellResult, agent_steps_per_second, cell_result, mean_and_std, method_tables
@@ -222,6 +223,8 @@ def test_metrics_are_recomputed_from_the_saved_scores_not_read_from_an_older_eva
     "arguments, message",
     [
         (["--methods", "ewc,sgd"], "unknown method 'sgd'"),
+        (["--methods", "sgd-modulated"], "unknown method 'sgd-modulated'"),
+        (["--set", "network.per_game_modulation=true"], "--set network.per_game_modulation would override"),
         (["--games", "pong,brekout"], "unknown game 'brekout'"),
         (["--seeds", "0,one"], "--seeds must be a comma list"),
         (["--ewc-lambda", "-1"], "--ewc-lambda must be >= 0"),
@@ -460,3 +463,19 @@ def test_cells_share_a_declared_gpu_as_their_fraction_allows(tmp_path):
     assert [float(row["agent_steps_per_s"]) for row in rows] == pytest.approx(speeds, abs=0.05)
     report = (where / "report.md").read_text()
     assert f"summed over the 3 cells that logged it: **{sum(speeds):,.0f}**" in report
+
+
+def test_a_modulated_method_is_the_method_with_per_game_biases_and_gains_in_cells_of_its_own(tmp_path, monkeypatch):
+    """`ewc-modulated` trains `--method ewc` with network.per_game_modulation on, in cells named for it
+    beside the plain method's; its fine-tuning twin takes no lambda."""
+    monkeypatch.chdir(ROOT)
+    args = sweep.parse_args([*TINY, "--methods", "ewc,ewc-modulated,finetune-modulated", "--ewc-lambda", "100"])
+    args.sweep_dir = str(tmp_path / "s")
+    _, planned = plan_sweep(args)
+    by_method = {planned_cell.cell.method: planned_cell for planned_cell in planned}
+    assert set(by_method) == {"ewc", "ewc-modulated", "finetune-modulated"}
+    assert by_method["ewc-modulated"].cell.name == "pong-breakout-ewc-modulated-lambda100-s0"
+    assert by_method["finetune-modulated"].cell.ewc_lambda is None
+    train = by_method["ewc-modulated"].commands[0]
+    assert train[train.index("--method") + 1] == "ewc" and "network.per_game_modulation=true" in train
+    assert "network.per_game_modulation=true" not in by_method["ewc"].commands[0]
