@@ -60,6 +60,15 @@ def random_batches(count: int, device: str, size: int = 32, seed: int = 1) -> li
     return [Transitions(*(tensor.to(device) for tensor in batch)) for batch in batches]
 
 
+def end_pong(learner: DQNLearner) -> None:
+    """Pong's game end for `learner`: its anchor, and a Fisher of |theta| + 0.1 (every weight weighed, each differently)."""
+    learner.consolidation.end_game(
+        "pong",
+        learner.online,
+        lambda: {name: p.detach().abs() + 0.1 for name, p in learner.online.shared_parameters().items()},
+    )
+
+
 def assert_same_learners(a: DQNLearner, b: DQNLearner, atol: float, steps: dict[str, float] | None = None) -> None:
     """Online and target weights equal within `atol`; a failure reports the difference against `steps`,
     each tensor's largest change in one update (tests/agents/closeness.py)."""
@@ -168,11 +177,7 @@ def test_cuda_graph_recaptures_for_a_new_game_and_penalty():
         learner.start_game()
         for batch in batches[:4]:
             learner.update(batch, "pong")
-        learner.consolidation.end_game(
-            "pong",
-            learner.online,
-            lambda: {name: p.detach().abs() + 0.1 for name, p in learner.online.shared_parameters().items()},
-        )
+        end_pong(learner)
         learner.start_game()
         for batch in batches[4:7]:
             learner.update(batch, "breakout")
@@ -253,13 +258,7 @@ def test_both_modes_stay_as_near_float64_across_a_game_boundary():
         if index in (0, 4):
             for learner in learners:
                 if index == 4:
-                    learner.consolidation.end_game(
-                        "pong",
-                        learner.online,
-                        lambda learner=learner: {
-                            name: p.detach().abs() + 0.1 for name, p in learner.online.shared_parameters().items()
-                        },
-                    )
+                    end_pong(learner)
                 learner.start_game()
         cpu_batch = Transitions(*(tensor.cpu() for tensor in batch))
         update_steps = one_update_steps(reference.online, lambda: reference.update(cpu_batch, game))
@@ -308,13 +307,7 @@ def test_a_graph_that_samples_its_own_batches_matches_eager_across_a_game_bounda
         eager_replay, graph_replay = filled_replays(2, seed=game_index)
         for learner in (eager, graphed):
             if game_index == 1:
-                learner.consolidation.end_game(
-                    "pong",
-                    learner.online,
-                    lambda learner=learner: {
-                        name: p.detach().abs() + 0.1 for name, p in learner.online.shared_parameters().items()
-                    },
-                )
+                end_pong(learner)
             learner.start_game()
         for _ in range(4):
             steps = one_update_steps(eager.online, lambda replay=eager_replay: eager.update(replay, game))
