@@ -127,7 +127,8 @@ def load_cells(source: Path) -> tuple[list[CellData], list[Incomplete]]:
         data = json.loads(path.read_text())
         curves_file = path.with_name(path.name.removesuffix(".json") + ".curves.json")
         curves = json.loads(curves_file.read_text()) if curves_file.is_file() else {}
-        cells.append(CellData(_cell_of(data["config"]), data, data["config"], curves, data.get("timing", {})))
+        config = config_from_dict(data["config"]).to_dict()  # keys added since it was saved get their defaults
+        cells.append(CellData(_cell_of(config), data, config, curves, data.get("timing", {})))
     return _sorted(cells), []
 
 

@@ -37,6 +37,7 @@ from ewc_experiments.results_scores import (
     summarise_group,
 )
 from ewc_experiments.statistics import Estimate
+from ewc_experiments.sweep_plan import split_method
 
 
 def _text(estimate: Estimate, digits: int = 2) -> str:
@@ -75,7 +76,7 @@ def settings_lines(cells: list[CellData]) -> list[str]:
             for key, value in values.items()
             if value != config[section][key]
         }
-        - {"run.games", "run.seed", "consolidation.method", "consolidation.ewc_lambda"}
+        - {"run.games", "run.seed", "consolidation.method", "consolidation.ewc_lambda", "network.per_game_modulation"}
     )
     protocol = cells[0].evaluation.get("protocol", {})
     lines = [
@@ -86,7 +87,7 @@ def settings_lines(cells: list[CellData]) -> list[str]:
         f"({agent['batch_size'] / agent['steps_per_update']:g} replayed transitions per agent step) |",
         f"| replay | {agent['replay_capacity']:,} transitions per game, learning starts after "
         f"{agent['learning_starts']:,} steps of each game |",
-        f"| network | `{net['architecture']}`, per-game modulation {'on' if net['per_game_modulation'] else 'off'} |",
+        f"| network | `{net['architecture']}`; per-game biases and gains only in the methods named `-modulated` |",
         f"| optimizer | {agent['optimizer']}, learning rate {agent['learning_rate']:g}, gradient norm clipped at "
         f"{agent['max_grad_norm']:g}; Double DQN, γ {agent['gamma']:g}, target network every "
         f"{agent['target_update_every']:,} updates |",
@@ -124,7 +125,11 @@ def seed_lines(cells: list[CellData], selection: list[CellData]) -> list[str]:
     here, and the lambda selection (never reported). A seed in two of them is named as a warning."""
     purposes = {
         "single-game runs (normalisation references and learning curves)": {d.cell.seed for d in cells if len(d.games) == 1},
-        "sequences reported on this page (held out from every choice)": {d.cell.seed for d in cells if len(d.games) > 1},
+        (
+            "sequences reported on this page (held out from every choice)"
+            if selection
+            else "sequences reported on this page (the lambda section below is chosen from these same cells)"
+        ): {d.cell.seed for d in cells if len(d.games) > 1},
         "lambda selection (its sweeps below; never reported as a result)": {d.cell.seed for d in selection},
     }
     lines = ["| purpose | seeds |", "|---|---|"]
@@ -156,7 +161,7 @@ def summary_tables(order: tuple[str, ...], summaries: list[GroupSummary]) -> lis
         lines += [f"{statistic} [95% CI] over seeds:", "", "| method | seeds | " + " | ".join(names) + " |", "".join(rule) + "|"]
         for summary in summaries:
             values = [
-                ("—" if name == "cost" and summary.key[1] == "finetune" else _text(summary.metrics[name][index]))
+                ("—" if name == "cost" and split_method(summary.key[1])[0] == "finetune" else _text(summary.metrics[name][index]))
                 for name in METRICS
             ]
             lines.append(f"| {group_label(summary.key)} | {summary.seeds} | " + " | ".join(values) + " |")
@@ -189,39 +194,47 @@ def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Refer
         if "finetune" not in pick:
             continue
         for method in sorted((m for m in pick if m != "finetune"), key=lambda m: (m != "ewc", m)):
-            lines += _versus_finetune(order, pick[method], pick["finetune"], refs)
+            lines += _paired_lines(order, pick[method], pick["finetune"], refs)
+        for method in sorted(pick):  # what per-game biases and gains add to their method
+            base, modulated = split_method(method)
+            if modulated and base in pick:
+                lines += _paired_lines(order, pick[method], pick[base], refs, frozen=False)
     return lines or ["- No game order has fine-tuning and another method's cells on the same seeds yet."]
 
 
-def _versus_finetune(
-    order: tuple[str, ...], method: GroupSummary, finetune: GroupSummary, refs: dict[str, Reference]
+def _paired_lines(
+    order: tuple[str, ...], method: GroupSummary, other: GroupSummary, refs: dict[str, Reference], frozen: bool = True
 ) -> list[str]:
-    """`method` minus fine-tuning, paired over their common seeds, and `method` minus its frozen game-1 network."""
-    method_by_seed, finetune_by_seed = (
-        {seed: cell_metrics(data, refs) for seed, data in _cells_by_seed(group).items()} for group in (method, finetune)
+    """`method` minus `other` (fine-tuning, or the method without per-game biases and gains), paired over
+    their common seeds; with `frozen`, also `method` minus its own network frozen after game 1."""
+    method_by_seed, other_by_seed = (
+        {seed: cell_metrics(data, refs) for seed, data in _cells_by_seed(group).items()} for group in (method, other)
     )
-    seeds = sorted(set(method_by_seed) & set(finetune_by_seed))
+    seeds = sorted(set(method_by_seed) & set(other_by_seed))
     if not seeds:
         return []
     label = group_label(method.key)
-    comparisons = [
-        (words, stats.paired_comparison(*_paired(method_by_seed, finetune_by_seed, seeds, key))) for key, words in PAIRED
-    ]
+    other_label = "fine-tuning" if other.key[1] == "finetune" else group_label(other.key)
+    comparisons = [(words, stats.paired_comparison(*_paired(method_by_seed, other_by_seed, seeds, key))) for key, words in PAIRED]
     balance = comparisons[0][1]
-    frozen = {seed: frozen_final_mean(data, refs) for seed, data in _cells_by_seed(method).items()}
-    versus_frozen = stats.paired_comparison(
-        np.array([method_by_seed[seed]["final_mean"] for seed in seeds]), np.array([frozen[seed] for seed in seeds])
-    )
-    return [
-        f"- {order_text(order)}, {label} minus fine-tuning, paired over {seeds_text(len(seeds))} "
+    lines = [
+        f"- {order_text(order)}, {label} minus {other_label}, paired over {seeds_text(len(seeds))} "
         f"(mean difference of normalised scores [95% Student-t interval]): "
         + "; ".join(f"{words} {_signed(result.difference)}" for words, result in comparisons)
-        + f". On the balance (final mean) {_verdict(balance.difference, label, 'fine-tuning')}; "
+        + f". On the balance (final mean) {_verdict(balance.difference, label, other_label)}; "
         f"{label} is higher on {balance.wins} of {balance.seeds} seeds, "
-        f"P({label} > fine-tuning) = {balance.probability_of_improvement:.2f}.",
-        f"- {order_text(order)}, {label} minus a network frozen after game 1, final mean: "
-        f"{_signed(versus_frozen.difference)} ({_verdict(versus_frozen.difference, label, 'the frozen network')}).",
+        f"unpaired probability of improvement P({label} > {other_label}) = {balance.probability_of_improvement:.2f}."
     ]
+    if frozen:
+        frozen_means = {seed: frozen_final_mean(data, refs) for seed, data in _cells_by_seed(method).items()}
+        versus_frozen = stats.paired_comparison(
+            np.array([method_by_seed[seed]["final_mean"] for seed in seeds]), np.array([frozen_means[seed] for seed in seeds])
+        )
+        lines.append(
+            f"- {order_text(order)}, {label} minus a network frozen after game 1, final mean: "
+            f"{_signed(versus_frozen.difference)} ({_verdict(versus_frozen.difference, label, 'the frozen network')})."
+        )
+    return lines
 
 
 def _cells_by_seed(summary: GroupSummary) -> dict[int, CellData]:
@@ -243,10 +256,10 @@ def _verdict(difference: Estimate, name: str, other: str) -> str:
     if math.isnan(difference.low):
         return "too few seeds to say"
     if difference.low > 0:
-        return f"{name} beats {other}: the interval lies above 0"
+        return f"{name} beats {other}: the 95% interval lies above 0"
     if difference.high < 0:
-        return f"{name} does worse than {other}: the interval lies below 0"
-    return f"{name} does not beat {other}: the interval includes 0"
+        return f"{name} does worse than {other}: the 95% interval lies below 0"
+    return f"{name} is not shown to beat {other}, nor to do worse: the 95% interval includes 0"
 
 
 @dataclass

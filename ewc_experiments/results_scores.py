@@ -33,6 +33,7 @@ from envs import games as game_table
 from ewc_evaluation import metrics
 from ewc_experiments.results_cells import CellData, ResultsError
 from ewc_experiments.statistics import Estimate, column_estimates, mean_t_interval
+from ewc_experiments.sweep_plan import split_method
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ def summarise_group(key: GroupKey, cells: list[CellData], refs: dict[str, Refere
     norms = np.array([normalised(data, refs) for data in cells])
     per_cell = [cell_metrics(data, refs) for data in cells]
     for figures in per_cell:
-        figures["cost"] = math.nan if key[1] == "finetune" else figures["last_game"] - finetune_last
+        figures["cost"] = math.nan if split_method(key[1])[0] == "finetune" else figures["last_game"] - finetune_last
     cells_of = [(k, game) for k in positions for game in games]
     table = np.column_stack(
         [

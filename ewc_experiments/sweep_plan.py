@@ -12,6 +12,7 @@ resumed with `train.py --resume`. Nothing here needs Ray; sweep.py hands the com
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -160,6 +161,15 @@ def train_arguments(cell: Cell, preset: Path | None, overrides: list[str], devic
     return arguments
 
 
+def cell_as_configured(cell: Cell, config: Config) -> Cell:
+    """A plain method's cell under a config with per-game modulation on (the paper preset, or a --set)
+    is that method's `-modulated` cell: its name, and every report, say what it trains."""
+    method, modulated = split_method(cell.method)
+    if config.network.per_game_modulation and not modulated:
+        return dataclasses.replace(cell, method=method_name(method, True))
+    return cell
+
+
 def check_config_is_the_cell(cell: Cell, config: Config) -> None:
     """Refuse a --set that changes what the cell's name says (it would train another cell under it).
 
@@ -170,18 +180,17 @@ def check_config_is_the_cell(cell: Cell, config: Config) -> None:
         ("run.games", "--games", list(cell.order), config.run.games),
         ("run.seed", "--seeds", cell.seed, config.run.seed),
         ("consolidation.method", "--methods", method, config.consolidation.method),
-        (
-            "network.per_game_modulation",
-            f"--methods (a method named {method}{MODULATED})",
-            modulated,
-            config.network.per_game_modulation,
-        ),
     ]
     if cell.ewc_lambda is not None:
         named.append(("consolidation.ewc_lambda", "--ewc-lambda", cell.ewc_lambda, config.consolidation.ewc_lambda))
     for key, flag, wanted, got in named:
         if wanted != got:
             raise SweepError(f"--set {key} would override the sweep's {flag}; sweep it with {flag} instead")
+    if modulated and not config.network.per_game_modulation:
+        raise SweepError(
+            f"network.per_game_modulation is off (a --set or the --config) for a {cell.method} cell; "
+            f"drop {MODULATED} from --methods, or the setting"
+        )
 
 
 def check_eval_protocol(protocol: EvalConfig) -> None:
@@ -384,9 +393,14 @@ def plan_sweep(args: argparse.Namespace) -> tuple[Path, list[PlannedCell]]:
         default_name = f"{order_name(list(dict.fromkeys(games)))}-{args.sequence.replace(':', '')}"
     sweep_dir = Path(args.sweep_dir or Path("sweeps") / default_name).resolve()
     planned = []
+    names = set()
     for cell in grid:
         arguments = train_arguments(cell, preset, args.overrides, args.device)
         config = config_from_train_args(parse_train_args(arguments))
+        cell = cell_as_configured(cell, config)
+        if cell.name in names:  # `ewc` under a preset with modulation on is `ewc-modulated`: asked for twice
+            continue
+        names.add(cell.name)
         check_config_is_the_cell(cell, config)
         check_eval_protocol(config.eval)
         run_dir = cell_dir(sweep_dir, cell)

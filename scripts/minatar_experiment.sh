@@ -23,8 +23,8 @@
 #   page        docs/results/minatar.md from the saved cells of every stage (the lambda section from the
 #               selection sweeps alone)
 # The chosen lambda is kept in docs/results/minatar/chosen_lambda_<method>.txt once made, so that
-# later cells never move it. Each stage is one sweep.py call per sweep directory
-# (SWEEP_ROOT/<kind>); after it the evaluated cells' compact results are saved under
+# later cells never move it. Each stage makes sweep.py calls into its sweep directory
+# (SWEEP_ROOT/<kind>); after each the evaluated cells' compact results are saved under
 # docs/results/minatar/<kind>/cells/ (commit them), and a later run restores them as evaluated, so
 # the experiment can span several sittings. A stage with a failed cell stops the script (sweep.py's
 # report in the sweep directory names it). PYTHON overrides the interpreter.
@@ -41,10 +41,10 @@ TRIPLE=minatar:breakout,minatar:space_invaders,minatar:asterix
 ALL_GAMES=(breakout space_invaders asterix freeway seaquest)
 REFERENCE_SEEDS=1000,1001,1002,1003,1004
 SELECTION_SEEDS=100,101
-HELD_OUT_SEEDS=0,1,2,3,4,5,6,7,8,9
-# the held-out comparisons run their seeds two at a time, every method each time, so that a sitting
-# that ends early leaves complete pairs (the same seed with and without EWC) rather than one method alone
-HELD_OUT_SEED_BLOCKS="0,1 2,3 4,5 6,7 8,9"
+# the held-out comparisons run their seeds 0-9 two at a time, every method of a comparison in one
+# sweep.py call, so that a sitting that ends early leaves complete pairs (the same seed with and
+# without EWC) rather than one method alone
+HELD_OUT_SEED_BLOCKS=(0,1 2,3 4,5 6,7 8,9)
 EWC_GRID=10,100,1000,10000,100000
 L2_GRID=0.001,0.01,0.1,1,10
 export OMP_NUM_THREADS=1  # torch's threads waiting on each other are many times slower on a shared CPU
@@ -129,34 +129,34 @@ stage_select_ewc() {
 stage_headline() {
     local lambda seeds
     lambda=$(chosen ewc)
-    for seeds in $HELD_OUT_SEED_BLOCKS; do
-        sweep "headline" "$PAIR" --methods finetune --seeds "$seeds" --orders both
-        sweep "headline" "$PAIR" --methods ewc --ewc-lambda "$lambda" --seeds "$seeds" --orders both
+    for seeds in "${HELD_OUT_SEED_BLOCKS[@]}"; do
+        sweep "headline" "$PAIR" --methods finetune,ewc --ewc-lambda "$lambda" --seeds "$seeds" --orders both
     done
 }
 
 stage_three_game() {
     local lambda seeds
     lambda=$(chosen ewc)
-    for seeds in $HELD_OUT_SEED_BLOCKS; do
-        sweep "three-game" "$TRIPLE" --methods finetune --seeds "$seeds"
-        sweep "three-game" "$TRIPLE" --methods ewc,online-ewc --ewc-lambda "$lambda" --seeds "$seeds"
+    for seeds in "${HELD_OUT_SEED_BLOCKS[@]}"; do
+        sweep "three-game" "$TRIPLE" --methods finetune,ewc,online-ewc --ewc-lambda "$lambda" --seeds "$seeds"
     done
 }
 
 stage_modulated() {
     local lambda seeds
     lambda=$(chosen ewc)
-    for seeds in $HELD_OUT_SEED_BLOCKS; do
+    for seeds in "${HELD_OUT_SEED_BLOCKS[@]}"; do
         sweep "headline" "$PAIR" --methods ewc-modulated --ewc-lambda "$lambda" --seeds "$seeds" --orders both
     done
 }
 
 stage_l2() {
-    local lambda
+    local lambda seeds
     select_lambda l2 "$L2_GRID"
     lambda=$(chosen l2)
-    sweep "headline" "$PAIR" --methods l2 --ewc-lambda "$lambda" --seeds "$HELD_OUT_SEEDS" --orders both
+    for seeds in "${HELD_OUT_SEED_BLOCKS[@]}"; do
+        sweep "headline" "$PAIR" --methods l2 --ewc-lambda "$lambda" --seeds "$seeds" --orders both
+    done
 }
 
 stage_page() {

@@ -224,7 +224,7 @@ def test_metrics_are_recomputed_from_the_saved_scores_not_read_from_an_older_eva
     [
         (["--methods", "ewc,sgd"], "unknown method 'sgd'"),
         (["--methods", "sgd-modulated"], "unknown method 'sgd-modulated'"),
-        (["--set", "network.per_game_modulation=true"], "--set network.per_game_modulation would override"),
+        (["--methods", "ewc-modulated", "--set", "network.per_game_modulation=false"], "per_game_modulation is off"),
         (["--games", "pong,brekout"], "unknown game 'brekout'"),
         (["--seeds", "0,one"], "--seeds must be a comma list"),
         (["--ewc-lambda", "-1"], "--ewc-lambda must be >= 0"),
@@ -479,3 +479,15 @@ def test_a_modulated_method_is_the_method_with_per_game_biases_and_gains_in_cell
     train = by_method["ewc-modulated"].commands[0]
     assert train[train.index("--method") + 1] == "ewc" and "network.per_game_modulation=true" in train
     assert "network.per_game_modulation=true" not in by_method["ewc"].commands[0]
+
+
+def test_a_plain_method_under_a_preset_with_modulation_is_named_modulated(tmp_path, monkeypatch):
+    """The paper preset turns per-game biases and gains on: its `ewc` cells are `ewc-modulated` cells
+    (asked for as either, planned once), so that names and reports say what they train."""
+    monkeypatch.chdir(ROOT)
+    args = sweep.parse_args(
+        [*TINY, "--config", "configs/paper.yaml", "--methods", "ewc,ewc-modulated", "--ewc-lambda", "100", "--seeds", "0"]
+    )
+    args.sweep_dir = str(tmp_path / "s")
+    _, planned = plan_sweep(args)
+    assert [planned_cell.cell.name for planned_cell in planned] == ["pong-breakout-ewc-modulated-lambda100-s0"]
