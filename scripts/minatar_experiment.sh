@@ -44,7 +44,7 @@ SELECTION_SEEDS=100,101
 # the held-out comparisons run their seeds 0-9 two at a time, every method of a comparison in one
 # sweep.py call, so that a sitting that ends early leaves complete pairs (the same seed with and
 # without EWC) rather than one method alone
-HELD_OUT_SEED_BLOCKS=(0,1 2,3 4,5 6,7 8,9)
+HELD_OUT_SEED_BLOCKS=("0,1" "2,3" "4,5" "6,7" "8,9")
 EWC_GRID=10,100,1000,10000,100000
 L2_GRID=0.001,0.01,0.1,1,10
 export OMP_NUM_THREADS=1  # torch's threads waiting on each other are many times slower on a shared CPU
