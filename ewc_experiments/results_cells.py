@@ -62,6 +62,8 @@ class CellData:
     config: dict
     curves: dict[str, list[list[float]]] = field(default_factory=dict)
     timing: dict[str, float | None] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+    """From the cell's run.json where it had one: git_commit, started, torch, device_name, machine."""
     """train_start and train_end (first and last TensorBoard event, Unix seconds), eval_seconds."""
 
     @property
@@ -128,7 +130,7 @@ def load_cells(source: Path) -> tuple[list[CellData], list[Incomplete]]:
         curves_file = path.with_name(path.name.removesuffix(".json") + ".curves.json")
         curves = json.loads(curves_file.read_text()) if curves_file.is_file() else {}
         config = config_from_dict(data["config"]).to_dict()  # keys added since it was saved get their defaults
-        cells.append(CellData(_cell_of(config), data, config, curves, data.get("timing", {})))
+        cells.append(CellData(_cell_of(config), data, config, curves, data.get("timing", {}), data.get("provenance", {})))
     return _sorted(cells), []
 
 
@@ -147,7 +149,7 @@ def _load_sweep(sweep_dir: Path) -> tuple[list[CellData], list[Incomplete]]:
             continue
         curves, timing = read_events(run_dir)
         timing["eval_seconds"] = evaluation_seconds(log_path(sweep_dir, cell))
-        cells.append(CellData(cell, evaluation, config, curves, timing))
+        cells.append(CellData(cell, evaluation, config, curves, timing, read_provenance(run_dir)))
     return _sorted(cells), incomplete
 
 
@@ -197,12 +199,24 @@ def evaluation_seconds(log: Path) -> float | None:
     return sum(seconds) if seconds else None
 
 
+PROVENANCE_KEYS = ("git_commit", "started", "torch", "device_name", "machine")
+
+
+def read_provenance(run_dir: Path) -> dict[str, str]:
+    """What the cell's run.json says of where and from which code it trained ({} for a restored cell)."""
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {key: str(info[key]) for key in PROVENANCE_KEYS if key in info}
+
+
 def export_cells(cells: list[CellData], folder: Path) -> None:
     """Write every cell's compact results (eval.json + config + timing) and curves into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     for data in cells:
         stem = folder / file_name(data.name)
-        saved = {**data.evaluation, "config": data.config, "timing": data.timing}
+        saved = {**data.evaluation, "config": data.config, "timing": data.timing, "provenance": data.provenance}
         stem.with_name(stem.name + ".json").write_text(json.dumps(saved, indent=1) + "\n")
         if data.curves:
             stem.with_name(stem.name + ".curves.json").write_text(json.dumps(data.curves, separators=(",", ":")) + "\n")
@@ -219,5 +233,7 @@ def restore_cells(cells: list[CellData], sweep_dir: Path) -> int:
         (run_dir / "eval").mkdir(parents=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(data.config, sort_keys=False))
         (run_dir / "eval" / "eval.json").write_text(json.dumps(data.evaluation, indent=1) + "\n")
+        if data.provenance:  # kept for the next export
+            (run_dir / "run.json").write_text(json.dumps(data.provenance, indent=2) + "\n")
         restored += 1
     return restored

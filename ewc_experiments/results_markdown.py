@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,30 @@ def _seed_list(seeds: set[int]) -> str:
         else:
             runs.append([seed, seed])
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def provenance_lines(cells: list[CellData]) -> list[str]:
+    """When, where and from which code the cells trained, as far as they recorded it."""
+    starts = [data.timing["train_start"] for data in cells if data.timing.get("train_start")]
+    ends = [data.timing["train_end"] for data in cells if data.timing.get("train_end")]
+    lines = []
+    if starts and ends:
+        first, last = (
+            datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%d %H:%M") for moment in (min(starts), max(ends))
+        )
+        lines.append(f"Trained from {first} to {last} UTC (the cells' first and last TensorBoard events).")
+    recorded = [data.provenance for data in cells if data.provenance]
+    if recorded:
+
+        def values(key: str) -> str:
+            return ", ".join(sorted({info[key][:7] if key == "git_commit" else info[key] for info in recorded if key in info}))
+
+        lines.append(
+            f"{len(recorded)} of {len(cells)} cells recorded where they ran: {values('machine') or values('device_name')}; "
+            f"torch {values('torch')}; commits {values('git_commit')}"
+            + ("." if len(recorded) == len(cells) else "; the others were saved before cells kept this.")
+        )
+    return lines
 
 
 def seed_lines(cells: list[CellData], selection: list[CellData]) -> list[str]:
@@ -311,6 +336,8 @@ def build_page(
         "The whole experiment is one command (it runs the sweeps, picks the lambdas, writes this page):",
         "",
         f"    {command}",
+        "",
+        *provenance_lines(cells),
         "",
         "## Settings",
         "",

@@ -198,9 +198,23 @@ def write_run_files(run_dir: Path, config: Config, device: torch.device) -> dict
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "machine": machine_description(),
     }
     write_json(run_dir / "run.json", info)
     return info
+
+
+def machine_description() -> str:
+    """The host a run trained on, for result pages: CPU model and core count, e.g. "AMD EPYC 7B13, 2 cores"."""
+    model = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def write_json(path: Path, value: object) -> None:

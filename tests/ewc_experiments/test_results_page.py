@@ -328,3 +328,28 @@ def test_modulated_cells_are_a_method_of_their_own_and_every_method_meets_fine_t
     outcome = page.markdown[page.markdown.index("## Outcome") :]
     assert outcome.index("ewc λ=") < outcome.index("ewc-modulated λ=100 minus fine-tuning")
     assert "ewc-modulated λ=100 minus ewc λ=100, paired over 2 seeds" in outcome  # what modulation adds
+
+
+def test_where_and_from_which_code_cells_trained_survives_export_and_restore(sweep, tmp_path):
+    """A cell's run.json (commit, machine, torch) travels into the saved cells and back into a restored
+    sweep, whose next export keeps it; the page says what the cells recorded."""
+    info = {"git_commit": "0123456789abcdef", "started": "2026-12-04T10:00:00+0000", "torch": "2.13.0+cpu"}
+    info |= {"device_name": "x86_64", "machine": "Test CPU, 2 cores", "python": "3.11"}
+    recorded = sorted((sweep / "cells").iterdir())[0]
+    (recorded / "run.json").write_text(json.dumps(info))
+    out = tmp_path / "docs" / "minatar.md"
+    assert results_page.main([str(sweep), "--out", str(out), "--export-only"]) == 0
+    saved = out.parent / "minatar" / "cells"
+    with_provenance = [data for data in load_cells(saved)[0] if data.provenance]
+    assert [data.name for data in with_provenance] == [recorded.name]
+    assert with_provenance[0].provenance == {
+        key: info[key] for key in ("git_commit", "started", "torch", "device_name", "machine")
+    }
+    fresh = tmp_path / "fresh-sweep"
+    assert results_page.main([str(saved), "--restore-into", str(fresh)]) == 0
+    assert [data.provenance for data in load_cells(fresh)[0] if data.provenance] == [with_provenance[0].provenance]
+    text = page_of(saved, tmp_path).markdown
+    assert (
+        f"1 of {len(load_cells(saved)[0])} cells recorded where they ran: Test CPU, 2 cores; torch 2.13.0+cpu; commits 0123456"
+        in text
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -96,3 +97,9 @@ def test_training_into_a_run_that_is_being_written_is_refused(tmp_path):
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=120)
+
+
+def test_run_json_names_the_machine_for_result_pages(tmp_path):
+    write_run_files(tmp_path, Config(), torch.device("cpu"))
+    machine = json.loads((tmp_path / "run.json").read_text())["machine"]
+    assert machine.endswith(f", {os.cpu_count()} cores") and len(machine) > len(", 1 cores")
