@@ -160,6 +160,7 @@ class DQNLearner:
         self.checks_graph = config.update_mode == "auto"  # a graph it picked itself is checked against eager
         self._actor: GraphedStep | None = None  # captured acting in cuda-graph mode, for `_actor_for`
         self._actor_for: tuple[object, ...] | None = None  # (game, batch shape, dtype, generator)
+        self._epsilon: torch.Tensor | None = None  # the actor's epsilon, on the device, filled before each replay
 
     def td_loss(self, batch: Transitions, game: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Huber loss between Q(s, a) and the Double DQN target, mean or sum over the batch

@@ -62,9 +62,9 @@ class CellData:
     config: dict
     curves: dict[str, list[list[float]]] = field(default_factory=dict)
     timing: dict[str, float | None] = field(default_factory=dict)
+    """train_start and train_end (first and last TensorBoard event, Unix seconds), eval_seconds."""
     provenance: dict[str, str] = field(default_factory=dict)
     """From the cell's run.json where it had one: git_commit, started, torch, device_name, machine."""
-    """train_start and train_end (first and last TensorBoard event, Unix seconds), eval_seconds."""
 
     @property
     def name(self) -> str:
