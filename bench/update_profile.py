@@ -1,9 +1,10 @@
-"""Where one update's GPU time goes: the kernels of the training defaults' update (Pong, Nature CNN,
-batch 32, EWC penalty on, sampling from a replay), by GPU time per update, and the graphed update's
-time with cuDNN's autotuner off and on, each in a process of its own: cuDNN keeps the algorithm it
-chose for a shape, whatever the flag later says, so two settings timed in one process measure one.
+"""Where one update's GPU time goes: the graphed update's time under each candidate speed setting
+(SPEED_SETTINGS), each in a process of its own, then the kernels of the training defaults' update
+(Pong, Nature CNN, batch 32, EWC penalty on, sampling from a replay) by GPU time per update.
+A process of its own per setting, because cuDNN keeps the algorithm it chose for a shape whatever
+its flags later say: two settings timed in one process measure one.
 
-    python -m bench.update_profile [--updates N] [--top K]
+    python -m bench.update_profile [--updates N] [--top K] [--kernels-under SETTING]
 
 On a GPU a captured update is bound by the GPU's own time, not the host's launches (bench's
 `kernels/update` counts them); this says which kernels that time is made of, so that the next speed-up
@@ -13,17 +14,65 @@ aims at them. CUDA only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from agents.dqn import DQNLearner
 from bench.build import make_learner, random_replay, synchronize
 from bench.clock import count_until
 from bench.settings import Settings, benchmark_config
+
+
+@dataclass(frozen=True)
+class SpeedSetting:
+    """How the GPU runs an update, never what it computes beyond float rounding: a candidate to time
+    before training adopts it.
+
+    cudnn_benchmark  cuDNN times its algorithms for each shape once and keeps the fastest;
+    tf32_matmul      the fully connected layers' GEMMs in TF32 (10-bit mantissa products, float32
+                     sums), as cuDNN's convolutions already run by default;
+    channels_last    the networks' convolution weights in NHWC, so that cuDNN's NHWC kernels need no
+                     NCHW -> NHWC conversions of every activation (the input is converted once).
+    """
+
+    cudnn_benchmark: bool = False
+    tf32_matmul: bool = False
+    channels_last: bool = False
+
+    @contextlib.contextmanager
+    def flags(self) -> Iterator[None]:
+        """torch's global flags of this setting, restored on leaving."""
+        saved = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = self.cudnn_benchmark, self.tf32_matmul
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = saved
+
+    def apply_to(self, learner: DQNLearner) -> DQNLearner:
+        """The learner's networks in this setting's memory format (in place: the optimizer's parameters
+        stay the same objects); call before its first update, so that Adam's moments follow."""
+        if self.channels_last:
+            learner.online.to(memory_format=torch.channels_last)
+            learner.target.to(memory_format=torch.channels_last)
+        return learner
+
+
+SPEED_SETTINGS = {
+    "baseline": SpeedSetting(),
+    "cudnn-benchmark": SpeedSetting(cudnn_benchmark=True),
+    "tf32-matmul": SpeedSetting(tf32_matmul=True),
+    "channels-last": SpeedSetting(channels_last=True),
+    "all": SpeedSetting(cudnn_benchmark=True, tf32_matmul=True, channels_last=True),
+}
 
 
 def kernel_microseconds(update, updates: int) -> dict[str, float]:
@@ -41,9 +90,9 @@ def kernel_microseconds(update, updates: int) -> dict[str, float]:
     return dict(totals)
 
 
-def graphed_milliseconds(config, replay, game: str, seconds: float = 1.0) -> float:
-    """Milliseconds per update of the CUDA-graph learner sampling `replay`, after warm-up."""
-    learner = make_learner(config, torch.device("cuda"), "cuda-graph")
+def graphed_milliseconds(config, replay, game: str, setting: SpeedSetting, seconds: float = 1.0) -> float:
+    """Milliseconds per update of the CUDA-graph learner sampling `replay` under `setting`, after warm-up."""
+    learner = setting.apply_to(make_learner(config, torch.device("cuda"), "cuda-graph"))
     for _ in range(20):
         learner.update(replay, game)
     updates, elapsed = count_until(seconds, lambda: learner.update(replay, game), lambda: synchronize(torch.device("cuda")))
@@ -54,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--top", type=int, default=20)
-    parser.add_argument("--time-graph-with-cudnn-benchmark", choices=("0", "1"), help=argparse.SUPPRESS)
+    parser.add_argument("--kernels-under", choices=SPEED_SETTINGS, default="baseline", help="the setting whose kernels are listed")
+    parser.add_argument("--time-only", choices=SPEED_SETTINGS, help=argparse.SUPPRESS)  # one setting, in this process alone
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench.update_profile needs a CUDA GPU", file=sys.stderr)
@@ -63,24 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     config = benchmark_config(Settings.for_device(device, quick=True))
     game = config.run.games[0]
     replay = random_replay(20_000, config.env.num_envs, device)
-    if args.time_graph_with_cudnn_benchmark is not None:  # one setting, in this process alone
-        torch.backends.cudnn.benchmark = args.time_graph_with_cudnn_benchmark == "1"
-        print(f"{graphed_milliseconds(config, replay, game):.3f}")
+    if args.time_only is not None:
+        setting = SPEED_SETTINGS[args.time_only]
+        with setting.flags():
+            print(f"{graphed_milliseconds(config, replay, game, setting):.3f}")
         return 0
-    for flag in ("0", "1"):
-        timing = subprocess.run(
-            [sys.executable, "-m", "bench.update_profile", "--time-graph-with-cudnn-benchmark", flag],
-            capture_output=True,
-            text=True,
-        )
+    for name in SPEED_SETTINGS:
+        timing = subprocess.run([sys.executable, "-m", "bench.update_profile", "--time-only", name], capture_output=True, text=True)
         milliseconds = timing.stdout.strip().splitlines()[-1] if timing.returncode == 0 and timing.stdout.strip() else "failed"
-        print(f"cuda-graph update with sampling, cudnn.benchmark={flag == '1'}: {milliseconds} ms")
-    learner = make_learner(config, device, "eager")
-    for _ in range(10):
-        learner.update(replay, game)
-    kernels = kernel_microseconds(lambda: learner.update(replay, game), args.updates)
+        print(f"cuda-graph update with sampling, {name} ({SPEED_SETTINGS[name]}): {milliseconds} ms", flush=True)
+    setting = SPEED_SETTINGS[args.kernels_under]
+    with setting.flags():
+        learner = setting.apply_to(make_learner(config, device, "eager"))
+        for _ in range(10):
+            learner.update(replay, game)
+        kernels = kernel_microseconds(lambda: learner.update(replay, game), args.updates)
     total = sum(kernels.values())
-    print(f"\neager update's kernels (cudnn.benchmark=False): {total:.0f} us of GPU time per update, {len(kernels)} kinds")
+    print(f"\neager update's kernels under {args.kernels_under}: {total:.0f} us of GPU time per update, {len(kernels)} kinds")
     for name, micros in sorted(kernels.items(), key=lambda item: -item[1])[: args.top]:
         print(f"  {micros:7.1f} us  {100 * micros / total:4.1f}%  {name[:110]}")
     return 0

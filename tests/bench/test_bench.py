@@ -236,3 +236,33 @@ def test_the_update_profile_needs_cuda_and_says_so_in_one_line(capsys):
     assert update_profile.main([]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "needs a CUDA GPU" in error
+
+
+@pytest.mark.parametrize("name", ["cudnn-benchmark", "tf32-matmul", "channels-last", "all"])
+def test_each_speed_setting_computes_the_baselines_gradients_and_restores_torchs_flags(name):
+    """A speed setting may change how an update runs, not what it computes: the same batch through a
+    learner under it gives the baseline's loss and gradients to float32 rounding (on a CPU the flags
+    change nothing and channels_last runs NHWC convolutions), and leaves torch's flags as it found them."""
+    from bench.build import make_learner, random_replay
+    from bench.settings import benchmark_config
+    from bench.update_profile import SPEED_SETTINGS
+
+    cpu = torch.device("cpu")
+    config = benchmark_config(TINY)
+    batch = random_replay(64, config.env.num_envs, cpu).sample(8)
+    flags_before = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
+    results = {}
+    for setting_name in ("baseline", name):
+        setting = SPEED_SETTINGS[setting_name]
+        torch.manual_seed(0)
+        with setting.flags():
+            learner = setting.apply_to(make_learner(config, cpu, "eager"))
+            stats = learner.update(batch, config.run.games[0])
+        results[setting_name] = stats.values, {n: p.grad.clone() for n, p in learner.online.named_parameters() if p.grad is not None}
+        first_conv = learner.online.layers[0].weight
+        assert first_conv.is_contiguous(memory_format=torch.channels_last) == setting.channels_last
+    assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32) == flags_before
+    (baseline_stats, baseline_grads), (stats, grads) = results["baseline"], results[name]
+    torch.testing.assert_close(stats, baseline_stats, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == baseline_grads.keys()
+    torch.testing.assert_close(grads, baseline_grads, rtol=1e-4, atol=1e-6)  # names the parameter that differs
