@@ -40,28 +40,16 @@ for argument in "$@"; do
     fi
 done
 [ -n "$OUT" ] || [ "$DRY_RUN" = 1 ] || usage
-if [ "$DRY_RUN" = 1 ]; then
-    OUT=${OUT:-OUTDIR}
-else
-    mkdir -p "$OUT"
-    OUT=$(cd "$OUT" && pwd)
-fi
-PYTHON=${PYTHON:-python}
-command -v "$PYTHON" >/dev/null || PYTHON=python3 # a CUDA image may have python3 alone
+# shellcheck source=scripts/lib/timed_steps.sh
+source "$(dirname "$0")/lib/timed_steps.sh"
+prepare_outdir
 cd "$(dirname "$0")/.."
 RUNS=${SHOWCASE_RUNS:-runs/showcase}
 DEVICE=${SHOWCASE_DEVICE:-cuda}
 METHODS=(ewc finetune)
-SUMMARY="$OUT/summary.md"
 KILL_AFTER=5
 failed=0
 total=0
-
-# note LINE: one line of the plan or the outcome, on stdout and (when running) in the summary.
-note() {
-    echo "$1"
-    if [ "$DRY_RUN" = 0 ]; then echo "$1" >>"$SUMMARY"; fi
-}
 
 # begin NAME SECONDS: a step; the commands `launch` starts next run at the same time, under its limit.
 begin() {
@@ -87,26 +75,17 @@ launch() {
 # finish: wait for the step's commands and note how each ended.
 finish() {
     [ "$DRY_RUN" = 0 ] || return 0
-    local index status outcome
+    local index status
     for index in "${!pids[@]}"; do
         status=0
         wait "${pids[$index]}" || status=$?
-        outcome="ok"
-        if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-            outcome="FAILED (over its $step_limit s limit)"
-        elif [ "$status" -ne 0 ]; then
-            outcome="FAILED (exit $status)"
-        fi
         [ "$status" -eq 0 ] || failed=$((failed + 1))
-        note "   $outcome: ${logs[$index]}"
+        note "   $(outcome "$status" "$step_limit"): ${logs[$index]}"
     done
     note "   step done in $((SECONDS - step_started)) s"
 }
 
-if [ "$DRY_RUN" = 0 ]; then
-    echo "# Atari forgetting showcase, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >"$SUMMARY"
-    echo >>"$SUMMARY"
-fi
+open_summary "Atari forgetting showcase"
 begin "train pong,breakout with each method, at the same time" 420
 for method in "${METHODS[@]}"; do
     launch "$OUT/train-$method.log" "$PYTHON" train.py --config configs/atari-short.yaml --games pong,breakout \

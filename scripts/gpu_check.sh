@@ -44,28 +44,16 @@ for argument in "$@"; do
     esac
 done
 [ -n "$OUT" ] || [ "$DRY_RUN" = 1 ] || usage
-if [ "$DRY_RUN" = 1 ]; then
-    OUT=${OUT:-OUTDIR}
-else
-    mkdir -p "$OUT"
-    OUT=$(cd "$OUT" && pwd)
-fi
-PYTHON=${PYTHON:-python}
-command -v "$PYTHON" >/dev/null || PYTHON=python3  # a CUDA image may have python3 alone
+# shellcheck source=scripts/lib/timed_steps.sh
+source "$(dirname "$0")/lib/timed_steps.sh"
+prepare_outdir
 cd "$(dirname "$0")/.."
 RUNS=${GPU_CHECK_RUNS:-runs/gpu-check}
-SUMMARY="$OUT/summary.md"
 KILL_AFTER=5
 PONG_STEPS=160000
 LEARNING_STARTS=20000
 failed=0
 total=0
-
-# note LINE: one line of the plan or the outcome, on stdout and (when running) in the summary.
-note() {
-    echo "$1"
-    if [ "$DRY_RUN" = 0 ]; then echo "$1" >>"$SUMMARY"; fi
-}
 
 # step NAME SECONDS LOG COMMAND...: run COMMAND under a time limit, output into LOG, record the outcome.
 step() {
@@ -77,20 +65,11 @@ step() {
     [ "$DRY_RUN" = 0 ] || return 0
     local started=$SECONDS status=0
     timeout --kill-after=$KILL_AFTER "$limit" "$@" >"$log" 2>&1 || status=$?
-    local outcome="ok"
-    if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-        outcome="FAILED (over its $limit s limit)"
-    elif [ "$status" -ne 0 ]; then
-        outcome="FAILED (exit $status)"
-    fi
     [ "$status" -eq 0 ] || failed=$((failed + 1))
-    note "   $outcome in $((SECONDS - started)) s"
+    note "   $(outcome "$status" "$limit") in $((SECONDS - started)) s"
 }
 
-if [ "$DRY_RUN" = 0 ]; then
-    echo "# GPU check, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >"$SUMMARY"
-    echo >>"$SUMMARY"
-fi
+open_summary "GPU check"
 step "GPU" 10 "$OUT/nvidia-smi.txt" nvidia-smi
 step "tests marked cuda" 140 "$OUT/pytest-cuda.log" "$PYTHON" -m pytest -m cuda -q -rfEs --durations=10 tests
 step "throughput benchmark (standard settings)" 160 "$OUT/throughput.txt" \
