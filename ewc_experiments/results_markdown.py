@@ -212,7 +212,8 @@ PAIRED = (("final_mean", "final mean"), ("retention", "first game after the last
 def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Reference]) -> list[str]:
     """Per order where fine-tuning ran: each other method (EWC first) minus fine-tuning, paired by seed,
     on the final mean first (the balance), then on the first game and the last; then that method minus
-    a network frozen after game 1 (its own game-1 checkpoint), whose final scores need no training."""
+    a network frozen after game 1 (its own game-1 checkpoint), whose final scores need no training;
+    last, how far each game learned in the sequence."""
     lines = []
     for order in dict.fromkeys(key[0] for key in summaries):
         pick = {key[1]: summary for key, summary in summaries.items() if key[0] == order}
@@ -224,7 +225,35 @@ def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Refer
             base, modulated = split_method(method)
             if modulated and base in pick:
                 lines += _paired_lines(order, pick[method], pick[base], refs, frozen=False)
+        if len(order) > 1:  # a single game learned as its own reference, by construction
+            lines += _learned_lines(order, pick["finetune"])
     return lines or ["- No game order has fine-tuning and another method's cells on the same seeds yet."]
+
+
+LEARNED = 0.5
+"""A game whose fine-tuned score right after its own training stays under this normalised score (half
+of the single-game agent's) has not learned within its budget in that sequence: how well a method
+keeps it says little, and the page says so."""
+
+
+def _learned_lines(order: tuple[str, ...], finetune: GroupSummary) -> list[str]:
+    """How far each game of `order` learned in the sequence: fine-tuning's normalised score on it right
+    after its own training (mean over seeds), with every game under LEARNED named."""
+    learned = {game: finetune.norm[(k, game)][1].value for k, game in enumerate(order, start=1) if (k, game) in finetune.norm}
+    if not learned:
+        return []
+    line = (
+        f"- {order_text(order)}: how far each game learned in this sequence, fine-tuning's normalised score on it "
+        "right after training on it (mean over seeds): " + ", ".join(f"{game} {value:.2f}" for game, value in learned.items()) + "."
+    )
+    unlearned = [game for game, value in learned.items() if not value >= LEARNED]
+    if unlearned:
+        its = "its" if len(unlearned) == 1 else "their"
+        line += (
+            f" {', '.join(unlearned)} did not reach {LEARNED:.1f} of {its} single-game score within {its} budget in this "
+            "sequence, so comparisons on it (and the final mean, which includes it) weigh a game that barely learned."
+        )
+    return [line]
 
 
 def _paired_lines(

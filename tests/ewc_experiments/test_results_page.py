@@ -353,3 +353,18 @@ def test_where_and_from_which_code_cells_trained_survives_export_and_restore(swe
         f"1 of {len(load_cells(saved)[0])} cells recorded where they ran: Test CPU, 2 cores; torch 2.13.0+cpu; commits 0123456"
         in text
     )
+
+
+def test_the_outcome_says_how_far_each_game_learned_and_names_one_that_did_not(sweep, tmp_path):
+    """Fine-tuning's score on each game right after training on it says whether the sequence's budget let
+    that game learn; a game under half its single-game score is named, since keeping it means little."""
+    outcome = page_of(sweep, tmp_path).markdown.split("## Outcome")[1]
+    # breakout after game 1: 10/10 and 8/10; space_invaders after game 2: 20/20 and 16/20
+    assert "right after training on it (mean over seeds): minatar:breakout 0.90, minatar:space_invaders 0.90." in outcome
+    assert "did not reach" not in outcome
+    slow = tmp_path / "slow"
+    for seed, raw in ((0, [[10, 2], [2, 6]]), (1, [[8, 0], [0, 4]])):  # space_invaders learns to 0.3 and 0.2
+        write_cell(slow, MAIN, "finetune", None, seed, raw)
+        write_cell(slow, MAIN, "ewc", 100.0, seed, raw)
+    outcome = page_of(slow, tmp_path).markdown.split("## Outcome")[1]
+    assert "minatar:breakout 0.90, minatar:space_invaders 0.25. minatar:space_invaders did not reach 0.5 of its single-game" in outcome
