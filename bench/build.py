@@ -31,14 +31,27 @@ def activate_penalty(learner: DQNLearner) -> None:
     )
 
 
-def make_learner(config: Config, device: torch.device, update_mode: str, penalty: bool = True) -> DQNLearner:
-    """The training builder's learner in `update_mode`, with the EWC penalty on (or fine-tuning)."""
+def make_learner(
+    config: Config,
+    device: torch.device,
+    update_mode: str,
+    penalty: bool = True,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> DQNLearner:
+    """The training builder's learner in `update_mode`, with the EWC penalty on (or fine-tuning).
+
+    `memory_format` (torch.channels_last: NHWC convolution weights) is set in place, so the optimizer
+    keeps the same parameters, and before the penalty's anchors and Fisher are copied from the weights
+    and before Adam's moments exist, so that all of them follow the weights' layout as in training.
+    """
     sections = dataclasses.replace(
         config,
         agent=dataclasses.replace(config.agent, update_mode=update_mode),
         consolidation=dataclasses.replace(config.consolidation, method="ewc" if penalty else "finetune"),
     )
     learner = build_learner(sections, config.run.games, family_of_run(config.run.games), device, config.run.seed)
+    learner.online.to(memory_format=memory_format)
+    learner.target.to(memory_format=memory_format)
     if penalty:
         activate_penalty(learner)
     return learner

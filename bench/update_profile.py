@@ -39,8 +39,9 @@ class SpeedSetting:
     cudnn_benchmark  cuDNN times its algorithms for each shape once and keeps the fastest;
     tf32_matmul      the fully connected layers' GEMMs in TF32 (10-bit mantissa products, float32
                      sums), as cuDNN's convolutions already run by default;
-    channels_last    the networks' convolution weights in NHWC, so that cuDNN's NHWC kernels need no
-                     NCHW -> NHWC conversions of every activation (the input is converted once).
+    channels_last    the networks' convolution weights in NHWC, so that cuDNN's NHWC kernels need
+                     fewer NCHW <-> NHWC conversions (the input's and the last feature map's, which
+                     the first fully connected layer reads flattened in NCHW order, remain).
     """
 
     cudnn_benchmark: bool = False
@@ -57,13 +58,10 @@ class SpeedSetting:
         finally:
             torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = saved
 
-    def apply_to(self, learner: DQNLearner) -> DQNLearner:
-        """The learner's networks in this setting's memory format (in place: the optimizer's parameters
-        stay the same objects); call before its first update, so that Adam's moments follow."""
-        if self.channels_last:
-            learner.online.to(memory_format=torch.channels_last)
-            learner.target.to(memory_format=torch.channels_last)
-        return learner
+    def learner(self, config, device: torch.device, update_mode: str) -> DQNLearner:
+        """bench's learner (EWC penalty on) with its weights in this setting's memory format."""
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return make_learner(config, device, update_mode, memory_format=memory_format)
 
 
 SPEED_SETTINGS = {
@@ -92,7 +90,7 @@ def kernel_microseconds(update, updates: int) -> dict[str, float]:
 
 def graphed_milliseconds(config, replay, game: str, setting: SpeedSetting, seconds: float = 1.0) -> float:
     """Milliseconds per update of the CUDA-graph learner sampling `replay` under `setting`, after warm-up."""
-    learner = setting.apply_to(make_learner(config, torch.device("cuda"), "cuda-graph"))
+    learner = setting.learner(config, torch.device("cuda"), "cuda-graph")
     for _ in range(20):
         learner.update(replay, game)
     updates, elapsed = count_until(seconds, lambda: learner.update(replay, game), lambda: synchronize(torch.device("cuda")))
@@ -120,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for name in SPEED_SETTINGS:
         timing = subprocess.run([sys.executable, "-m", "bench.update_profile", "--time-only", name], capture_output=True, text=True)
-        milliseconds = timing.stdout.strip().splitlines()[-1] if timing.returncode == 0 and timing.stdout.strip() else "failed"
-        print(f"cuda-graph update with sampling, {name} ({SPEED_SETTINGS[name]}): {milliseconds} ms", flush=True)
+        if timing.returncode == 0 and timing.stdout.strip():
+            print(f"cuda-graph update with sampling, {name} ({SPEED_SETTINGS[name]}): {timing.stdout.split()[-1]} ms", flush=True)
+        else:  # why, in its last lines: a loan is too short to rerun blind
+            why = " | ".join(timing.stderr.strip().splitlines()[-3:])
+            print(f"cuda-graph update with sampling, {name}: failed (exit {timing.returncode}): {why}", flush=True)
     setting = SPEED_SETTINGS[args.kernels_under]
     with setting.flags():
-        learner = setting.apply_to(make_learner(config, device, "eager"))
+        learner = setting.learner(config, device, "eager")
         for _ in range(10):
             learner.update(replay, game)
         kernels = kernel_microseconds(lambda: learner.update(replay, game), args.updates)

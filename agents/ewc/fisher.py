@@ -113,11 +113,12 @@ def _squared_gradient_sums(layer: torch.nn.Module, x: torch.Tensor, delta: torch
     delta_flat = delta.flatten(3)
     per_sample_bytes = delta.shape[0] * layer.weight.numel() * delta.element_size()
     chunk = max(1, CPU_CHUNK_BYTES // per_sample_bytes) if x.device.type == "cpu" else x.shape[0]
-    weight = torch.zeros_like(layer.weight).view(layer.out_channels, -1)
+    # new_zeros, not zeros_like: a weight in channels_last memory has no (out, -1) view
+    weight = layer.weight.new_zeros(layer.out_channels, layer.weight[0].numel())
     for start in range(0, x.shape[0], chunk):
         per_sample = torch.einsum("dnol,nkl->dnok", delta_flat[:, start : start + chunk], patches[start : start + chunk])
         weight += per_sample.square_().sum(dim=(0, 1))
-    return weight.view_as(layer.weight), delta.sum(dim=(3, 4)).square().sum(dim=(0, 1))
+    return weight.view(layer.weight.shape), delta.sum(dim=(3, 4)).square().sum(dim=(0, 1))
 
 
 def diagonal_fisher(

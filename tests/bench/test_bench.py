@@ -241,9 +241,10 @@ def test_the_update_profile_needs_cuda_and_says_so_in_one_line(capsys):
 @pytest.mark.parametrize("name", ["cudnn-benchmark", "tf32-matmul", "channels-last", "all"])
 def test_each_speed_setting_computes_the_baselines_gradients_and_restores_torchs_flags(name):
     """A speed setting may change how an update runs, not what it computes: the same batch through a
-    learner under it gives the baseline's loss and gradients to float32 rounding (on a CPU the flags
-    change nothing and channels_last runs NHWC convolutions), and leaves torch's flags as it found them."""
-    from bench.build import make_learner, random_replay
+    learner under it gives the baseline's loss and gradients to float32 rounding, and it leaves torch's
+    flags as it found them. On a CPU only channels_last changes the computation (NHWC convolutions): the
+    two flags act on CUDA alone, so for them this checks the restoring of the flags."""
+    from bench.build import random_replay
     from bench.settings import benchmark_config
     from bench.update_profile import SPEED_SETTINGS
 
@@ -256,11 +257,12 @@ def test_each_speed_setting_computes_the_baselines_gradients_and_restores_torchs
         setting = SPEED_SETTINGS[setting_name]
         torch.manual_seed(0)
         with setting.flags():
-            learner = setting.apply_to(make_learner(config, cpu, "eager"))
+            learner = setting.learner(config, cpu, "eager")
             stats = learner.update(batch, config.run.games[0])
         results[setting_name] = stats.values, {n: p.grad.clone() for n, p in learner.online.named_parameters() if p.grad is not None}
-        first_conv = learner.online.layers[0].weight
-        assert first_conv.is_contiguous(memory_format=torch.channels_last) == setting.channels_last
+        # the weights, their gradients and the penalty's anchors all in the setting's layout, as in training
+        for conv in (learner.online.layers[0].weight, learner.online.layers[0].weight.grad, learner.consolidation.anchor["layers.0.weight"]):
+            assert conv.is_contiguous(memory_format=torch.channels_last) == setting.channels_last
     assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32) == flags_before
     (baseline_stats, baseline_grads), (stats, grads) = results["baseline"], results[name]
     torch.testing.assert_close(stats, baseline_stats, rtol=1e-5, atol=1e-6)

@@ -163,3 +163,12 @@ def test_summary_of_a_network_fisher_adds_up_to_one():
     shares = [v for k, v in summary.items() if k.startswith("share_")]
     assert len(shares) == 5 and sum(shares) == pytest.approx(1.0)
     assert summary["max"] >= summary["mean"] > 0
+
+
+def test_a_network_in_channels_last_memory_has_the_same_fisher():
+    """The memory format of the convolution weights (NHWC, a GPU speed setting) changes no Fisher value."""
+    network, _, batch = small_setup(True)
+    expected = diagonal_fisher(network, [batch], "pong", "policy")
+    network.to(memory_format=torch.channels_last)
+    assert network.layers[0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(diagonal_fisher(network, [batch], "pong", "policy"), expected, rtol=1e-10, atol=0)
