@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--top", type=int, default=20)
-    parser.add_argument("--kernels-under", choices=SPEED_SETTINGS, default="baseline", help="the setting whose kernels are listed")
+    parser.add_argument(
+        "--kernels-under", choices=SPEED_SETTINGS, default="baseline", help="the setting whose kernels are listed"
+    )
     parser.add_argument("--time-only", choices=SPEED_SETTINGS, help=argparse.SUPPRESS)  # one setting, in this process alone
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -117,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{graphed_milliseconds(config, replay, game, setting):.3f}")
         return 0
     for name in SPEED_SETTINGS:
-        timing = subprocess.run([sys.executable, "-m", "bench.update_profile", "--time-only", name], capture_output=True, text=True)
+        timing = subprocess.run(
+            [sys.executable, "-m", "bench.update_profile", "--time-only", name], capture_output=True, text=True
+        )
         if timing.returncode == 0 and timing.stdout.strip():
             print(f"cuda-graph update with sampling, {name} ({SPEED_SETTINGS[name]}): {timing.stdout.split()[-1]} ms", flush=True)
         else:  # why, in its last lines: a loan is too short to rerun blind

@@ -245,7 +245,9 @@ def _learned_lines(order: tuple[str, ...], finetune: GroupSummary) -> list[str]:
         return []
     line = (
         f"- {order_text(order)}: how far each game learned in this sequence, fine-tuning's normalised score on it "
-        "right after training on it (mean over seeds): " + ", ".join(f"{game} {value:.2f}" for game, value in learned.items()) + "."
+        "right after training on it (mean over seeds): "
+        + ", ".join(f"{game} {value:.2f}" for game, value in learned.items())
+        + "."
     )
     unlearned = [game for game, value in learned.items() if not value >= LEARNED]
     if unlearned:

@@ -259,9 +259,16 @@ def test_each_speed_setting_computes_the_baselines_gradients_and_restores_torchs
         with setting.flags():
             learner = setting.learner(config, cpu, "eager")
             stats = learner.update(batch, config.run.games[0])
-        results[setting_name] = stats.values, {n: p.grad.clone() for n, p in learner.online.named_parameters() if p.grad is not None}
+        results[setting_name] = (
+            stats.values,
+            {n: p.grad.clone() for n, p in learner.online.named_parameters() if p.grad is not None},
+        )
         # the weights, their gradients and the penalty's anchors all in the setting's layout, as in training
-        for conv in (learner.online.layers[0].weight, learner.online.layers[0].weight.grad, learner.consolidation.anchor["layers.0.weight"]):
+        for conv in (
+            learner.online.layers[0].weight,
+            learner.online.layers[0].weight.grad,
+            learner.consolidation.anchor["layers.0.weight"],
+        ):
             assert conv.is_contiguous(memory_format=torch.channels_last) == setting.channels_last
     assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32) == flags_before
     (baseline_stats, baseline_grads), (stats, grads) = results["baseline"], results[name]

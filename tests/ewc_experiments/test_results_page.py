@@ -367,4 +367,7 @@ def test_the_outcome_says_how_far_each_game_learned_and_names_one_that_did_not(s
         write_cell(slow, MAIN, "finetune", None, seed, raw)
         write_cell(slow, MAIN, "ewc", 100.0, seed, raw)
     outcome = page_of(slow, tmp_path).markdown.split("## Outcome")[1]
-    assert "minatar:breakout 0.90, minatar:space_invaders 0.25. minatar:space_invaders did not reach 0.5 of its single-game" in outcome
+    assert (
+        "minatar:breakout 0.90, minatar:space_invaders 0.25. minatar:space_invaders did not reach 0.5 of its single-game"
+        in outcome
+    )
