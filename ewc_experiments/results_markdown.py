@@ -212,8 +212,9 @@ PAIRED = (("final_mean", "final mean"), ("retention", "first game after the last
 def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Reference]) -> list[str]:
     """Per order where fine-tuning ran: each other method (EWC first) minus fine-tuning, paired by seed,
     on the final mean first (the balance), then on the first game and the last; then that method minus
-    a network frozen after game 1 (its own game-1 checkpoint), whose final scores need no training;
-    last, how far each game learned in the sequence."""
+    a network frozen after game 1 (its own game-1 checkpoint), whose final scores need no training.
+    Each `-modulated` method also meets its plain twin (what per-game biases and gains add) and
+    fine-tuning with them (what the method adds beyond them). Last, how far each game learned."""
     lines = []
     for order in dict.fromkeys(key[0] for key in summaries):
         pick = {key[1]: summary for key, summary in summaries.items() if key[0] == order}
@@ -222,10 +223,12 @@ def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Refer
         paired = []
         for method in sorted((m for m in pick if m != "finetune"), key=lambda m: (m != "ewc", m)):
             paired += _paired_lines(order, pick[method], pick["finetune"], refs)
-        for method in sorted(pick):  # what per-game biases and gains add to their method
+        for method in sorted(pick):  # what per-game biases and gains add to their method, and the method beyond them
             base, modulated = split_method(method)
-            if modulated and base in pick:
-                paired += _paired_lines(order, pick[method], pick[base], refs, frozen=False)
+            if modulated and base != "finetune":  # finetune-modulated met fine-tuning above
+                for other in (base, "finetune-modulated"):
+                    if other in pick:
+                        paired += _paired_lines(order, pick[method], pick[other], refs, frozen=False)
         if paired:  # an order with comparisons (a single game is its own reference, learned by construction)
             lines += paired + _learned_lines(order, pick["finetune"])
     return lines or ["- No game order has fine-tuning and another method's cells on the same seeds yet."]

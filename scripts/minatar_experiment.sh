@@ -18,7 +18,8 @@
 #   three-game  breakout -> space_invaders -> asterix: fine-tuning, EWC and online EWC at EWC's
 #               chosen lambda (online EWC differs from EWC only from a third game on), held-out seeds
 #   modulated   EWC with per-game biases and gains (network.per_game_modulation, as the EWC paper's
-#               Atari agent) at EWC's chosen lambda, held-out seeds, both orders
+#               Atari agent) at EWC's chosen lambda, and fine-tuning with them (their control: what
+#               the per-game parameters give alone), held-out seeds, both orders
 #   l2          L2's own selection (lambda 0.001 .. 10) and then L2 at its lambda, held-out seeds, both orders
 #   page        docs/results/minatar.md from the saved cells of every stage (the lambda section from the
 #               selection sweeps alone)
@@ -146,7 +147,7 @@ stage_modulated() {
     local lambda seeds
     lambda=$(chosen ewc)
     for seeds in "${HELD_OUT_SEED_BLOCKS[@]}"; do
-        sweep "headline" "$PAIR" --methods ewc-modulated --ewc-lambda "$lambda" --seeds "$seeds" --orders both
+        sweep "headline" "$PAIR" --methods ewc-modulated,finetune-modulated --ewc-lambda "$lambda" --seeds "$seeds" --orders both
     done
 }
 

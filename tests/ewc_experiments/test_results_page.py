@@ -330,6 +330,24 @@ def test_modulated_cells_are_a_method_of_their_own_and_every_method_meets_fine_t
     assert "ewc-modulated λ=100 minus ewc λ=100, paired over 2 seeds" in outcome  # what modulation adds
 
 
+def test_fine_tuning_with_per_game_biases_and_gains_is_the_control_of_a_modulated_method(sweep, tmp_path):
+    """With `finetune-modulated` cells, the Outcome says what the per-game parameters give alone (against
+    fine-tuning, once) and what EWC adds beyond them (ewc-modulated against finetune-modulated)."""
+    elsewhere = tmp_path / "modulated"
+    raws = {("ewc", 100.0): ([[10, 0], [7, 10]], [[8, 0], [6, 8]]), ("finetune", None): ([[10, 0], [3, 18]], [[8, 0], [1, 16]])}
+    for (method, strength), per_seed in raws.items():
+        for seed, raw in enumerate(per_seed):
+            name = write_cell(elsewhere, MAIN, method, strength, seed, raw)
+            config = yaml.safe_load((elsewhere / "cells" / name / "config.yaml").read_text())
+            config["network"]["per_game_modulation"] = True
+            (elsewhere / "cells" / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            (elsewhere / "cells" / name).rename(sweep / "cells" / name.replace(f"-{method}", f"-{method}-modulated"))
+    outcome = page_of(sweep, tmp_path).markdown.split("## Outcome")[1]
+    assert outcome.count("finetune-modulated minus fine-tuning, paired over 2 seeds") == 1
+    assert outcome.count("ewc-modulated λ=100 minus finetune-modulated, paired over 2 seeds") == 1
+    assert outcome.count("ewc-modulated λ=100 minus ewc λ=100, paired over 2 seeds") == 1
+
+
 def test_where_and_from_which_code_cells_trained_survives_export_and_restore(sweep, tmp_path):
     """A cell's run.json (commit, machine, torch) travels into the saved cells and back into a restored
     sweep, whose next export keeps it; the page says what the cells recorded."""
