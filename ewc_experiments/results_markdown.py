@@ -38,7 +38,7 @@ from ewc_experiments.results_scores import (
     summarise_group,
 )
 from ewc_experiments.statistics import Estimate
-from ewc_experiments.sweep_plan import split_method
+from ewc_experiments.sweep_plan import method_name, split_method
 
 
 def _text(estimate: Estimate, digits: int = 2) -> str:
@@ -226,7 +226,7 @@ def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Refer
         for method in sorted(pick):  # what per-game biases and gains add to their method, and the method beyond them
             base, modulated = split_method(method)
             if modulated and base != "finetune":  # finetune-modulated met fine-tuning above
-                for other in (base, "finetune-modulated"):
+                for other in (base, method_name("finetune", modulated=True)):
                     if other in pick:
                         paired += _paired_lines(order, pick[method], pick[other], refs, frozen=False)
         if paired:  # an order with comparisons (a single game is its own reference, learned by construction)
@@ -254,10 +254,10 @@ def _learned_lines(order: tuple[str, ...], finetune: GroupSummary) -> list[str]:
     )
     unlearned = [game for game, value in learned.items() if not value >= LEARNED]
     if unlearned:
-        its = "its" if len(unlearned) == 1 else "their"
+        its, it, games = ("its", "it", "a game") if len(unlearned) == 1 else ("their", "them", "games")
         line += (
             f" {', '.join(unlearned)} did not reach {LEARNED:.1f} of {its} single-game score within {its} budget in this "
-            "sequence, so comparisons on it (and the final mean, which includes it) weigh a game that barely learned."
+            f"sequence, so comparisons on {it} (and the final mean, which includes {it}) weigh {games} that barely learned."
         )
     return [line]
 
