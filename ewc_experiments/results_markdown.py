@@ -214,7 +214,8 @@ def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Refer
     on the final mean first (the balance), then on the first game and the last; then that method minus
     a network frozen after game 1 (its own game-1 checkpoint), whose final scores need no training.
     Each `-modulated` method also meets its plain twin (what per-game biases and gains add) and
-    fine-tuning with them (what the method adds beyond them). Last, how far each game learned."""
+    fine-tuning with them (what the method adds beyond them), and EWC meets L2 (what weighting each
+    parameter by its Fisher adds to pulling all of them back alike). Last, how far each game learned."""
     lines = []
     for order in dict.fromkeys(key[0] for key in summaries):
         pick = {key[1]: summary for key, summary in summaries.items() if key[0] == order}
@@ -229,6 +230,8 @@ def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Refer
                 for other in (base, method_name("finetune", modulated=True)):
                     if other in pick:
                         paired += _paired_lines(order, pick[method], pick[other], refs, frozen=False)
+        if "ewc" in pick and "l2" in pick:  # what weighting by the Fisher adds to a uniform pull back to θ*
+            paired += _paired_lines(order, pick["ewc"], pick["l2"], refs, frozen=False)
         if paired:  # an order with comparisons (a single game is its own reference, learned by construction)
             lines += paired + _learned_lines(order, pick["finetune"])
     return lines or ["- No game order has fine-tuning and another method's cells on the same seeds yet."]
@@ -265,7 +268,7 @@ def _learned_lines(order: tuple[str, ...], finetune: GroupSummary) -> list[str]:
 def _paired_lines(
     order: tuple[str, ...], method: GroupSummary, other: GroupSummary, refs: dict[str, Reference], frozen: bool = True
 ) -> list[str]:
-    """`method` minus `other` (fine-tuning, or the method without per-game biases and gains), paired over
+    """`method` minus `other` (fine-tuning, or another method it is weighed against), paired over
     their common seeds; with `frozen`, also `method` minus its own network frozen after game 1."""
     method_by_seed, other_by_seed = (
         {seed: cell_metrics(data, refs) for seed, data in _cells_by_seed(group).items()} for group in (method, other)

@@ -348,6 +348,21 @@ def test_fine_tuning_with_per_game_biases_and_gains_is_the_control_of_a_modulate
     assert outcome.count("ewc-modulated λ=100 minus ewc λ=100, paired over 2 seeds") == 1
 
 
+def test_ewc_meets_l2_on_the_seeds_they_share(sweep, tmp_path):
+    """With L2 cells beside EWC's, the Outcome also pairs EWC with L2 (what the Fisher's weighting adds to
+    a uniform pull back to θ*), once, after both have met fine-tuning."""
+    for seed, raw in ((0, [[10, 2], [4, 16]]), (1, [[8, 0], [3, 14]])):
+        write_cell(sweep, MAIN, "l2", 10.0, seed, raw)
+    outcome = page_of(sweep, tmp_path).markdown.split("## Outcome")[1]
+    assert outcome.count("l2 λ=10 minus fine-tuning, paired over 2 seeds") == 1
+    assert outcome.count("ewc λ=100 minus l2 λ=10, paired over 2 seeds") == 1
+    # EWC's final means (0.65, 0.55) against L2's (0.60, 0.50): 0.05 higher on both seeds, breakout kept
+    # 0.2 better (0.6 and 0.5 against 0.4 and 0.3), space_invaders 0.1 worse
+    expected = "final mean +0.05 [+0.05, +0.05]; first game after the last +0.20 [+0.20, +0.20]; last game -0.10"
+    differences = "(mean difference of normalised scores [95% Student-t interval])"
+    assert f"ewc λ=100 minus l2 λ=10, paired over 2 seeds {differences}: {expected}" in outcome
+
+
 def test_where_and_from_which_code_cells_trained_survives_export_and_restore(sweep, tmp_path):
     """A cell's run.json (commit, machine, torch) travels into the saved cells and back into a restored
     sweep, whose next export keeps it; the page says what the cells recorded."""
