@@ -21,7 +21,7 @@ from pathlib import Path
 
 from agents.ewc.methods import METHODS
 from ewc_experiments.cli import USER_ERRORS, OneLineParser, add_set_option, fail
-from ewc_experiments.sweep_plan import describe, parse_cell_resources, plan_sweep
+from ewc_experiments.sweep_plan import MODULATED, describe, parse_cell_resources, plan_sweep
 from ewc_experiments.sweep_ray import run_on_ray
 from ewc_experiments.sweep_report import PLOT, TABLE, cell_result, write_report
 
@@ -32,7 +32,12 @@ ROOT = Path(__file__).resolve().parent
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--games", required=True, help="comma list, the training order; repeats revisit")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)} (default: all)")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma list of {', '.join(METHODS)}, each also as <method>{MODULATED} (with per-game biases and gains) "
+        "(default: all, unmodulated)",
+    )
     parser.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
     parser.add_argument("--ewc-lambda", help="comma list of lambdas for every method but finetune (default: the config's)")
     parser.add_argument("--orders", default="given", help="game orders: given (default), both (and reversed) or N-random")
