@@ -311,16 +311,22 @@ def test_a_seed_used_for_selection_and_for_the_results_is_named(sweep, tmp_path)
     assert lines[-1] == "**Seeds used for more than one purpose: 1.**"
 
 
+def write_modulated_cell(sweep: Path, tmp_path: Path, method, strength, seed, raw) -> None:
+    """`method`'s cell trained with per-game biases and gains, moved into `sweep` under its
+    `-modulated` name (written elsewhere first: write_cell names it after the plain method)."""
+    elsewhere = tmp_path / "modulated"
+    name = write_cell(elsewhere, MAIN, method, strength, seed, raw)
+    config = yaml.safe_load((elsewhere / "cells" / name / "config.yaml").read_text())
+    config["network"]["per_game_modulation"] = True
+    (elsewhere / "cells" / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (elsewhere / "cells" / name).rename(sweep / "cells" / name.replace(f"-{method}", f"-{method}-modulated", 1))
+
+
 def test_modulated_cells_are_a_method_of_their_own_and_every_method_meets_fine_tuning(sweep, tmp_path):
     """A cell trained with per-game biases and gains is `ewc-modulated`, never pooled with plain EWC (the
     sweep's own ewc λ=100 cells on the same seeds); the Outcome pairs every method with fine-tuning, EWC first."""
-    elsewhere = tmp_path / "modulated"
     for seed, raw in ((0, [[10, 0], [7, 10]]), (1, [[8, 0], [6, 8]])):
-        name = write_cell(elsewhere, MAIN, "ewc", 100.0, seed, raw)
-        config = yaml.safe_load((elsewhere / "cells" / name / "config.yaml").read_text())
-        config["network"]["per_game_modulation"] = True
-        (elsewhere / "cells" / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        (elsewhere / "cells" / name).rename(sweep / "cells" / name.replace("-ewc-", "-ewc-modulated-"))
+        write_modulated_cell(sweep, tmp_path, "ewc", 100.0, seed, raw)
     cells, _ = load_cells(sweep)
     methods = {(data.cell.method, data.cell.seed) for data in cells if data.cell.ewc_lambda == 100.0}
     assert methods == {("ewc", 0), ("ewc", 1), ("ewc-modulated", 0), ("ewc-modulated", 1)}
@@ -333,15 +339,10 @@ def test_modulated_cells_are_a_method_of_their_own_and_every_method_meets_fine_t
 def test_fine_tuning_with_per_game_biases_and_gains_is_the_control_of_a_modulated_method(sweep, tmp_path):
     """With `finetune-modulated` cells, the Outcome says what the per-game parameters give alone (against
     fine-tuning, once) and what EWC adds beyond them (ewc-modulated against finetune-modulated)."""
-    elsewhere = tmp_path / "modulated"
     raws = {("ewc", 100.0): ([[10, 0], [7, 10]], [[8, 0], [6, 8]]), ("finetune", None): ([[10, 0], [3, 18]], [[8, 0], [1, 16]])}
     for (method, strength), per_seed in raws.items():
         for seed, raw in enumerate(per_seed):
-            name = write_cell(elsewhere, MAIN, method, strength, seed, raw)
-            config = yaml.safe_load((elsewhere / "cells" / name / "config.yaml").read_text())
-            config["network"]["per_game_modulation"] = True
-            (elsewhere / "cells" / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-            (elsewhere / "cells" / name).rename(sweep / "cells" / name.replace(f"-{method}", f"-{method}-modulated"))
+            write_modulated_cell(sweep, tmp_path, method, strength, seed, raw)
     outcome = page_of(sweep, tmp_path).markdown.split("## Outcome")[1]
     assert outcome.count("finetune-modulated minus fine-tuning, paired over 2 seeds") == 1
     assert outcome.count("ewc-modulated λ=100 minus finetune-modulated, paired over 2 seeds") == 1
