@@ -64,7 +64,8 @@ class CellData:
     timing: dict[str, float | None] = field(default_factory=dict)
     """train_start and train_end (first and last TensorBoard event, Unix seconds), eval_seconds."""
     provenance: dict[str, str] = field(default_factory=dict)
-    """From the cell's run.json where it had one: git_commit, started, torch, device_name, machine."""
+    """From the cell's run.json where it had one: git_commit, started, torch, device_name, machine, and
+    resumed_without_replay where a resume refilled the replay mid-game (read_provenance)."""
 
     @property
     def name(self) -> str:
@@ -199,15 +200,23 @@ def evaluation_seconds(log: Path) -> float | None:
     return sum(seconds) if seconds else None
 
 
-PROVENANCE_KEYS = ("git_commit", "started", "torch", "device_name", "machine")
+RESUMED_WITHOUT_REPLAY = "resumed_without_replay"
+"""Provenance key: the games (and steps) at which the cell resumed mid-game and refilled its replay."""
+PROVENANCE_KEYS = ("git_commit", "started", "torch", "device_name", "machine", RESUMED_WITHOUT_REPLAY)
 
 
 def read_provenance(run_dir: Path) -> dict[str, str]:
-    """What the cell's run.json says of where and from which code it trained ({} for a restored cell)."""
+    """What the cell's run.json says of where and from which code it trained, and where a resume had to
+    refill the replay mid-game (ewc_training/run_dir.py::replay_refills). A restored cell's run.json is
+    this dict itself (restore_cells), so it reads back unchanged; {} when the cell has none."""
     try:
         info = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(info, dict):
+        return {}
+    if refilled := paths.replay_refills(info):
+        info[RESUMED_WITHOUT_REPLAY] = refilled
     return {key: str(info[key]) for key in PROVENANCE_KEYS if key in info}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from envs.families import family_of_run
 from ewc_experiments import statistics as stats
-from ewc_experiments.results_cells import CellData, Incomplete, ResultsError, file_name
+from ewc_experiments.results_cells import RESUMED_WITHOUT_REPLAY, CellData, Incomplete, ResultsError, file_name
 from ewc_experiments.results_lambda import lambda_lines
 from ewc_experiments.results_plots import plot_curves, plot_matrix, plot_single_game
 from ewc_experiments.results_scores import (
@@ -141,6 +141,14 @@ def provenance_lines(cells: list[CellData]) -> list[str]:
             f"{len(recorded)} of {len(cells)} cells recorded where they ran: {values('machine') or values('device_name')}; "
             f"torch {values('torch')}; commits {values('git_commit')}"
             + ("." if len(recorded) == len(cells) else "; the others were saved before cells kept this.")
+        )
+    refilled = [
+        f"{data.name} ({data.provenance[RESUMED_WITHOUT_REPLAY]})" for data in cells if RESUMED_WITHOUT_REPLAY in data.provenance
+    ]
+    if refilled:
+        lines.append(
+            "**Resumed mid-game without a saved replay** (the game refilled it and paused learning meanwhile; "
+            f"their results are not an uninterrupted run's): {', '.join(refilled)}."
         )
     return lines
 

@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 
 from envs.families import family_of_run
 from ewc_experiments.eval_matrix import saved_metrics
+from ewc_experiments.results_cells import RESUMED_WITHOUT_REPLAY, read_provenance
 from ewc_experiments.statistics import StatisticsError, interval_estimates
 from ewc_experiments.sweep_plan import EVALUATED, Cell, cell_state, read_evaluation
 from ewc_training.config import config_from_dict, load_yaml
@@ -50,6 +51,8 @@ class CellResult:
     """Why it has none: the failing command's error line."""
     steps_per_second: float = math.nan
     """Its agent steps/s while learning (agent_steps_per_second); NaN when it logged none."""
+    replay_refilled: str = ""
+    """Where a resume refilled its replay mid-game (results_cells.read_provenance); "" if never."""
 
 
 def cell_result(cell: Cell, run_dir: Path, error: str = "") -> CellResult:
@@ -57,10 +60,10 @@ def cell_result(cell: Cell, run_dir: Path, error: str = "") -> CellResult:
 
     The metrics are recomputed from the file's episode scores (eval_matrix.saved_metrics), so cells
     evaluated before a metric's definition changed are reported under today's definition."""
-    speed = agent_steps_per_second(run_dir)
+    speed, refilled = agent_steps_per_second(run_dir), read_provenance(run_dir).get(RESUMED_WITHOUT_REPLAY, "")
     if cell_state(run_dir, cell.order) != EVALUATED:
-        return CellResult(cell, run_dir, None, error or "not evaluated", speed)
-    return CellResult(cell, run_dir, saved_metrics(read_evaluation(run_dir)), steps_per_second=speed)
+        return CellResult(cell, run_dir, None, error or "not evaluated", speed, refilled)
+    return CellResult(cell, run_dir, saved_metrics(read_evaluation(run_dir)), "", speed, refilled)
 
 
 SPEED_TAG = "charts/SPS"
@@ -248,6 +251,12 @@ def report_markdown(sweep_dir: Path, results: list[CellResult]) -> str:
         "",
         *throughput_lines(results),
     ]
+    resumed = [result for result in results if result.replay_refilled]
+    if resumed:
+        lines += ["## Cells resumed mid-game without a saved replay", ""]
+        lines += ["Each refilled its replay and paused learning meanwhile, so it differs from an uninterrupted run:", ""]
+        lines += [f"- `{result.cell.name}`: {result.replay_refilled}" for result in resumed]
+        lines.append("")
     if failed:
         lines += ["## Cells without an evaluation", ""]
         lines += [f"- `{result.cell.name}`: {result.error} (log: logs/{result.cell.name}.log)" for result in failed]

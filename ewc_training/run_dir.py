@@ -2,7 +2,8 @@
 
 runs/<name>/
     config.yaml            the resolved config (defaults + preset + flags)
-    run.json               git commit, command line, the game sequence, versions, device, start time
+    run.json               git commit, command line, the game sequence, versions, device, start time;
+                           each resume, and whether its game had to refill the replay
     events.out.tfevents.*  TensorBoard scalars, the config as text and as hparams
     checkpoints/after_<k>_<game>.pt, checkpoints/latest.pt
     checkpoints/latest_replay.pt  the replay at latest.pt's position (only with run.save_replay)
@@ -179,6 +180,30 @@ def record_resume(run_dir: Path, checkpoint: Path, total_steps: int) -> dict[str
     )
     write_json(path, info)
     return info["resumed"][-1]
+
+
+def record_replay_refilled(run_dir: Path, game: str, step_in_game: int) -> None:
+    """Mark the last resume in run.json as one that began mid-game without its replay.
+
+    Such a game learns from a refilled replay and pauses learning while it refills, so its results
+    differ from an uninterrupted run's; the sweep report and result pages name these runs (replay_refills).
+    """
+    path = run_dir / "run.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    info.setdefault("resumed", [{}])[-1]["replay_refilled"] = {"game": game, "step_in_game": step_in_game}
+    write_json(path, info)
+
+
+def replay_refills(info: object) -> str:
+    """Where the run in run.json `info` kept a refilled replay, e.g. "minatar:breakout at step 100,000";
+    "" when nowhere. A later resume from at or before a refill's position trained over it: dropped."""
+    resumes = info.get("resumed", []) if isinstance(info, dict) else []
+    kept: list[tuple[int, dict]] = []
+    for entry in resumes:
+        kept = [(steps, where) for steps, where in kept if steps < entry.get("total_steps", 0)]
+        if "replay_refilled" in entry:
+            kept.append((entry.get("total_steps", 0), entry["replay_refilled"]))
+    return "; ".join(f"{where['game']} at step {where['step_in_game']:,}" for _, where in kept)
 
 
 def write_run_files(run_dir: Path, config: Config, device: torch.device) -> dict[str, object]:

@@ -203,6 +203,7 @@ class SequenceTrainer:
         else:
             replay.add_first(obs)
             skip_updates_until_refilled(pos, config.agent)
+            paths.record_replay_refilled(self.run_dir, self.games[pos.game_index], pos.step_in_game)
             print(
                 f"warning: no replay saved at this position (run.save_replay is off, or it was written for "
                 f"another one); {self.games[pos.game_index]} refills it from step {pos.step_in_game:,}, learning "

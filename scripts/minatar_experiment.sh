@@ -27,8 +27,11 @@
 # later cells never move it. Each stage makes sweep.py calls into its sweep directory
 # (SWEEP_ROOT/<kind>); after each the evaluated cells' compact results are saved under
 # docs/results/minatar/<kind>/cells/ (commit them), and a later run restores them as evaluated, so
-# the experiment can span several sittings. A stage with a failed cell stops the script (sweep.py's
-# report in the sweep directory names it). PYTHON overrides the interpreter.
+# the experiment can span several sittings. A cell killed mid-game resumes without its replay (it
+# refills it, and learning pauses meanwhile); the page lists such cells: delete one's directory in the
+# sweep and its files in docs/results/minatar/<kind>/cells/ to train it again uninterrupted. A stage with
+# a failed cell stops the script (sweep.py's report in the sweep directory names it). PYTHON overrides
+# the interpreter.
 set -euo pipefail
 shopt -s inherit_errexit
 

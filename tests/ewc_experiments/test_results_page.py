@@ -405,3 +405,24 @@ def test_the_outcome_says_how_far_each_game_learned_and_names_one_that_did_not(s
         "minatar:breakout 0.90, minatar:space_invaders 0.25. minatar:space_invaders did not reach 0.5 of its single-game"
         in outcome
     )
+
+
+def test_a_cell_resumed_without_its_replay_is_named_on_the_page(sweep, tmp_path):
+    """A resume that refilled the replay mid-game (run.json, ewc_training/run_dir.py) survives export and
+    restore, and the page names the cell and where: its results are not an uninterrupted run's."""
+    assert "without a saved replay" not in page_of(sweep, tmp_path).markdown
+    resumed = next(cell for cell in sorted((sweep / "cells").iterdir()) if "-finetune-" in cell.name)
+    refill = {"game": "minatar:space_invaders", "step_in_game": 100_000}
+    info = {"git_commit": "0123456789abcdef", "resumed": [{"total_steps": 60_000}, {"replay_refilled": refill}]}
+    (resumed / "run.json").write_text(json.dumps(info))
+    out = tmp_path / "docs" / "minatar.md"
+    assert results_page.main([str(sweep), "--out", str(out), "--export-only"]) == 0
+    saved = out.parent / "minatar" / "cells"
+    fresh = tmp_path / "fresh-sweep"
+    assert results_page.main([str(saved), "--restore-into", str(fresh)]) == 0
+    flagged = {data.name: data.provenance.get("resumed_without_replay") for data in load_cells(fresh)[0]}
+    assert flagged.pop(resumed.name) == "minatar:space_invaders at step 100,000"
+    assert set(flagged.values()) == {None}
+    text = page_of(fresh, tmp_path).markdown
+    assert "**Resumed mid-game without a saved replay** (the game refilled it" in text
+    assert f"not an uninterrupted run's): {resumed.name} (minatar:space_invaders at step 100,000)." in text

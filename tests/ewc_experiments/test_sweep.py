@@ -35,7 +35,14 @@ from ewc_experiments.sweep_plan import (
     plan_sweep,
 )
 from ewc_experiments.sweep_ray import cell_reservation
-from ewc_experiments.sweep_report import CellResult, agent_steps_per_second, cell_result, mean_and_std, method_tables
+from ewc_experiments.sweep_report import (
+    CellResult,
+    agent_steps_per_second,
+    cell_result,
+    mean_and_std,
+    method_tables,
+    report_markdown,
+)
 from ewc_training.config import build_config
 from tests.conftest import ROOT, SUBPROCESS_ENV
 
@@ -217,6 +224,29 @@ def test_metrics_are_recomputed_from_the_saved_scores_not_read_from_an_older_eva
     assert result.metrics["mean_clipped_forgetting"] == pytest.approx(0.0)
     assert result.metrics["final_total_clipped_hns"] == pytest.approx(1.5)  # 0.5 + 1.0
     assert result.metrics["mean_hns_after_game"] == pytest.approx({1: 0.0, 2: 0.75})
+
+
+def test_the_report_lists_cells_that_resumed_mid_game_without_their_replay(tmp_path):
+    """Where a game refilled its replay (run.json's resumes, or the flat key of a cell restored from saved
+    results): such a cell is not an uninterrupted run, and the report names it and where."""
+    trained, restored, uninterrupted = (tmp_path / name for name in ("trained", "restored", "uninterrupted"))
+    refill = {"total_steps": 1_200, "replay_refilled": {"game": "breakout", "step_in_game": 200}}
+    for run_dir, info in (
+        (trained, {"git_commit": "abc", "resumed": [refill]}),
+        (restored, {"git_commit": "abc", "resumed_without_replay": "pong at step 300"}),
+        (uninterrupted, {"git_commit": "abc", "resumed": [{"total_steps": 1_000}]}),
+    ):
+        run_dir.mkdir()
+        (run_dir / "run.json").write_text(json.dumps(info))
+    results = [
+        cell_result(Cell(("pong", "breakout"), "ewc", 400.0, seed), run_dir)
+        for seed, run_dir in enumerate((trained, restored, uninterrupted))
+    ]
+    assert [result.replay_refilled for result in results] == ["breakout at step 200", "pong at step 300", ""]
+    report = report_markdown(tmp_path, results)
+    assert "## Cells resumed mid-game without a saved replay" in report
+    assert f"- `{results[0].cell.name}`: breakout at step 200\n- `{results[1].cell.name}`: pong at step 300\n" in report
+    assert f"`{results[2].cell.name}`: " not in report.split("## Cells without an evaluation")[0]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ replay, ewc_training/schedule.py's formula says which updates are skipped:
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,10 @@ def resume(original: Path, where: Path, config, drop_replay: bool = False, repla
     return Resumed(final, steps)
 
 
+def resumes_recorded(run_dir: Path) -> list[dict]:
+    return json.loads((run_dir / "run.json").read_text())["resumed"]
+
+
 @pytest.fixture(scope="module", params=["minatar"])
 def family_run(request, tmp_path_factory):
     """A finished run whose latest.pt (and replay) were written in the middle of game 2.
@@ -122,6 +127,7 @@ def test_resuming_twice_with_the_replay_gives_identical_game_end_checkpoints(fam
     first = resume(run_dir, tmp_path / "a", config)
     second = resume(run_dir, tmp_path / "b", config)
     assert "no replay saved" not in capsys.readouterr().err
+    assert "replay_refilled" not in resumes_recorded(tmp_path / "a")[-1]
     assert same_tensors(first.final, second.final)
     assert first.update_steps == second.update_steps
     # what the comparison covers: weights, optimizer moments, every game's Fisher and anchor
@@ -151,10 +157,13 @@ def test_resuming_twice_without_the_replay_is_identical_and_follows_the_formula(
     second = resume(run_dir, tmp_path / "b", config, drop_replay=True)
     assert capsys.readouterr().err.count("no replay saved at this position") == 2
     assert same_tensors(first.final, second.final)
+    position = load_checkpoint(paths.latest_checkpoint(run_dir))["position"]
+    # run.json says where the replay was refilled, so that result pages can list the cell
+    refilled = {"game": config.run.games[1], "step_in_game": position["step_in_game"]}
+    assert resumes_recorded(tmp_path / "a")[-1]["replay_refilled"] == refilled
     with_replay = resume(run_dir, tmp_path / "c", config)
     assert not same_tensors(first.final["learner"]["online"], with_replay.final["learner"]["online"])
 
-    position = load_checkpoint(paths.latest_checkpoint(run_dir))["position"]
     expected = expected_schedule_without_replay(position)
     assert first.update_steps == expected
     assert expected and expected[0] == position["step_in_game"] + LEARNING_STARTS  # learning waits learning_starts

@@ -13,7 +13,15 @@ import pytest
 import torch
 
 from ewc_training.config import Config
-from ewc_training.run_dir import RunInUseError, lock_run_dir, unlock_run_dir, write_json, write_run_files
+from ewc_training.run_dir import (
+    RunInUseError,
+    lock_run_dir,
+    record_replay_refilled,
+    replay_refills,
+    unlock_run_dir,
+    write_json,
+    write_run_files,
+)
 from tests.conftest import ROOT, SUBPROCESS_ENV, run_train
 
 HOLD = (
@@ -103,3 +111,17 @@ def test_run_json_names_the_machine_for_result_pages(tmp_path):
     write_run_files(tmp_path, Config(), torch.device("cpu"))
     machine = json.loads((tmp_path / "run.json").read_text())["machine"]
     assert machine.endswith(f", {os.cpu_count()} cores") and len(machine) > len(", 1 cores")
+
+
+def test_replay_refills_name_every_refill_a_later_resume_did_not_train_over(tmp_path):
+    """Two refills are both named; a resume from at or before a refill's position (e.g. --resume
+    after_1_<game>.pt) trains that stretch again, so that refill no longer describes the run."""
+    (tmp_path / "run.json").write_text(json.dumps({"resumed": [{"total_steps": 1_500}]}))
+    record_replay_refilled(tmp_path, "pong", 500)
+    resumes = json.loads((tmp_path / "run.json").read_text())["resumed"]
+    assert resumes == [{"total_steps": 1_500, "replay_refilled": {"game": "pong", "step_in_game": 500}}]
+    later = {"total_steps": 2_700, "replay_refilled": {"game": "breakout", "step_in_game": 700}}
+    assert replay_refills({"resumed": [*resumes, later]}) == "pong at step 500; breakout at step 700"
+    assert replay_refills({"resumed": [*resumes, later, {"total_steps": 2_700}]}) == "pong at step 500"
+    assert replay_refills({"resumed": [*resumes, later, {"total_steps": 1_000}]}) == ""
+    assert replay_refills({"git_commit": "abc"}) == "" and replay_refills([]) == ""
