@@ -213,8 +213,14 @@ def matrix_table(summary: GroupSummary) -> list[str]:
     return lines
 
 
-PAIRED = (("final_mean", "final mean"), ("retention", "first game after the last"), ("last_game", "last game"))
-"""What the Outcome compares, the balance first: (cell_metrics key, words)."""
+PAIRED = (
+    ("final_mean", "final mean"),
+    ("total_clipped", "total clipped score"),
+    ("retention", "first game after the last"),
+    ("last_game", "last game"),
+)
+"""What the Outcome compares, the balance first (the final mean, then the sum over games of each
+game's score clipped at 1, the EWC paper's measure): (cell_metrics key, words)."""
 
 
 def outcome_lines(summaries: dict[GroupKey, GroupSummary], refs: dict[str, Reference]) -> list[str]:

@@ -128,16 +128,19 @@ def normalised(data: CellData, refs: dict[str, Reference]) -> np.ndarray:
 
 
 def cell_metrics(data: CellData, refs: dict[str, Reference]) -> dict[str, float]:
-    """final_mean, retention, retention_fraction, forgetting, backward_transfer, last_game (R[K][g_K]).
+    """final_mean, total_clipped, retention, retention_fraction, forgetting, backward_transfer,
+    last_game (R[K][g_K]).
 
-    Final mean, forgetting and backward transfer are ewc_evaluation.metrics' (what evaluate.py and
-    the sweep report print), computed from this cell's R."""
+    Final mean, total clipped score (Σ_g min(R[K][g], 1): a game learned past the single-game agent
+    cannot make up for another), forgetting and backward transfer are ewc_evaluation.metrics' (what
+    evaluate.py and the sweep report print), computed from this cell's R."""
     R, order, column = normalised(data, refs), data.order, {game: j for j, game in enumerate(data.games)}
     K, g1 = len(order), column[order[0]]
     summary = metrics.summarise({k: dict(zip(data.games, row)) for k, row in enumerate(R.tolist(), start=1)}, order)
     before = R[0, g1]
     return {
         "final_mean": summary["final_mean_hns"],
+        "total_clipped": summary["final_total_clipped_hns"],
         "retention": float(R[K - 1, g1]),
         "retention_fraction": float(R[K - 1, g1] / before) if before > 0 else math.nan,
         "forgetting": summary["mean_forgetting"],

@@ -17,7 +17,7 @@ from envs import games
 from ewc_experiments import results_page, statistics
 from ewc_experiments.results_cells import ResultsError, file_name, load_cells
 from ewc_experiments.results_markdown import build_page, seed_lines
-from ewc_experiments.results_scores import choose_lambda, reference_lines, references, tradeoff_points
+from ewc_experiments.results_scores import cell_metrics, choose_lambda, reference_lines, references, tradeoff_points
 from ewc_experiments.statistics import column_estimates, global_numpy_seed, interval_estimates
 from ewc_training.config import Config
 
@@ -124,6 +124,14 @@ def test_forgetting_backward_transfer_retention_and_cost(sweep, tmp_path):
     assert metric(page, "finetune", None, "final_mean").value == pytest.approx(0.5)
 
 
+def test_a_score_past_the_single_game_agent_counts_in_the_final_mean_but_is_clipped_in_the_total(tmp_path):
+    write_cell(tmp_path, MAIN, "finetune", None, 0, [[12, 0], [3, 30]])  # after game 2: breakout 0.3, invaders 1.5
+    cells, _ = load_cells(tmp_path)
+    figures = cell_metrics(cells[0], references(cells))
+    assert figures["final_mean"] == pytest.approx(0.9)
+    assert figures["total_clipped"] == pytest.approx(0.3 + 1.0)
+
+
 def test_the_lambda_sweep_picks_the_highest_final_mean(sweep, tmp_path, capsys):
     cells, _ = load_cells(sweep)
     with pytest.raises(ResultsError, match="unequal orders or seeds"):  # lambda 1000 has one seed, 100 two
@@ -151,9 +159,14 @@ def test_the_page_without_event_files(sweep, tmp_path):
     assert "envs.games.MINATAR_REFERENCE_SCORES" in text
     # paired by seed, normalised (breakout / 10, space_invaders / 20): final means EWC 0.65, 0.55 against
     # fine-tuning 0.6, 0.4 (differences 0.05, 0.15); first game 0.6, 0.5 against 0.2, 0.0; last game 0.7, 0.6
-    # against 1.0, 0.8; frozen after game 1 (fine-tuning's first row): 0.55, 0.4
-    half = 12.706204736 * np.std([0.05, 0.15], ddof=1) / math.sqrt(2)  # t_{0.975, 1}
-    assert f"final mean +0.10 [{0.10 - half:+.2f}, {0.10 + half:+.2f}]; first game after the last +0.45 [" in text
+    # against 1.0, 0.8; frozen after game 1 (fine-tuning's first row): 0.55, 0.4; total clipped scores
+    # (no score above 1) 1.3, 1.1 against 1.2, 0.8 (differences 0.1, 0.3)
+    t = 12.706204736  # t_{0.975, 1}
+    half, clipped_half = (t * np.std(differences, ddof=1) / math.sqrt(2) for differences in ([0.05, 0.15], [0.1, 0.3]))
+    assert (
+        f"final mean +0.10 [{0.10 - half:+.2f}, {0.10 + half:+.2f}]; "
+        f"total clipped score +0.20 [{0.20 - clipped_half:+.2f}, {0.20 + clipped_half:+.2f}]; first game after the last +0.45 ["
+    ) in text
     assert "On the balance (final mean) ewc λ=100 is not shown to beat fine-tuning, nor to do worse: the 95% interval" in text
     assert "higher on 2 of 2 seeds, unpaired probability of improvement P(ewc λ=100 > fine-tuning) = 0.75." in text
     assert "minus a network frozen after game 1, final mean: +0.12 [" in text
@@ -358,8 +371,12 @@ def test_ewc_meets_l2_on_the_seeds_they_share(sweep, tmp_path):
     assert outcome.count("l2 λ=10 minus fine-tuning, paired over 2 seeds") == 1
     assert outcome.count("ewc λ=100 minus l2 λ=10, paired over 2 seeds") == 1
     # EWC's final means (0.65, 0.55) against L2's (0.60, 0.50): 0.05 higher on both seeds, breakout kept
-    # 0.2 better (0.6 and 0.5 against 0.4 and 0.3), space_invaders 0.1 worse
-    expected = "final mean +0.05 [+0.05, +0.05]; first game after the last +0.20 [+0.20, +0.20]; last game -0.10"
+    # 0.2 better (0.6 and 0.5 against 0.4 and 0.3), space_invaders 0.1 worse; no score above 1, so the
+    # total clipped score is twice the final mean
+    expected = (
+        "final mean +0.05 [+0.05, +0.05]; total clipped score +0.10 [+0.10, +0.10]; "
+        "first game after the last +0.20 [+0.20, +0.20]; last game -0.10"
+    )
     differences = "(mean difference of normalised scores [95% Student-t interval])"
     assert f"ewc λ=100 minus l2 λ=10, paired over 2 seeds {differences}: {expected}" in outcome
 
