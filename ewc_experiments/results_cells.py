@@ -149,7 +149,10 @@ def _load_sweep(sweep_dir: Path) -> tuple[list[CellData], list[Incomplete]]:
             incomplete.append(Incomplete(cell.name, why))
             continue
         curves, timing = read_events(run_dir)
-        timing["eval_seconds"] = evaluation_seconds(log_path(sweep_dir, cell))
+        if not (curves or timing):  # no event files: a restored cell, whose saved ones it kept
+            curves, timing = read_restored(run_dir)
+        from_log = evaluation_seconds(log_path(sweep_dir, cell))
+        timing["eval_seconds"] = from_log if from_log is not None else timing.get("eval_seconds")
         cells.append(CellData(cell, evaluation, config, curves, timing, read_provenance(run_dir)))
     return _sorted(cells), incomplete
 
@@ -231,9 +234,24 @@ def export_cells(cells: list[CellData], folder: Path) -> None:
             stem.with_name(stem.name + ".curves.json").write_text(json.dumps(data.curves, separators=(",", ":")) + "\n")
 
 
+RESTORED = "restored.json"
+"""In a restored cell's directory: the saved cell's curves and wall times, which it has no event files
+or sweep log left to give, so that exporting the sweep again saves what was saved before."""
+
+
+def read_restored(run_dir: Path) -> tuple[dict[str, list[list[float]]], dict[str, float | None]]:
+    """The curves and timing restore_cells kept for a cell; empty when it kept none."""
+    try:
+        kept = json.loads((run_dir / RESTORED).read_text())
+    except (OSError, ValueError):
+        return {}, {}
+    return dict(kept.get("curves") or {}), dict(kept.get("timing") or {})
+
+
 def restore_cells(cells: list[CellData], sweep_dir: Path) -> int:
-    """Write saved cells back as <sweep>/cells/<cell>/{config.yaml, eval/eval.json}: an evaluated cell to
-    sweep.py (ewc_experiments/sweep_plan.py::cell_state), which then skips it. Existing cells are left alone."""
+    """Write saved cells back as <sweep>/cells/<cell>/{config.yaml, eval/eval.json, RESTORED}: an evaluated
+    cell to sweep.py (ewc_experiments/sweep_plan.py::cell_state), which then skips it. Existing cells are
+    left alone."""
     restored = 0
     for data in cells:
         run_dir = cell_dir(sweep_dir, data.cell)
@@ -244,5 +262,6 @@ def restore_cells(cells: list[CellData], sweep_dir: Path) -> int:
         (run_dir / "eval" / "eval.json").write_text(json.dumps(data.evaluation, indent=1) + "\n")
         if data.provenance:  # kept for the next export
             (run_dir / "run.json").write_text(json.dumps(data.provenance, indent=2) + "\n")
+        (run_dir / RESTORED).write_text(json.dumps({"timing": data.timing, "curves": data.curves}) + "\n")
         restored += 1
     return restored

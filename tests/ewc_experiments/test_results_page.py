@@ -277,6 +277,26 @@ def test_saved_cells_restore_into_a_sweep_that_then_skips_them(sweep, tmp_path):
     assert sorted(data.name for data in again) == sorted(run_dir.name for run_dir in restored)
 
 
+def test_a_restored_sweep_exports_the_wall_times_and_curves_it_was_restored_from(sweep, tmp_path):
+    """A restored cell has no event files or log of its own: exporting its sweep again (as each stage of
+    scripts/minatar_experiment.sh does) must save the timing and curves it came with, not blanks."""
+    saved = tmp_path / "saved"
+    assert results_page.main([str(sweep), "--out", str(saved.with_suffix(".md")), "--export-only"]) == 0
+    cells = saved.parent / "saved" / "cells"
+    first = sorted(path for path in cells.glob("*.json") if not path.name.endswith(".curves.json"))[0]
+    timing = {"train_start": 1000.0, "train_end": 2200.0, "eval_seconds": 6.0}
+    first.write_text(json.dumps({**json.loads(first.read_text()), "timing": timing}))
+    curves = {"eval/minatar:breakout/mean_score": [[25_000.0, 1.5], [50_000.0, 2.5]]}
+    first.with_name(first.name.removesuffix(".json") + ".curves.json").write_text(json.dumps(curves))
+    fresh = tmp_path / "fresh-sweep"
+    assert results_page.main([str(cells), "--restore-into", str(fresh)]) == 0
+    again = tmp_path / "again"
+    assert results_page.main([str(fresh), "--out", str(again.with_suffix(".md")), "--export-only"]) == 0
+    exported = again.parent / "again" / "cells" / first.name
+    assert json.loads(exported.read_text())["timing"] == timing
+    assert json.loads(exported.with_name(first.name.removesuffix(".json") + ".curves.json").read_text()) == curves
+
+
 def test_check_references_compares_envs_games_with_what_single_game_cells_measure(sweep, monkeypatch, capsys):
     # the main order's fine-tuning cells train breakout first: 8.0 and 10.0 on seeds 0 and 1 (see the fixture)
     monkeypatch.setattr(games, "MINATAR_REFERENCE_SCORES", {"breakout": (0.51, 9.0), "space_invaders": (2.95, 18.0)})
