@@ -8,6 +8,9 @@ directory is gone; and the same cells written out again (export) or back into a 
 
 File names are the cell's or order's name with `:` written `_` (`minatar:breakout` is a URL scheme
 in a markdown link, and no file name on Windows).
+
+A restored cell has no event files or sweep log to give its wall times and curves again: restore
+writes the saved ones into the cell's directory as restored.json, and the next export keeps them.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ class CellData:
     config: dict
     curves: dict[str, list[list[float]]] = field(default_factory=dict)
     timing: dict[str, float | None] = field(default_factory=dict)
-    """train_start and train_end (first and last TensorBoard event, Unix seconds), eval_seconds."""
+    """train_start and train_end (first and last TensorBoard event, Unix seconds), eval_seconds (from
+    the sweep's log); a restored cell's come from its restored.json (restore_cells)."""
     provenance: dict[str, str] = field(default_factory=dict)
     """From the cell's run.json where it had one: git_commit, started, torch, device_name, machine, and
     resumed_without_replay where a resume refilled the replay mid-game (read_provenance)."""
@@ -240,28 +244,37 @@ or sweep log left to give, so that exporting the sweep again saves what was save
 
 
 def read_restored(run_dir: Path) -> tuple[dict[str, list[list[float]]], dict[str, float | None]]:
-    """The curves and timing restore_cells kept for a cell; empty when it kept none."""
+    """The curves and timing restore_cells kept for a cell; empty where it kept none (or the file is not
+    what restore_cells writes)."""
     try:
         kept = json.loads((run_dir / RESTORED).read_text())
     except (OSError, ValueError):
         return {}, {}
-    return dict(kept.get("curves") or {}), dict(kept.get("timing") or {})
+    curves, timing = (kept.get(key) if isinstance(kept, dict) else None for key in ("curves", "timing"))
+    return (curves if isinstance(curves, dict) else {}), (timing if isinstance(timing, dict) else {})
 
 
 def restore_cells(cells: list[CellData], sweep_dir: Path) -> int:
-    """Write saved cells back as <sweep>/cells/<cell>/{config.yaml, eval/eval.json, RESTORED}: an evaluated
-    cell to sweep.py (ewc_experiments/sweep_plan.py::cell_state), which then skips it. Existing cells are
-    left alone."""
+    """Write saved cells back as <sweep>/cells/<cell>/{config.yaml, eval/eval.json, restored.json}: an
+    evaluated cell to sweep.py (ewc_experiments/sweep_plan.py::cell_state), which then skips it. Existing
+    cells are left alone, but one without event files gets the saved curves and timing if it lacks them
+    (restored before cells kept them)."""
     restored = 0
     for data in cells:
         run_dir = cell_dir(sweep_dir, data.cell)
         if run_dir.exists():
+            if not any(run_dir.glob("events.out.tfevents.*")) and not (run_dir / RESTORED).exists():
+                _keep_saved_timing_and_curves(run_dir, data)
             continue
         (run_dir / "eval").mkdir(parents=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(data.config, sort_keys=False))
         (run_dir / "eval" / "eval.json").write_text(json.dumps(data.evaluation, indent=1) + "\n")
         if data.provenance:  # kept for the next export
             (run_dir / "run.json").write_text(json.dumps(data.provenance, indent=2) + "\n")
-        (run_dir / RESTORED).write_text(json.dumps({"timing": data.timing, "curves": data.curves}) + "\n")
+        _keep_saved_timing_and_curves(run_dir, data)
         restored += 1
     return restored
+
+
+def _keep_saved_timing_and_curves(run_dir: Path, data: CellData) -> None:
+    (run_dir / RESTORED).write_text(json.dumps({"timing": data.timing, "curves": data.curves}) + "\n")

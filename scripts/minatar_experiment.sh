@@ -18,10 +18,12 @@
 #   three-game  breakout -> space_invaders -> asterix: fine-tuning, EWC and online EWC at EWC's
 #               chosen lambda (online EWC differs from EWC only from a third game on), held-out seeds;
 #               then asterix -> space_invaders -> breakout, fine-tuning and EWC, a sequence in which all
-#               three games learn: asterix learns within 150,000 steps only as the first game. The order
-#               was chosen on selection seed 100, with fine-tuning, by each game's score right after its
-#               own training (asterix, space_invaders, breakout 1.01, 0.76, 0.78; asterix -> breakout ->
-#               space_invaders 1.01, 0.72, 0.49; space_invaders -> breakout -> asterix 0.79, 1.09, 0.01)
+#               three games learn: of the orders tried, asterix learned within 150,000 steps only as the
+#               first game (as the third, 0.01-0.11 of its single-game score). The order was chosen in a
+#               one-off pilot (not kept) on selection seed 100, with fine-tuning, by each game's
+#               normalised score right after its own training (asterix, space_invaders, breakout 1.01,
+#               0.76, 0.78; asterix -> breakout -> space_invaders 1.01, 0.72, 0.49; space_invaders ->
+#               breakout -> asterix 0.79, 1.09, 0.01)
 #   modulated   EWC with per-game biases and gains (network.per_game_modulation, as the EWC paper's
 #               Atari agent) at EWC's chosen lambda, and fine-tuning with them (their control: what
 #               the per-game parameters give alone), held-out seeds, both orders
@@ -29,7 +31,7 @@
 #   page        docs/results/minatar.md from the saved cells of every stage (the lambda section from the
 #               selection sweeps alone)
 # The chosen lambda is kept in docs/results/minatar/chosen_lambda_<method>.txt once made, so that
-# later cells never move it. Each stage makes sweep.py calls into its sweep directory
+# later cells never move it. Each stage makes sweep.py calls into its sweep directories
 # (SWEEP_ROOT/<kind>); after each the evaluated cells' compact results are saved under
 # docs/results/minatar/<kind>/cells/ (commit them), and a later run restores them as evaluated, so
 # the experiment can span several sittings. A cell killed mid-game resumes without its replay (it

@@ -296,6 +296,15 @@ def test_a_restored_sweep_exports_the_wall_times_and_curves_it_was_restored_from
     assert json.loads(exported.read_text())["timing"] == timing
     assert json.loads(exported.with_name(first.name.removesuffix(".json") + ".curves.json").read_text()) == curves
 
+    restored = fresh / "cells" / first.name.removesuffix(".json")
+    (restored / "restored.json").unlink()  # restored before cells kept their timing: a new restore adds it
+    assert results_page.main([str(cells), "--restore-into", str(fresh)]) == 0
+    assert json.loads((restored / "restored.json").read_text())["timing"] == timing
+    for wrong in ("[1, 2]", '{"curves": [1, 2], "timing": "abc"}', "not json"):
+        (restored / "restored.json").write_text(wrong)
+        by_name = {data.name: data for data in load_cells(fresh)[0]}
+        assert by_name[restored.name].timing == {"eval_seconds": None} and by_name[restored.name].curves == {}
+
 
 def test_check_references_compares_envs_games_with_what_single_game_cells_measure(sweep, monkeypatch, capsys):
     # the main order's fine-tuning cells train breakout first: 8.0 and 10.0 on seeds 0 and 1 (see the fixture)
