@@ -152,9 +152,8 @@ def _load_sweep(sweep_dir: Path) -> tuple[list[CellData], list[Incomplete]]:
         if why:
             incomplete.append(Incomplete(cell.name, why))
             continue
-        curves, timing = read_events(run_dir)
-        if not (curves or timing):  # no event files: a restored cell, whose saved ones it kept
-            curves, timing = read_restored(run_dir)
+        # a restored cell has no event files: it kept its saved curves and timing instead
+        curves, timing = read_events(run_dir) if has_event_files(run_dir) else read_restored(run_dir)
         from_log = evaluation_seconds(log_path(sweep_dir, cell))
         timing["eval_seconds"] = from_log if from_log is not None else timing.get("eval_seconds")
         cells.append(CellData(cell, evaluation, config, curves, timing, read_provenance(run_dir)))
@@ -165,10 +164,14 @@ def _sorted(cells: list[CellData]) -> list[CellData]:
     return sorted(cells, key=lambda data: (data.order, data.cell.method, data.cell.ewc_lambda or 0.0, data.cell.seed))
 
 
+def has_event_files(run_dir: Path) -> bool:
+    return any(run_dir.glob("events.out.tfevents.*"))
+
+
 def read_events(run_dir: Path) -> tuple[dict[str, list[list[float]]], dict[str, float | None]]:
     """The run's eval/ curves and training-episode returns (averaged down), and the first and last
     event's wall time; empty when the run has no event files."""
-    if not any(run_dir.glob("events.out.tfevents.*")):
+    if not has_event_files(run_dir):
         return {}, {}
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -263,7 +266,7 @@ def restore_cells(cells: list[CellData], sweep_dir: Path) -> int:
     for data in cells:
         run_dir = cell_dir(sweep_dir, data.cell)
         if run_dir.exists():
-            if not any(run_dir.glob("events.out.tfevents.*")) and not (run_dir / RESTORED).exists():
+            if not has_event_files(run_dir) and not (run_dir / RESTORED).exists():
                 _keep_saved_timing_and_curves(run_dir, data)
             continue
         (run_dir / "eval").mkdir(parents=True)
