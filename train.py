@@ -4,6 +4,7 @@
     python train.py --games pong,breakout,pong --method online-ewc --ewc-lambda 1000 --seed 1
     python train.py --config configs/smoke.yaml --set agent.learning_rate=3e-4
     python train.py --resume runs/<name>
+    python train.py --games pong,breakout --method finetune --branch-from runs/<name>/checkpoints/after_1_pong.pt
 
 Every option is a config key (ewc_training/config.py); flags here are shortcuts for the common ones
 and `--set section.key=value` reaches the rest. Precedence: defaults < --config YAML < flags < --set.
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             trainer = resume_run(args.resume, args.device)
         else:
-            trainer = start_run(config_from_train_args(args), args.run_dir, args.overwrite)
+            trainer = start_run(config_from_train_args(args), args.run_dir, args.overwrite, args.branch_from)
         score = f"score it with: {evaluate_command(trainer.run_dir)}"
         if trainer.position.game_index >= len(trainer.games):
             print(f"{trainer.run_dir} has finished all {len(trainer.games)} games; nothing to resume; {score}", file=sys.stderr)

@@ -92,6 +92,12 @@ def train_parser(description: str = "") -> argparse.ArgumentParser:
         help="continue runs/<name> from its newest checkpoint (or from the checkpoint file given), with its own config.yaml",
     )
     parser.add_argument(
+        "--branch-from",
+        metavar="CHECKPOINT",
+        help="start at a game-end checkpoint of another run (runs/<name>/checkpoints/after_<k>_<game>.pt) whose games "
+        "begin this run's --games: the earlier games are not trained again; --method may keep the source's or be finetune",
+    )
+    parser.add_argument(
         "--save-replay",
         action="store_const",
         const=True,

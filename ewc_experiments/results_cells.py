@@ -168,22 +168,30 @@ def has_event_files(run_dir: Path) -> bool:
     return any(run_dir.glob("events.out.tfevents.*"))
 
 
+def scalar_events(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
+    """Every scalar tag of the run's event files: [(step, value, wall_time)] by step. A resumed run's
+    repeats of a step are one point: the last logged wins (it is the one the run went on from)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    scalars = {}
+    for tag in accumulator.Tags()["scalars"]:
+        by_step = {event.step: (event.step, float(event.value), event.wall_time) for event in accumulator.Scalars(tag)}
+        scalars[tag] = [by_step[step] for step in sorted(by_step)]
+    return scalars
+
+
 def read_events(run_dir: Path) -> tuple[dict[str, list[list[float]]], dict[str, float | None]]:
     """The run's eval/ curves and training-episode returns (averaged down), and the first and last
     event's wall time; empty when the run has no event files."""
     if not has_event_files(run_dir):
         return {}, {}
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
     curves, times = {}, []
-    for tag in accumulator.Tags()["scalars"]:
-        events = accumulator.Scalars(tag)
-        times += [events[0].wall_time, events[-1].wall_time] if events else []
+    for tag, events in scalar_events(run_dir).items():
+        times += [min(wall for _, _, wall in events), max(wall for _, _, wall in events)] if events else []
         if tag.startswith("eval/") or tag.endswith("/episodic_return"):
-            by_step = {event.step: event.value for event in events}  # a resumed run's repeats: the last wins
-            points = [[float(step), float(value)] for step, value in sorted(by_step.items())]
+            points = [[float(step), value] for step, value, _ in events]
             curves[tag] = thin(points) if tag.endswith("/episodic_return") else points
     timing = {"train_start": min(times), "train_end": max(times)} if times else {}
     return curves, timing

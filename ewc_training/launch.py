@@ -1,6 +1,7 @@
 """Starting and resuming a run: every check that can fail is made before anything is written.
 
 start_run:  config -> device -> replay fits? -> run directory (locked) -> trainer
+branch_run: start_run's checks -> the other run's game-end checkpoint loaded -> run directory (locked) -> trainer there
 resume_run: run directory (locked) -> newest checkpoint -> its config.yaml -> trainer at that position
 """
 
@@ -46,9 +47,8 @@ def check_replay_fits(config: Config, device: torch.device) -> None:
         )
 
 
-def prepare_run_dir(config: Config, requested: str | None, overwrite: bool) -> Path:
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> Path:
     """The run directory, locked for this process; an existing run is replaced only with `overwrite`."""
-    run_dir = Path(requested) if requested else Path("runs") / paths.default_run_name(config)
     check_replaceable(run_dir, overwrite)
     ensure_writable(run_dir)
     paths.lock_run_dir(run_dir)  # before deleting: never replace a run another process is writing
@@ -108,14 +108,27 @@ def warn_if_never_learning(config: Config) -> None:
         )
 
 
-def start_run(config: Config, requested_dir: str | None, overwrite: bool) -> SequenceTrainer:
-    """A new run of a validated `config`."""
+def start_run(config: Config, requested_dir: str | None, overwrite: bool, branch_from: str | None = None) -> SequenceTrainer:
+    """A new run of a validated `config`; with `branch_from`, one that starts at that game-end
+    checkpoint of another run (SequenceTrainer.branch) instead of at the first game."""
     warn_if_never_consolidated(config)
     warn_if_never_learning(config)
     device = resolve_device(config.run.device)
     check_replay_fits(config, device)
-    run_dir = prepare_run_dir(config, requested_dir, overwrite)
-    return SequenceTrainer(config, run_dir, device, TensorBoardLogger(run_dir))
+    run_dir = Path(requested_dir) if requested_dir else Path("runs") / paths.default_run_name(config)
+    if branch_from is None:
+        return SequenceTrainer(config, prepare_run_dir(run_dir, overwrite), device, TensorBoardLogger(run_dir))
+    source = Path(branch_from)
+    if not source.is_file():
+        raise ConfigError(
+            f"--branch-from {branch_from}: no such file; it takes a game-end checkpoint (runs/<name>/checkpoints/after_1_pong.pt)"
+        )
+    if run_dir.resolve() == paths.run_dir_of(source).resolve():
+        raise ConfigError(f"--run-dir is the run {branch_from} belongs to; a branch is a new run: name another folder")
+    trainer = SequenceTrainer.branch(config, run_dir, device, TensorBoardLogger(run_dir), source)  # writes nothing
+    prepare_run_dir(run_dir, overwrite)
+    print(f"branching from {source} at game {trainer.position.game_index + 1} of {len(config.run.games)}", file=sys.stderr)
+    return trainer
 
 
 def resume_run(requested: str, device_name: str | None = None) -> SequenceTrainer:

@@ -206,8 +206,13 @@ def replay_refills(info: object) -> str:
     return "; ".join(f"{where['game']} at step {where['step_in_game']:,}" for _, where in kept)
 
 
-def write_run_files(run_dir: Path, config: Config, device: torch.device) -> dict[str, object]:
-    """Save the resolved config and the provenance of this run; returns the provenance."""
+def write_run_files(
+    run_dir: Path, config: Config, device: torch.device, branched_from: dict[str, object] | None = None
+) -> dict[str, object]:
+    """Save the resolved config and the provenance of this run; returns the provenance.
+
+    A branch (train.py --branch-from) records its source: the checkpoint, the games it had trained,
+    the commit and the config they were trained with (which may differ from this run's)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)
     atomic_write(run_dir / "config.yaml", lambda handle: handle.write(text.encode()))
@@ -224,6 +229,7 @@ def write_run_files(run_dir: Path, config: Config, device: torch.device) -> dict
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "machine": machine_description(),
+        **({"branched_from": branched_from} if branched_from is not None else {}),
     }
     write_json(run_dir / "run.json", info)
     return info

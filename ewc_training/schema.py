@@ -74,17 +74,54 @@ def restore_training(path: Path, games: list[str], state: TrainingState, device:
     try:
         if list(payload["games"]) != games:
             raise ValueError(f"it was trained on games {payload['games']}, config.yaml lists {games}")
-        if payload["device_type"] != device.type:
-            raise ValueError(f"it was written on {payload['device_type']}; resume it there (generator states do not move)")
-        check_same_shapes(payload["learner"]["online"], state.learner.online.state_dict())
-        state.position = Position(**payload["position"])
-        state.learner.set_state(payload["learner"])
-        state.learner.consolidation.set_state(payload["consolidation"])
-        state.probes = {game: ProbeSet(**probe) for game, probe in payload["probes"].items()}
-        state.generator.set_state(payload["generator"].cpu())
-        torch.set_rng_state(payload["torch_rng"].cpu())
+        restore_payload(payload, state, device, keep_consolidation=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: does not fit this run ({first_line(error)})") from None
+
+
+def restore_branch(path: Path, games: list[str], state: TrainingState, device: torch.device) -> dict:
+    """Start a new run on `games` at the game boundary checkpoint `path` of another run; returns the payload.
+
+    Allowed when the source trained exactly the new run's first k games (k = the boundary's game
+    index) with a network of the same shapes on the same kind of device. The learner, probes and
+    generators come back as they were, so the new run continues as the source would have had it
+    been given `games`. The consolidation state comes along when the new run uses the source's method
+    (lambda is read from the new config, so a branch may change it); a branch to `finetune` drops it.
+    Any other change of method needs that method's own state at the boundary: train from the start.
+    """
+    payload = load_checkpoint(path, map_location=device)
+    try:
+        position, source_games = Position(**payload["position"]), list(payload["games"])
+        if position.step_in_game != 0 or position.game_index == 0:
+            raise ValueError("it was saved in the middle of a game; branch from a game-end checkpoint (after_<k>_<game>.pt)")
+        trained = source_games[: position.game_index]
+        if games[: len(trained)] != trained:
+            raise ValueError(f"it has trained {','.join(trained)}, which does not begin this run's sequence {','.join(games)}")
+        if len(games) == len(trained):
+            raise ValueError(f"this run's sequence {','.join(games)} has no game left after it; add the games to train next")
+        source_method, method = payload["consolidation"]["name"], state.learner.consolidation.name
+        if method not in (source_method, "finetune"):
+            raise ValueError(
+                f"it holds {source_method} consolidation; a branch can keep it or drop it (finetune), not become {method}"
+            )
+        restore_payload(payload, state, device, keep_consolidation=method == source_method)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: cannot branch from it ({first_line(error)})") from None
+    return payload
+
+
+def restore_payload(payload: dict, state: TrainingState, device: torch.device, keep_consolidation: bool) -> None:
+    """Everything a checkpoint saved, into `state` and torch's global generator."""
+    if payload["device_type"] != device.type:
+        raise ValueError(f"it was written on {payload['device_type']}; use it there (generator states do not move)")
+    check_same_shapes(payload["learner"]["online"], state.learner.online.state_dict())
+    state.position = Position(**payload["position"])
+    state.learner.set_state(payload["learner"])
+    if keep_consolidation:
+        state.learner.consolidation.set_state(payload["consolidation"])
+    state.probes = {game: ProbeSet(**probe) for game, probe in payload["probes"].items()}
+    state.generator.set_state(payload["generator"].cpu())
+    torch.set_rng_state(payload["torch_rng"].cpu())
 
 
 def check_same_shapes(saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:

@@ -39,7 +39,15 @@ from ewc_training.config import Config
 from ewc_training.logger import Logger
 from ewc_training.progress import Progress
 from ewc_training.schedule import crossed, env_seed, replay_capacity, skip_updates_until_refilled, updates_owed
-from ewc_training.schema import Position, TrainingState, replay_payload, restore_replay, restore_training, training_payload
+from ewc_training.schema import (
+    Position,
+    TrainingState,
+    replay_payload,
+    restore_branch,
+    restore_replay,
+    restore_training,
+    training_payload,
+)
 from ewc_training.upload import Upload
 
 
@@ -66,6 +74,7 @@ class SequenceTrainer:
         self.state = TrainingState(Position(), learner, {}, generator)
         self.git_commit = "unknown"
         self.resumed_from: Path | None = None
+        self.branched_from: dict[str, object] | None = None  # the source checkpoint, for run.json
         self.stop_reason: str | None = None
 
     @classmethod
@@ -74,6 +83,22 @@ class SequenceTrainer:
         trainer = cls(config, run_dir, device, logger)
         restore_training(checkpoint, trainer.games, trainer.state, device)
         trainer.resumed_from = checkpoint
+        return trainer
+
+    @classmethod
+    def branch(cls, config: Config, run_dir: Path, device: torch.device, logger: Logger, checkpoint: Path) -> SequenceTrainer:
+        """A new run that starts at the game boundary `checkpoint` of another run (schema.restore_branch
+        says which branches are allowed): the earlier games are not trained again."""
+        trainer = cls(config, run_dir, device, logger)
+        source = restore_branch(checkpoint, trainer.games, trainer.state, device)
+        trainer.branched_from = {
+            "checkpoint": str(checkpoint.resolve()),
+            "games": source["games"][: trainer.position.game_index],
+            "total_steps": trainer.position.total_steps,
+            "method": source["consolidation"]["name"],
+            "git_commit": source["git_commit"],
+            "config": source["config"],
+        }
         return trainer
 
     @property
@@ -113,9 +138,13 @@ class SequenceTrainer:
     def start_logging(self) -> None:
         """Provenance in run.json, and the logger (after a resume it hides what was logged past the checkpoint)."""
         if self.resumed_from is None:
-            info = paths.write_run_files(self.run_dir, self.config, self.device)
+            info = paths.write_run_files(self.run_dir, self.config, self.device, branched_from=self.branched_from)
             self.logger.start()
             self.logger.config(self.config.flat())
+            if self.branched_from is not None:  # the branch point is this run's first game-end checkpoint
+                self.git_commit = str(info["git_commit"])
+                pos = self.position
+                self.save(paths.game_end_checkpoint(self.run_dir, pos.game_index, self.games[pos.game_index - 1]))
         else:
             info = paths.record_resume(self.run_dir, self.resumed_from, self.position.total_steps)
             self.logger.start(purge_step=self.position.total_steps + 1)
