@@ -25,10 +25,17 @@ import sys
 from envs.families import family_of_run
 from envs.games import parse_games
 from ewc_evaluation.video import check_video_support
-from ewc_experiments.cli import USER_ERRORS, OneLineParser, fail, positive_int, probability
+from ewc_experiments.cli import USER_ERRORS, OneLineParser, add_threads_option, fail, positive_int, probability
 from ewc_experiments.eval_matrix import PROTOCOL_FLAGS, evaluate_run, open_run, run_protocol
-from ewc_experiments.eval_report import comparison_markdown, eval_folder, matrix_markdown, protocol_text, write_outputs
-from ewc_training.device import resolve_device
+from ewc_experiments.eval_report import (
+    comparison_markdown,
+    eval_folder,
+    matrix_markdown,
+    protocol_caveat,
+    protocol_text,
+    write_outputs,
+)
+from ewc_training.device import configure_threads, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "eval.max_episode_frames)",
     )
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when present), cuda or cpu")
+    add_threads_option(parser)
     parser.add_argument("--seed", type=int, default=0, help="seeds the emulators and exploration (default 0)")
     parser.add_argument("--video", action="store_true", help="also film one episode per cell to <run>/eval/videos/")
     return parser.parse_args(argv)
@@ -60,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = {name: getattr(args, name) for name in PROTOCOL_FLAGS}
     try:
         device = resolve_device(args.device, warn=False)
+        report(configure_threads(args.threads, device))
         picked = args.checkpoints.split(",") if args.checkpoints else None
         runs = [open_run(path, picked) for path in args.runs]
         games = list(dict.fromkeys(parse_games(args.games))) if args.games else None
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         protocols = [run_protocol(run, flags) for run in runs]  # every run checked before any is scored
         for run, protocol in zip(runs, protocols):
             report(f"{run.path}: {protocol_text(run, protocol, args.seed)}")
+            if caveat := protocol_caveat(run, protocol):
+                report(caveat)
             video_dir = eval_folder(run.path) / "videos" if args.video else None
             evaluation = evaluate_run(run, games or run.sequence, protocol, device, args.seed, video_dir, report)
             if evaluation.rows:

@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.resume:
-            trainer = resume_run(args.resume, args.device)
+            trainer = resume_run(args.resume, args.device, args.threads)
         else:
-            trainer = start_run(config_from_train_args(args), args.run_dir, args.overwrite, args.branch_from)
+            trainer = start_run(config_from_train_args(args), args.run_dir, args.overwrite, args.branch_from, args.threads)
         score = f"score it with: {evaluate_command(trainer.run_dir)}"
         if trainer.position.game_index >= len(trainer.games):
             print(f"{trainer.run_dir} has finished all {len(trainer.games)} games; nothing to resume; {score}", file=sys.stderr)

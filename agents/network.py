@@ -24,6 +24,10 @@ ARCHITECTURES: dict[str, dict[str, tuple]] = {
     "minatar-wide": {"channels": (32,), "kernels": ((3, 1),), "hidden": (256,)},
 }
 
+ARCHITECTURE_FAMILY = {"nature": "atari", "large": "atari", "minatar": "minatar", "minatar-wide": "minatar"}
+"""The game family (envs/families.py) each architecture is made for: the MinAtar network on Atari frames
+would train, slowly and badly (one 3x3 convolution over 84x84, a 107,584-wide fully connected input)."""
+
 LayerTap = tuple[torch.Tensor, torch.Tensor]
 """(input x, pre-modulation output z = Wx + b) of one layer; the Fisher is built from these."""
 

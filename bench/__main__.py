@@ -13,13 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from bench.clock import seconds_since_process_start
 from bench.measure import run
 from bench.report import report
 from bench.settings import Settings
-from ewc_training.device import DeviceError, resolve_device
+from ewc_training.device import DeviceError, configure_threads, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         "--num-envs", type=int, help="emulators of the end-to-end loop, one count (default 8, 16 and 32 on CUDA, 8 on a CPU)"
     )
     parser.add_argument("--fisher-samples", type=int, help="states of the timed Fisher (default 3,200 on CUDA, 128 on a CPU)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice, one per core)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: OMP_NUM_THREADS if set, else 1 on a CPU)")
     parser.add_argument("--out", help="where to write the JSON record (default runs/bench/throughput-<cpu|cuda>.json)")
     args = parser.parse_args(argv)
     try:
@@ -38,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     except DeviceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    print(configure_threads(args.threads, device), file=sys.stderr)
     settings = Settings.for_device(device, args.quick)
     overrides = {"num_envs": args.num_envs, "fisher_samples": args.fisher_samples}
     if args.num_envs:

@@ -32,6 +32,10 @@ class Family:
     score_name: str
     """How `normalised_score` normalises this family's scores, for reports."""
     make: Callable[[str, int, EnvConfig], Any]
+    reference_episode_limit: int
+    """The episode cap the normalisation's reference scores were played under (frames on Atari, agent
+    steps on MinAtar): a shorter cap cuts episodes the references played out, so its normalised
+    scores are not comparable with them (evaluate.py says so)."""
 
     @property
     def observation_shape(self) -> tuple[int, int, int]:
@@ -50,7 +54,16 @@ def _make_minatar(game: str, num_envs: int, config: EnvConfig) -> minatar.MinAta
     )
 
 
-ATARI = Family("atari", atari.NUM_ACTIONS, (1, 84, 84), 4, 1 / 255, "human-normalised score (HNS)", atari.make_env)
+ATARI = Family(
+    "atari",
+    atari.NUM_ACTIONS,
+    (1, 84, 84),
+    4,
+    1 / 255,
+    "human-normalised score (HNS)",
+    atari.make_env,
+    108_000,  # the Nature-DQN protocol's 30 minutes of play, under which the random and human scores were taken
+)
 MINATAR = Family(
     "minatar",
     minatar.NUM_ACTIONS,
@@ -59,6 +72,7 @@ MINATAR = Family(
     1.0,
     "MinAtar-normalised score (0 = random, 1 = this project's single-game DQN; envs/games.py)",
     _make_minatar,
+    10_000,  # configs/minatar.yaml's evaluation, under which this project measured its references
 )
 
 

@@ -152,9 +152,11 @@ def canonical_game(name: str) -> str:
 
 def parse_games(text: str) -> list[str]:
     """A comma list of games (repeats allowed: `pong,breakout,pong` revisits Pong); `all57` expands."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
+    names = [part.strip() for part in text.split(",")]
+    if not any(names):
         raise UnknownGameError("the game list is empty: pass e.g. --games pong,breakout")
+    if not all(names):
+        raise UnknownGameError(f"an empty game name in {text!r}: remove the extra comma")
     games: list[str] = []
     for name in names:
         games.extend(ATARI_57 if _normalise(name) == "all57" else [canonical_game(name)])

@@ -11,10 +11,11 @@ from typing import NoReturn
 
 from agents.ewc.fisher import ESTIMATORS
 from agents.ewc.methods import METHODS
+from agents.network import ARCHITECTURE_FAMILY
 from envs.games import parse_games
 from ewc_evaluation.video import VideoError
 from ewc_experiments.sequences import draw_sequence, parse_sequence_rule
-from ewc_training.config import Config, apply_override, build_config
+from ewc_training.config import Config, ConfigError, apply_override, build_config
 from ewc_training.trainer import TrainingDiverged
 
 USER_ERRORS = (ValueError, OSError, TrainingDiverged, VideoError)
@@ -22,8 +23,8 @@ USER_ERRORS = (ValueError, OSError, TrainingDiverged, VideoError)
 of the project (ConfigError, UnknownGameError, DeviceError, CheckpointError, RunInUseError, RunError,
 SweepError) is a ValueError; tests/test_architecture.py checks that none is missed."""
 
-RESUME_OPTIONS = ("resume", "device")
-"""The only train.py options `--resume` takes: where the run is, and where to run it now."""
+RESUME_OPTIONS = ("resume", "device", "threads")
+"""The only train.py options `--resume` takes: where the run is, and where and on how many threads to run it now."""
 
 
 def fail(error: BaseException) -> int:
@@ -61,6 +62,15 @@ def probability(text: str) -> float:
     return value
 
 
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """`--threads N`: torch's CPU threads (train.py, evaluate.py, bench; ewc_training/device.py says why one)."""
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help="torch CPU threads (default: OMP_NUM_THREADS if set, else 1 on a CPU: more are slower on a busy machine)",
+    )
+
+
 def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
     """`--set SECTION.KEY=VALUE`, repeatable, into `args.overrides` (train.py and sweep.py)."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help=help)
@@ -79,6 +89,7 @@ def train_parser(description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("--steps-per-game", type=positive_int, help="agent steps per game (default 10,000,000)")
     parser.add_argument("--config", help="YAML preset, e.g. configs/paper.yaml")
     parser.add_argument("--device", help="auto (default: CUDA when present), cuda or cpu")
+    add_threads_option(parser)
     parser.add_argument("--seed", type=int, help="fixes emulators, network initialisation and sampling")
     parser.add_argument("--method", choices=list(METHODS), help="consolidation (default ewc)")
     parser.add_argument("--ewc-lambda", type=float, help="penalty strength lambda")
@@ -143,5 +154,11 @@ def config_from_train_args(args: argparse.Namespace) -> Config:
     if args.sequence is not None:
         config.run.games = draw_sequence(config.run.games, parse_sequence_rule(args.sequence), config.run.seed)
         print(f"training order ({args.sequence}, seed {config.run.seed}): {' -> '.join(config.run.games)}", file=sys.stderr)
-    config.validate()
+    try:
+        config.validate()
+    except ConfigError as error:
+        if args.config and str(error).startswith("network.architecture="):
+            family = ARCHITECTURE_FAMILY[config.network.architecture]
+            raise ConfigError(f"{error}; {args.config} is a preset for {family} games: name them with --games") from None
+        raise
     return config

@@ -75,6 +75,23 @@ def protocol_text(run: Run, protocol: EvalConfig, seed: int) -> str:
     return ", ".join(f"{setting} ({source})" for setting, source in protocol_settings(run, protocol)) + f", seed {seed}"
 
 
+def protocol_caveat(run: Run, protocol: EvalConfig) -> str:
+    """A warning when the protocol cuts episodes shorter than the references' protocol did ("" otherwise):
+    a cut episode ends early with the score it had, which for a losing Pong game is far above -21, so
+    such normalised scores read like learning (the smoke preset's 2,000 frames do)."""
+    family = family_of_run(run.sequence)
+    limit = family.reference_episode_limit
+    if protocol.max_episode_frames >= limit:
+        return ""
+    unit = "agent steps" if family is MINATAR else "frames"
+    return (
+        f"warning: episodes are cut at {protocol.max_episode_frames:,} {unit}, short of the {limit:,} the "
+        f"reference scores were played with: the {family.score_name.split(' (')[0]}s here are not comparable "
+        "with published ones or with runs scored in full (score again with --max-episode-frames "
+        f"{limit})"
+    )
+
+
 def cell_stats(game: str, scores: list[float]) -> dict[str, float]:
     """Mean and (population) standard deviation over a cell's episodes, in raw score and HNS."""
     hns = cell_hns(game, scores)
@@ -105,6 +122,7 @@ def as_dict(evaluation: RunEvaluation) -> dict[str, object]:
             "difficulty_ramping": config.env.difficulty_ramping,
             "seed": evaluation.seed,
             "sources": protocol_sources(evaluation.run, protocol),
+            "comparable_with_references": not protocol_caveat(evaluation.run, protocol),
         },
         "rows": [
             {
@@ -196,6 +214,7 @@ def matrix_markdown(evaluation: RunEvaluation) -> str:
         "",
         f"Protocol: {protocol_text(evaluation.run, evaluation.protocol, evaluation.seed)}.",
         "",
+        *([f"**{caveat}**", ""] if (caveat := protocol_caveat(evaluation.run, evaluation.protocol)) else []),
         "## Raw score (mean ± std over episodes)",
         "",
         *_table(evaluation, _score_cell),

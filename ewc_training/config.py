@@ -21,6 +21,7 @@ import yaml
 
 from agents.config import AgentConfig, NetworkConfig
 from agents.ewc.config import ConsolidationConfig
+from agents.network import ARCHITECTURE_FAMILY
 from envs.config import EnvConfig
 from envs.families import family_of_run
 from ewc_evaluation.config import EvalConfig
@@ -76,9 +77,16 @@ class Config:
         """
         problems = [message for section in dataclasses.fields(self) for message in getattr(self, section.name).problems()]
         try:
-            family_of_run(self.run.games)
+            family = family_of_run(self.run.games).name
         except ValueError as error:
             problems.append(f"run.games: {error}")
+        else:
+            made_for = ARCHITECTURE_FAMILY.get(self.network.architecture, family)
+            if made_for != family:
+                problems.append(
+                    f"network.architecture={self.network.architecture} is made for {made_for} games, but run.games "
+                    f"({','.join(dict.fromkeys(self.run.games))}) are {family} games"
+                )
         minimum_replay = 6 * self.env.num_envs
         if self.agent.replay_capacity < minimum_replay:
             problems.append(f"agent.replay_capacity must be at least 6 x env.num_envs = {minimum_replay}")

@@ -1,8 +1,9 @@
-"""Choosing the training device (`auto` is CUDA when present, with a warning when it is not), and
-how much memory is free on it."""
+"""Choosing the training device (`auto` is CUDA when present, with a warning when it is not), how
+many CPU threads torch uses, and how much memory is free on the device."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +30,28 @@ def resolve_device(name: str, *, warn: bool = True) -> torch.device:
     if name != "cpu" and not name.startswith("cuda"):
         raise DeviceError(f"unknown device {name!r}; choose auto, cuda or cpu")
     return torch.device(name)
+
+
+def configure_threads(requested: int | None, device: torch.device) -> str:
+    """Set torch's intra-op CPU threads for this process; returns the line that says how many and why.
+
+    `requested` (--threads) wins, then OMP_NUM_THREADS; otherwise a run on the CPU gets one thread,
+    not torch's one per core. The batches here are small: two threads are at best ~1.3x one on an
+    idle 2-core machine, and several times slower than one as soon as anything else runs (their
+    OpenMP threads spin waiting for each other; docs/performance.md has the figures). On a GPU
+    torch's own default stands: its CPU threads do little there.
+    """
+    if requested is not None:
+        torch.set_num_threads(requested)
+        why = "--threads"
+    elif os.environ.get("OMP_NUM_THREADS"):
+        why = "OMP_NUM_THREADS"
+    elif device.type == "cpu":
+        torch.set_num_threads(1)
+        why = "the CPU default: one thread never stalls on a shared machine; --threads N for more"
+    else:
+        why = "torch's default"
+    return f"torch CPU threads: {torch.get_num_threads()} ({why})"
 
 
 def free_memory_bytes(device: torch.device) -> int | None:

@@ -42,6 +42,12 @@ class StatsAccumulator:
         return means
 
 
+ACTING_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, acting at {rate_fmt}: no ETA until learning starts{postfix}]"
+"""The bar before a game's first update. Its rate is the emulators' alone, ~15x what the game runs at
+once every few agent steps also make an update: an ETA from it would promise a small part of the time.
+From the first update on, tqdm's own format gives the ETA, from its smoothed recent rate."""
+
+
 class Progress:
     """One game's reporting: TensorBoard tags under charts/, losses/ and retention/, and a tqdm bar."""
 
@@ -61,6 +67,7 @@ class Progress:
             desc=f"[{position.game_index + 1}/{num_games}] {game}",
             mininterval=2.0,
             dynamic_ncols=True,
+            bar_format=ACTING_FORMAT,
         )
 
     def add_update(self, stats: UpdateStats) -> None:
@@ -89,10 +96,12 @@ class Progress:
         if self.updating:
             return
         self.updating = True
+        self.bar.bar_format = None  # tqdm's own, with the ETA
         verb = "starts" if self.position.updates_in_game == 0 else "resumes"
         tqdm.write(
             f"{self.game}: learning {verb} at step {self.position.step_in_game:,}: the replay holds "
-            f"{transitions:,} transitions; updates begin now, so expect fewer agent steps/s",
+            f"{transitions:,} transitions; updates begin now, so expect fewer agent steps/s (the ETA shows once "
+            "the rate has settled)",
             file=sys.stderr,
         )
 

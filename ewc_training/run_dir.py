@@ -176,6 +176,7 @@ def record_resume(run_dir: Path, checkpoint: Path, total_steps: int) -> dict[str
             "git_commit": git_commit(),
             "checkpoint": str(checkpoint),
             "total_steps": total_steps,
+            "torch_threads": torch.get_num_threads(),  # may differ from the start's (--threads)
         }
     )
     write_json(path, info)

@@ -29,7 +29,7 @@ from agents.build import build_learner
 from agents.dqn import epsilon_at
 from agents.ewc.boundary import consolidate_game
 from agents.ewc.fisher import fisher_summary
-from agents.replay import FrameReplay
+from agents.replay import FrameReplay, replay_bytes
 from envs.episodes import EpisodeTracker
 from envs.families import family_of_run, make_env
 from ewc_evaluation.protocol import continual_evaluation
@@ -49,6 +49,11 @@ from ewc_training.schema import (
     training_payload,
 )
 from ewc_training.upload import Upload
+
+
+def say(line: str) -> None:
+    """A line on stderr, at once: what the run is doing while no progress bar is up yet."""
+    print(line, file=sys.stderr, flush=True)
 
 
 class TrainingDiverged(RuntimeError):
@@ -155,6 +160,7 @@ class SequenceTrainer:
         config, pos = self.config, self.position
         game = self.games[pos.game_index]
         num_envs, steps_per_game = config.env.num_envs, config.run.steps_per_game
+        say(f"{game}: starting {num_envs} emulators")
         env = make_env(game, num_envs, config.env)
         observations, _ = env.reset(seed=env_seed(config.run.seed, pos.game_index, pos.step_in_game))
         obs = torch.from_numpy(observations).to(self.device)
@@ -216,6 +222,10 @@ class SequenceTrainer:
         """
         config, pos = self.config, self.position
         capacity = replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs)
+        size = replay_bytes(capacity, self.family.frame_shape)
+        say(
+            f"{self.games[pos.game_index]}: allocating its replay, {capacity:,} transitions ({size / 1e9:.2f} GB on {self.device})"
+        )
         replay = FrameReplay(
             capacity,
             config.env.num_envs,

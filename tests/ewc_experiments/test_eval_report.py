@@ -79,3 +79,16 @@ def test_every_text_of_the_matrix_figure_fits_inside_it():
         box = text.get_window_extent(renderer)
         assert box.x0 >= bounds.x0 and box.x1 <= bounds.x1, text.get_text()
         assert box.y0 >= bounds.y0 and box.y1 <= bounds.y1, text.get_text()
+
+
+def test_a_protocol_that_cuts_episodes_short_of_the_references_says_its_scores_are_not_comparable():
+    """The smoke preset cuts Atari episodes at 2,000 frames: a losing Pong game then ends near 0, not -21."""
+    config = build_config("configs/smoke.yaml", ["run.games=[pong, breakout]"])
+    run = Run(Path("runs") / "smoke", config, [])
+    rows = [MatrixRow("after_1_pong.pt", 1, 0, "pong", {"pong": [-2.0], "breakout": [1.0]})]
+    short = RunEvaluation(run, ["pong", "breakout"], run_protocol(run, {}), 0, rows)
+    assert "**warning: episodes are cut at 2,000 frames, short of the 108,000" in matrix_markdown(short)
+    assert as_dict(short)["protocol"]["comparable_with_references"] is False
+    full = RunEvaluation(run, ["pong", "breakout"], run_protocol(run, {"max_episode_frames": 108_000}), 0, rows)
+    assert "warning" not in matrix_markdown(full) and as_dict(full)["protocol"]["comparable_with_references"]
+    assert "warning" not in matrix_markdown(minatar_evaluation())  # MinAtar's 10,000 steps are its references'

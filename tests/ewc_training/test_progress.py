@@ -51,10 +51,10 @@ def test_learning_start_is_announced_once(capsys):
     position.step_in_game = 404
     progress.learning_starts(404)
     progress.close()
-    notices = [line for line in capsys.readouterr().err.splitlines() if "learning starts" in line]
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("breakout: learning starts")]
     assert notices == [
         "breakout: learning starts at step 400: the replay holds 400 transitions; updates begin now, "
-        "so expect fewer agent steps/s"
+        "so expect fewer agent steps/s (the ETA shows once the rate has settled)"
     ]
 
 
@@ -63,3 +63,16 @@ def test_a_resumed_game_that_had_learned_says_learning_resumes(capsys):
     progress.learning_starts(300)
     progress.close()
     assert "pong: learning resumes at step 640: the replay holds 300 transitions" in capsys.readouterr().err
+
+
+def test_the_bar_gives_no_eta_while_only_acting_and_tqdms_once_learning(capsys):
+    """Before the first update the rate is the emulators' alone: an ETA from it would be ~15x short."""
+    progress = Progress(MemoryLogger(), "pong", Position(), 1, 1000)
+    progress.advance(100)
+    acting = str(progress.bar)
+    assert "acting at" in acting and "no ETA until learning starts" in acting and "<" not in acting
+    progress.learning_starts(100)
+    progress.advance(100)
+    learning = str(progress.bar)
+    assert "no ETA" not in learning and "<" in learning  # tqdm's [elapsed<remaining, rate]
+    progress.close()

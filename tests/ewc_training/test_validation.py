@@ -40,3 +40,17 @@ def test_emulator_seeds_stay_in_int32_for_any_valid_seed():
     for seed in (0, 2147, 3000, 2**31 - 1):
         for game_index in (0, 5):
             assert 0 <= env_seed(seed, game_index, 10_000_000) < SEED_LIMIT <= 2**31 - 256
+
+
+@pytest.mark.parametrize("games", ["pong,,breakout", "pong,", ",pong"])
+def test_an_empty_game_name_is_refused(games):
+    with pytest.raises(ValueError, match="an empty game name"):
+        resolve("--games", games)
+
+
+def test_a_network_made_for_another_game_family_is_refused_naming_the_preset():
+    with pytest.raises(ConfigError, match=r"network\.architecture=minatar is made for minatar games.*configs/minatar\.yaml"):
+        resolve("--config", "configs/minatar.yaml", "--games", "pong,breakout")
+    with pytest.raises(ConfigError, match=r"network\.architecture=nature is made for atari games"):
+        resolve("--games", "minatar:breakout")
+    assert resolve("--config", "configs/minatar.yaml", "--games", "minatar:breakout").network.architecture == "minatar"
