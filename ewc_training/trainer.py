@@ -222,10 +222,8 @@ class SequenceTrainer:
         """
         config, pos = self.config, self.position
         capacity = replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs)
-        size = replay_bytes(capacity, self.family.frame_shape)
-        say(
-            f"{self.games[pos.game_index]}: allocating its replay, {capacity:,} transitions ({size / 1e9:.2f} GB on {self.device})"
-        )
+        size = replay_bytes(capacity, self.family.frame_shape) / 1e9
+        say(f"{self.games[pos.game_index]}: allocating its replay, {capacity:,} transitions ({size:.2f} GB on {self.device})")
         replay = FrameReplay(
             capacity,
             config.env.num_envs,
