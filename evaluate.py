@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     flags = {name: getattr(args, name) for name in PROTOCOL_FLAGS}
     try:
         device = resolve_device(args.device, warn=False)
-        report(configure_threads(args.threads, device))
         picked = args.checkpoints.split(",") if args.checkpoints else None
         runs = [open_run(path, picked) for path in args.runs]
         games = list(dict.fromkeys(parse_games(args.games))) if args.games else None
@@ -78,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             check_video_support(games or [game for run in runs for game in run.sequence])
         evaluations = []
         protocols = [run_protocol(run, flags) for run in runs]  # every run checked before any is scored
+        report(configure_threads(args.threads, device))
         for run, protocol in zip(runs, protocols):
             report(f"{run.path}: {protocol_text(run, protocol, args.seed)}")
             if caveat := protocol_caveat(run, protocol):

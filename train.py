@@ -22,6 +22,7 @@ import sys
 
 from envs.games import available_games
 from ewc_experiments.cli import USER_ERRORS, config_from_train_args, fail, parse_train_args
+from ewc_training.device import configure_threads
 from ewc_training.launch import resume_run, start_run, train_until_done_or_stopped
 
 
@@ -43,14 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.resume:
-            trainer = resume_run(args.resume, args.device, args.threads)
+            trainer = resume_run(args.resume, args.device)
         else:
-            trainer = start_run(config_from_train_args(args), args.run_dir, args.overwrite, args.branch_from, args.threads)
+            trainer = start_run(config_from_train_args(args), args.run_dir, args.overwrite, args.branch_from)
         score = f"score it with: {evaluate_command(trainer.run_dir)}"
         if trainer.position.game_index >= len(trainer.games):
             print(f"{trainer.run_dir} has finished all {len(trainer.games)} games; nothing to resume; {score}", file=sys.stderr)
             return 0
         print(f"run directory: {trainer.run_dir}  (tensorboard --logdir {trainer.run_dir.parent})", file=sys.stderr)
+        print(configure_threads(args.threads, trainer.device), file=sys.stderr)  # once every check has passed
         status = train_until_done_or_stopped(trainer, resume_command(trainer.run_dir, args.device if args.resume else None))
         if status == 0:
             print(f"finished all {len(trainer.games)} games; the run is in {trainer.run_dir}; {score}", file=sys.stderr)

@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except DeviceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads must be a positive whole number, got {args.threads}", file=sys.stderr)
+        return 2
     print(configure_threads(args.threads, device), file=sys.stderr)
     settings = Settings.for_device(device, args.quick)
     overrides = {"num_envs": args.num_envs, "fisher_samples": args.fisher_samples}

@@ -37,6 +37,9 @@ from envs.games import REFERENCE_SCORES, human_normalised_score
 from ewc_experiments.cli import OneLineParser, fail
 from ewc_experiments.results_cells import ResultsError, has_event_files, scalar_events
 
+STOPPED_GAP = 1800.0
+"""Seconds without a TensorBoard event that mean the run was stopped (a running one logs every few
+minutes at most: losses every run.log_every steps, evaluations, episodes)."""
 COLOURS = {"source": "black", "ewc": "tab:blue", "finetune": "tab:red", "l2": "tab:green", "online-ewc": "tab:purple"}
 
 
@@ -84,8 +87,13 @@ class BranchCell:
         return int(source["total_steps"]) + steps * (len(self.games) - len(source["games"]))
 
     def wall_hours(self) -> float | None:
-        times = [wall for points in self.scalars.values() for _, _, wall in points]
-        return (max(times) - min(times)) / 3600 if times else None
+        """Hours the run trained: the gaps between its events, less any over STOPPED_GAP (a stop and
+        the resume that followed it)."""
+        times = sorted(wall for points in self.scalars.values() for _, _, wall in points)
+        if not times:
+            return None
+        gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+        return sum(gap for gap in gaps if gap <= STOPPED_GAP) / 3600
 
     def game_end_scores(self) -> dict[int, dict[str, float]]:
         """Mean raw score per game after each game k, from evaluate.py's matrix (empty before scoring)."""
@@ -107,7 +115,8 @@ def export(run_dirs: list[Path], out: Path) -> None:
         if not (run_dir / "config.yaml").is_file() or not has_event_files(run_dir):
             raise ResultsError(f"{run_dir} is not a run directory with TensorBoard events")
         target = cells_folder(out) / run_dir.name
-        target.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)  # a mirror of the run now: nothing left from an earlier export
+        target.mkdir(parents=True)
         shutil.copyfile(run_dir / "run.json", target / "run.json")
         shutil.copyfile(run_dir / "config.yaml", target / "config.yaml")
         if (run_dir / "eval" / "eval.json").is_file():
@@ -150,8 +159,10 @@ def split(cells: list[BranchCell]) -> tuple[BranchCell, list[BranchCell]]:
 
 
 def retention(first: float, last: float, game: str) -> float:
-    """(last - random) / (first - random): the share of the first game's gain over random play kept."""
-    return human_normalised_score(game, last) / human_normalised_score(game, first)
+    """(last - random) / (first - random): the share of the first game's gain over random play kept;
+    NaN when the first score was no gain (at or below random play): then there was nothing to keep."""
+    gained = human_normalised_score(game, first)
+    return human_normalised_score(game, last) / gained if gained > 0 else float("nan")
 
 
 def plot(source: BranchCell, branches: list[BranchCell], path: Path) -> None:
@@ -234,9 +245,11 @@ def kept_table(first: str, branches: list[BranchCell]) -> list[str]:
             f"{scores[len(cell.games)][game]:.1f} (HNS {human_normalised_score(game, scores[len(cell.games)][game]):.2f})"
             for game in cell.games[1:]
         )
+        kept = retention(before, after, first)
+        kept_text = f"{kept:.2f}" if kept == kept else f"n/a: {first} was not above random play after game 1"
         lines.append(
             f"| {cell.label} | {before:.1f} (HNS {human_normalised_score(first, before):.2f}) | {after:.1f} "
-            f"(HNS {human_normalised_score(first, after):.2f}) | {retention(before, after, first):.2f} | {others} |"
+            f"(HNS {human_normalised_score(first, after):.2f}) | {kept_text} | {others} |"
         )
     return lines
 
@@ -247,12 +260,13 @@ def curve_table(first: str, source: BranchCell, branches: list[BranchCell]) -> l
     steps = sorted({step for cell in branches for step, _ in cell.curve(first) if step > boundary})
     if not steps:
         return []
-    by_cell = {cell.label: dict(cell.curve(first)) for cell in branches}
+    by_cell = {f"{cell.label} ({cell.name})": dict(cell.curve(first)) for cell in branches}
+    before = source.curve(first)
+    last_before = f"; the {first} run's last evaluation before it: {before[-1][1]:.1f} at {before[-1][0]:,}" if before else ""
     lines = [
         f"## {first} while the next game trains",
         "",
-        f"Continual evaluation of {first}, agent steps since the boundary; the {first} run's last evaluation "
-        f"before it: {source.curve(first)[-1][1]:.1f} at {source.curve(first)[-1][0]:,}.",
+        f"Continual evaluation of {first}, by agent steps since the boundary{last_before}.",
         "",
         "| steps since the boundary | " + " | ".join(by_cell) + " |",
         "|---|" + "---|" * len(by_cell),

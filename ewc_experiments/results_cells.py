@@ -169,17 +169,17 @@ def has_event_files(run_dir: Path) -> bool:
 
 
 def scalar_events(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """Every scalar tag of the run's event files: [(step, value, wall_time)] by step. A resumed run's
-    repeats of a step are one point: the last logged wins (it is the one the run went on from)."""
+    """Every scalar event of the run's event files, per tag: [(step, value, wall_time)] in the order
+    logged. Several may share a step (episodes that end at the same vector step); what a crashed run
+    logged past the checkpoint it resumed from is already hidden (the resume's purge_step)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
-    scalars = {}
-    for tag in accumulator.Tags()["scalars"]:
-        by_step = {event.step: (event.step, float(event.value), event.wall_time) for event in accumulator.Scalars(tag)}
-        scalars[tag] = [by_step[step] for step in sorted(by_step)]
-    return scalars
+    return {
+        tag: [(event.step, float(event.value), event.wall_time) for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }
 
 
 def read_events(run_dir: Path) -> tuple[dict[str, list[list[float]]], dict[str, float | None]]:
@@ -189,9 +189,10 @@ def read_events(run_dir: Path) -> tuple[dict[str, list[list[float]]], dict[str, 
         return {}, {}
     curves, times = {}, []
     for tag, events in scalar_events(run_dir).items():
-        times += [min(wall for _, _, wall in events), max(wall for _, _, wall in events)] if events else []
+        times += [events[0][2], events[-1][2]] if events else []
         if tag.startswith("eval/") or tag.endswith("/episodic_return"):
-            points = [[float(step), value] for step, value, _ in events]
+            by_step = {step: value for step, value, _ in events}  # one point per step: the last logged
+            points = [[float(step), value] for step, value in sorted(by_step.items())]
             curves[tag] = thin(points) if tag.endswith("/episodic_return") else points
     timing = {"train_start": min(times), "train_end": max(times)} if times else {}
     return curves, timing

@@ -19,7 +19,7 @@ from agents.replay import replay_bytes
 from envs.families import family_of_run
 from ewc_training import run_dir as paths
 from ewc_training.config import Config, ConfigError, build_config
-from ewc_training.device import DeviceError, configure_threads, free_memory_bytes, resolve_device
+from ewc_training.device import DeviceError, free_memory_bytes, resolve_device
 from ewc_training.logger import TensorBoardLogger
 from ewc_training.schedule import replay_capacity
 from ewc_training.trainer import SequenceTrainer, TrainingInterrupted
@@ -108,16 +108,12 @@ def warn_if_never_learning(config: Config) -> None:
         )
 
 
-def start_run(
-    config: Config, requested_dir: str | None, overwrite: bool, branch_from: str | None = None, threads: int | None = None
-) -> SequenceTrainer:
-    """A new run of a validated `config` on `threads` CPU threads (device.configure_threads); with
-    `branch_from`, one that starts at that game-end checkpoint of another run (SequenceTrainer.branch)
-    instead of at the first game."""
+def start_run(config: Config, requested_dir: str | None, overwrite: bool, branch_from: str | None = None) -> SequenceTrainer:
+    """A new run of a validated `config`; with `branch_from`, one that starts at that game-end
+    checkpoint of another run (SequenceTrainer.branch) instead of at the first game."""
     warn_if_never_consolidated(config)
     warn_if_never_learning(config)
     device = resolve_device(config.run.device)
-    print(configure_threads(threads, device), file=sys.stderr)
     check_replay_fits(config, device)
     run_dir = Path(requested_dir) if requested_dir else Path("runs") / paths.default_run_name(config)
     if branch_from is None:
@@ -135,7 +131,7 @@ def start_run(
     return trainer
 
 
-def resume_run(requested: str, device_name: str | None = None, threads: int | None = None) -> SequenceTrainer:
+def resume_run(requested: str, device_name: str | None = None) -> SequenceTrainer:
     """An earlier run at its newest checkpoint (or the checkpoint `requested` names), with its own
     config.yaml; nothing is written until the checkpoint has loaded into the trainer."""
     paths.lock_run_dir(paths.run_dir_of(Path(requested)))  # first: the checkpoints may be being written
@@ -143,7 +139,6 @@ def resume_run(requested: str, device_name: str | None = None, threads: int | No
     config = build_config(run_dir / "config.yaml")
     config.validate()
     device = resolve_device(device_name or config.run.device)
-    print(configure_threads(threads, device), file=sys.stderr)
     check_replay_fits(config, device)
     trainer = SequenceTrainer.resume(config, run_dir, device, TensorBoardLogger(run_dir), checkpoint)
     ensure_writable(run_dir)

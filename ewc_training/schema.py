@@ -79,19 +79,27 @@ def restore_training(path: Path, games: list[str], state: TrainingState, device:
         raise CheckpointError(f"{path}: does not fit this run ({first_line(error)})") from None
 
 
-def restore_branch(path: Path, games: list[str], state: TrainingState, device: torch.device) -> dict:
-    """Start a new run on `games` at the game boundary checkpoint `path` of another run; returns the payload.
+BRANCH_KEEPS = ("env", "network", "agent")
+"""Config sections a branch shares with its source, with run.seed: the learner and its emulators
+continue as they were. What may differ: the games after the boundary, consolidation, steps per game,
+evaluation, logging and checkpoints."""
+
+
+def restore_branch(path: Path, config: dict, state: TrainingState, device: torch.device) -> dict:
+    """Start a new run of `config` (a Config.to_dict()) at the game boundary checkpoint `path` of another
+    run; returns the checkpoint's payload.
 
     Allowed when the source trained exactly the new run's first k games (k = the boundary's game
-    index) with a network of the same shapes on the same kind of device. The learner, probes and
-    generators come back as they were, so the new run continues as the source would have had it
-    been given `games`. The consolidation state comes along when the new run uses the source's method
-    (lambda is read from the new config, so a branch may change it); a branch to `finetune` drops it.
-    Any other change of method needs that method's own state at the boundary: train from the start.
+    index), with the same env, network and agent settings and seed, on the same kind of device. The
+    learner, probes and generators come back as they were, so the new run continues as the source
+    would have had it been given these games. The consolidation state comes along when the new run uses
+    the source's method (lambda is read from the new config, so a branch may change it); a branch to
+    `finetune` drops it. Any other change of method needs that method's own state at the boundary.
     """
     payload = load_checkpoint(path, map_location=device)
+    games = config["run"]["games"]
     try:
-        position, source_games = Position(**payload["position"]), list(payload["games"])
+        position, source_games, source_config = Position(**payload["position"]), list(payload["games"]), payload["config"]
         if position.step_in_game != 0 or position.game_index == 0:
             raise ValueError("it was saved in the middle of a game; branch from a game-end checkpoint (after_<k>_<game>.pt)")
         trained = source_games[: position.game_index]
@@ -99,6 +107,7 @@ def restore_branch(path: Path, games: list[str], state: TrainingState, device: t
             raise ValueError(f"it has trained {','.join(trained)}, which does not begin this run's sequence {','.join(games)}")
         if len(games) == len(trained):
             raise ValueError(f"this run's sequence {','.join(games)} has no game left after it; add the games to train next")
+        check_branch_config(source_config, config, source_games, trained)
         source_method, method = payload["consolidation"]["name"], state.learner.consolidation.name
         if method not in (source_method, "finetune"):
             raise ValueError(
@@ -108,6 +117,31 @@ def restore_branch(path: Path, games: list[str], state: TrainingState, device: t
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: cannot branch from it ({first_line(error)})") from None
     return payload
+
+
+def check_branch_config(source: dict, config: dict, source_games: list[str], trained: list[str]) -> None:
+    """Refuse a branch whose learner or emulators would differ from the source's (BRANCH_KEEPS), or whose
+    bookkeeping would be wrong: per-game parameters are made for a whole sequence, and a revisit
+    counts its earlier visits as `steps_per_game` each."""
+    for section in BRANCH_KEEPS:
+        for key, value in config[section].items():
+            if source[section].get(key) != value:
+                raise ValueError(
+                    f"it was trained with {section}.{key}={source[section].get(key)}, this run has {value}; a branch "
+                    f"keeps the source's {', '.join(BRANCH_KEEPS)} settings and seed"
+                )
+    if source["run"]["seed"] != config["run"]["seed"]:
+        raise ValueError(f"it was trained with seed {source['run']['seed']}, this run has {config['run']['seed']}")
+    if config["network"]["per_game_modulation"] and source_games != config["run"]["games"]:
+        raise ValueError(
+            "with network.per_game_modulation a branch needs a source trained on the same --games (its per-game parameters)"
+        )
+    revisited = set(trained) & set(config["run"]["games"][len(trained) :])
+    if revisited and source["run"]["steps_per_game"] != config["run"]["steps_per_game"]:
+        raise ValueError(
+            f"it trained {source['run']['steps_per_game']:,} steps a game and this run revisits {', '.join(sorted(revisited))} "
+            f"at {config['run']['steps_per_game']:,}: the revisit would miscount its earlier steps; keep run.steps_per_game"
+        )
 
 
 def restore_payload(payload: dict, state: TrainingState, device: torch.device, keep_consolidation: bool) -> None:

@@ -95,7 +95,7 @@ class SequenceTrainer:
         """A new run that starts at the game boundary `checkpoint` of another run (schema.restore_branch
         says which branches are allowed): the earlier games are not trained again."""
         trainer = cls(config, run_dir, device, logger)
-        source = restore_branch(checkpoint, trainer.games, trainer.state, device)
+        source = restore_branch(checkpoint, config.to_dict(), trainer.state, device)
         trainer.branched_from = {
             "checkpoint": str(checkpoint.resolve()),
             "games": source["games"][: trainer.position.game_index],

@@ -16,8 +16,9 @@
 # Name stages to run only those (default: all, in order). A run that exists is resumed (its replay
 # is saved with every latest.pt, so the resume is exact); one that has finished is skipped; a stopped
 # or failed run stops the script. `page` works at any point: it shows what has been trained so far.
-# PYTHON overrides the interpreter, PAGE the page; TRAIN_OPTIONS (words) go to every new run, e.g. for a
-# check of the whole pipeline in a minute (tests/ewc_experiments/test_branch_results.py does it):
+# PYTHON overrides the interpreter, PAGE the page; TRAIN_OPTIONS (words) go to every new run, after
+# its own options (so a --steps-per-game there replaces PONG_STEPS too), e.g. for a check of the whole
+# pipeline in a minute (tests/ewc_experiments/test_branch_results.py does it):
 #   TRAIN_OPTIONS="--set run.steps_per_game=256 --set env.num_envs=4 ..." PONG_STEPS=256 PAGE=/tmp/p.md \
 #       bash scripts/atari_cpu_experiment.sh /tmp/runs
 set -euo pipefail
@@ -37,14 +38,15 @@ read -ra OPTIONS <<<"${TRAIN_OPTIONS:-}"
 METHODS=(ewc finetune)
 export OMP_NUM_THREADS=1
 
-# train RUN_DIR ARGUMENT...: start the run with ARGUMENTs, or resume it; nothing when it is done.
+# train RUN_DIR ARGUMENT...: resume the run from its newest checkpoint (nothing when it is done), or
+# start it with ARGUMENTs: a new run, or one stopped before its first checkpoint (started again).
 train() {
     local run=$1
     shift
-    if [ -f "$run/config.yaml" ]; then
+    if compgen -G "$run/checkpoints/*.pt" >/dev/null; then
         "$PYTHON" train.py --resume "$run"
     else
-        "$PYTHON" train.py --config configs/atari-cpu.yaml "$@" --run-dir "$run" "${OPTIONS[@]}"
+        "$PYTHON" train.py --config configs/atari-cpu.yaml "$@" --run-dir "$run" --overwrite "${OPTIONS[@]}"
     fi
 }
 
@@ -56,17 +58,28 @@ for stage in "${STAGES[@]}"; do
         ;;
     breakout)
         pids=()
+        trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT # a stopped script leaves no branch running alone
         for method in "${METHODS[@]}"; do
             train "$RUNS/$method-s$SEED" --games pong,breakout --method "$method" --seed "$SEED" \
                 --branch-from "$PONG/checkpoints/after_1_pong.pt" >>"$RUNS/$method-s$SEED.log" 2>&1 &
             pids+=($!)
         done
-        for pid in "${pids[@]}"; do wait "$pid"; done
+        status=0
+        for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+        trap - EXIT
+        if [ "$status" -ne 0 ]; then
+            echo "error: a branch stopped with status $status; its log is $RUNS/<method>-s$SEED.log" >&2
+            exit "$status"
+        fi
         ;;
     evaluate)
         for method in "${METHODS[@]}"; do
             run=$RUNS/$method-s$SEED
-            [ -f "$run/eval/eval.json" ] || "$PYTHON" evaluate.py "$run" --device cpu >>"$run.eval.log" 2>&1
+            final=$run/checkpoints/after_2_breakout.pt
+            # a finished branch, scored again whenever its eval.json is older than its last checkpoint
+            if [ -f "$final" ] && [ ! "$run/eval/eval.json" -nt "$final" ]; then
+                "$PYTHON" evaluate.py "$run" --device cpu >>"$run.eval.log" 2>&1
+            fi
         done
         ;;
     page)

@@ -82,3 +82,4 @@ def test_retention_is_the_share_of_the_gain_over_random_kept():
     # Pong's random score is -20.7: from -10.7 (10 above random) to -15.7 (5 above) keeps half
     assert retention(-10.7, -15.7, "pong") == pytest.approx(0.5)
     assert retention(-10.7, -20.7, "pong") == pytest.approx(0.0)
+    assert retention(-20.7, -15.0, "pong") != retention(-20.7, -15.0, "pong")  # NaN: nothing was gained to keep

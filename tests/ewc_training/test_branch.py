@@ -16,6 +16,7 @@ import torch
 from ewc_training import run_dir as paths
 from ewc_training.checkpoint import CheckpointError, load_checkpoint
 from ewc_training.config import build_config
+from ewc_training.launch import start_run
 from ewc_training.logger import MemoryLogger
 from ewc_training.trainer import SequenceTrainer
 from tests.conftest import run_train
@@ -111,20 +112,29 @@ def test_a_branch_records_its_source_in_run_json(first_game, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("games", "method", "message"),
+    ("games", "overrides", "message"),
     [
-        (["minatar:space_invaders", "minatar:breakout"], "ewc", "does not begin this run's sequence"),
-        (GAMES[:1], "ewc", "has no game left after it"),
-        (GAMES, "l2", r"keep it or drop it \(finetune\), not become l2"),
+        (["minatar:space_invaders", "minatar:breakout"], [], "does not begin this run's sequence"),
+        (GAMES[:1], [], "has no game left after it"),
+        (GAMES, ["consolidation.method=l2"], r"keep it or drop it \(finetune\), not become l2"),
+        (GAMES, ["agent.learning_rate=0.05"], r"agent\.learning_rate=0\.00025, this run has 0\.05"),
+        (GAMES, ["run.seed=3"], "seed 0, this run has 3"),
+        (GAMES, ["network.per_game_modulation=true"], "network.per_game_modulation="),
+        ([GAMES[0], GAMES[1], GAMES[0]], ["run.steps_per_game=200"], "the revisit would miscount its earlier steps"),
     ],
 )
 @pytest.mark.slow
-def test_a_branch_that_does_not_fit_is_refused_before_anything_is_written(first_game, tmp_path, games, method, message):
+def test_a_branch_that_does_not_fit_is_refused_before_anything_is_written(first_game, tmp_path, games, overrides, message):
     with pytest.raises(CheckpointError, match=message):
-        SequenceTrainer.branch(
-            tiny(games, f"consolidation.method={method}"), tmp_path / "run", torch.device("cpu"), MemoryLogger(), first_game
-        )
+        start_run(tiny(games, *overrides), str(tmp_path / "run"), overwrite=False, branch_from=str(first_game))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_branch_may_change_its_steps_per_game_when_it_revisits_nothing(first_game, tmp_path):
+    trainer = start_run(
+        tiny(GAMES, "run.steps_per_game=200"), str(tmp_path / "run"), overwrite=False, branch_from=str(first_game)
+    )
+    assert trainer.position.total_steps == 400 and trainer.config.run.steps_per_game == 200
 
 
 @pytest.mark.slow
