@@ -123,7 +123,7 @@ def start_run(config: Config, requested_dir: str | None, overwrite: bool, branch
         raise ConfigError(
             f"--branch-from {branch_from}: no such file; it takes a game-end checkpoint (runs/<name>/checkpoints/after_1_pong.pt)"
         )
-    if run_dir.resolve() == paths.run_dir_of(source).resolve():
+    if run_dir.resolve() == source.resolve().parent.parent:  # <run>/checkpoints/<file>: a checkpoint may also stand alone
         raise ConfigError(f"--run-dir is the run {branch_from} belongs to; a branch is a new run: name another folder")
     trainer = SequenceTrainer.branch(config, run_dir, device, TensorBoardLogger(run_dir), source)  # writes nothing
     prepare_run_dir(run_dir, overwrite)
