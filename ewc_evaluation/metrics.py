@@ -34,6 +34,13 @@ A game without reference scores has HNS NaN and is left out of every mean below.
                           the later games changed each game from right after it was trained
                           (Lopez-Paz & Ranzato, "Gradient Episodic Memory", NeurIPS 2017).
                           Negative is forgetting; positive means later games helped.
+- learned when trained:   L_g = R[t_g][g], how well game g plays right after its first training.
+- forward transfer:       FT_g = L_g - R*_g for games first trained after others (t_g > 1), where R*_g
+                          is the normalised score of the same agent trained on g alone with the same
+                          budget: how much the earlier games helped (> 0) or hindered (< 0) learning
+                          g. Progress & Compress (Schwarz et al. 2018) report L_g / R*_g (EWC's 49-57%
+                          on Atari); on MinAtar the normalisation's 1 is R*_g at the references' budget
+                          (envs/games.py), so there FT_g = L_g - 1. mean forward transfer: the mean of FT_g.
 
 Positions whose checkpoint was not evaluated are skipped in every max and mean.
 """
@@ -137,8 +144,21 @@ def backward_transfer(hns: HnsMatrix, sequence: Sequence[str]) -> float:
     return mean_hns(changes)
 
 
-def summarise(hns: HnsMatrix, sequence: Sequence[str]) -> dict[str, object]:
-    """Every metric above, for the report (`final_after_game` is K)."""
+def learned_when_trained(hns: HnsMatrix, sequence: Sequence[str]) -> dict[str, float]:
+    """L_g = R[t_g][g] for every game whose first position t_g was evaluated."""
+    first = {game: sequence.index(game) + 1 for game in dict.fromkeys(sequence)}
+    return {game: hns[t][game] for game, t in first.items() if t in hns and game in hns[t]}
+
+
+def forward_transfer(hns: HnsMatrix, sequence: Sequence[str], single_game: Mapping[str, float]) -> dict[str, float]:
+    """FT_g = L_g - R*_g for games first trained after the first position that have a reference R*_g."""
+    learned = learned_when_trained(hns, sequence)
+    return {game: learned[game] - single_game[game] for game in learned if game != sequence[0] and game in single_game}
+
+
+def summarise(hns: HnsMatrix, sequence: Sequence[str], single_game: Mapping[str, float] | None = None) -> dict[str, object]:
+    """Every metric above, for the report (`final_after_game` is K); forward transfer only with
+    `single_game`, each game's normalised score trained alone at the same budget (R*_g)."""
     if not hns:
         return {}
     after_each = mean_hns_after_each_game(hns, sequence)
@@ -160,4 +180,10 @@ def summarise(hns: HnsMatrix, sequence: Sequence[str]) -> dict[str, object]:
         "between_visit_forgetting": per_game_between_visits,
         "mean_hns_after_game": after_each,
         "total_clipped_hns_after_game": total_clipped,
+        "learned_when_trained": learned_when_trained(hns, sequence),
+        **({} if single_game is None else _forward_transfer_entries(forward_transfer(hns, sequence, single_game))),
     }
+
+
+def _forward_transfer_entries(per_game: dict[str, float]) -> dict[str, object]:
+    return {"mean_forward_transfer": mean_hns(per_game.values()), "forward_transfer": per_game}

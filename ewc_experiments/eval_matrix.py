@@ -19,7 +19,7 @@ import torch
 from agents.build import build_network
 from agents.network import QNetwork
 from envs.families import family_of_run
-from envs.games import normalised_score
+from envs.games import normalised_score, single_game_references
 from ewc_evaluation.config import EvalConfig
 from ewc_evaluation.metrics import HnsMatrix, summarise
 from ewc_evaluation.protocol import play_episodes
@@ -90,7 +90,8 @@ class RunEvaluation:
         return game_end_hns((row.games_done, row.step_in_game, row.scores) for row in self.rows)
 
     def metrics(self) -> dict[str, object]:
-        return summarise(self.hns(), self.run.sequence)
+        references = single_game_references(self.run.sequence, self.run.config.run.steps_per_game)
+        return summarise(self.hns(), self.run.sequence, references)
 
 
 def game_end_hns(rows: Iterable[tuple[int, int, dict[str, list[float]]]]) -> HnsMatrix:
@@ -109,7 +110,8 @@ def saved_metrics(saved: dict) -> dict[str, object]:
         (row["games_done"], row["step_in_game"], {game: cell["scores"] for game, cell in row["cells"].items()})
         for row in saved["rows"]
     )
-    return summarise(game_end_hns(rows), saved["sequence"])
+    steps = saved.get("steps_per_game", saved.get("config", {}).get("run", {}).get("steps_per_game", 0))
+    return summarise(game_end_hns(rows), saved["sequence"], single_game_references(saved["sequence"], steps))
 
 
 def cell_hns(game: str, scores: list[float]) -> np.ndarray:

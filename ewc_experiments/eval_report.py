@@ -113,6 +113,7 @@ def as_dict(evaluation: RunEvaluation) -> dict[str, object]:
         "method": config.consolidation.method,
         "ewc_lambda": config.consolidation.ewc_lambda,
         "run_seed": config.run.seed,
+        "steps_per_game": config.run.steps_per_game,
         "protocol": {
             "episodes": protocol.episodes,
             "epsilon": protocol.epsilon,
@@ -237,6 +238,12 @@ def _metric_lines(metrics: dict[str, object], normalisation: str, name: str) -> 
     between = ", ".join(f"{game} {_number(value, 3)}" for game, value in metrics["between_visit_forgetting"].items())
     after_each = ", ".join(f"{k}: {_number(value, 3)}" for k, value in metrics["mean_hns_after_game"].items())
     total_clipped = ", ".join(f"{k}: {_number(value, 3)}" for k, value in metrics["total_clipped_hns_after_game"].items())
+    learned = ", ".join(f"{game} {_number(value, 3)}" for game, value in metrics["learned_when_trained"].items())
+    if "forward_transfer" in metrics:
+        per_game = ", ".join(f"{game} {_number(value, 3)}" for game, value in metrics["forward_transfer"].items())
+        transfer = f"{_number(metrics['mean_forward_transfer'], 3)}" + (f" ({per_game})" if per_game else "")
+    else:
+        transfer = "n/a: no single-game reference at this budget"
     return [
         f"## Metrics ({normalisation}; final = after game {metrics['final_after_game']}; definitions in docs/evaluation.md)",
         "",
@@ -251,6 +258,8 @@ def _metric_lines(metrics: dict[str, object], normalisation: str, name: str) -> 
         f"{_number(metrics['mean_between_visit_forgetting'], 3)}" + (f" ({between})" if between else ""),
         f"- mean {name} after each game: {after_each}",
         f"- total clipped {name} after each game: {total_clipped}",
+        f"- {name} right after each game's first training: {learned}",
+        f"- mean forward transfer (that minus the game trained alone at the same budget): {transfer}",
     ]
 
 

@@ -137,3 +137,24 @@ def test_forgetting_between_visits_of_a_game_trained_twice_in_a_row_is_zero():
     matrix = {1: {"p": 1.0}, 2: {"p": 0.5}}
     assert forgetting(matrix, ["p", "p"]) == pytest.approx({"p": 0.5})
     assert between_visit_forgetting(matrix, ["p", "p"]) == pytest.approx({"p": 0.0})
+
+
+def test_forward_transfer_is_each_later_games_first_score_minus_its_single_game_score():
+    """pong, breakout, pong: breakout learned to 0.4 where alone it reaches 0.5 (FT -0.1); the first game
+    and revisits have no forward transfer; learned-when-trained is each game's first row."""
+    matrix = {1: {"pong": 0.8, "breakout": 0.0}, 2: {"pong": 0.1, "breakout": 0.4}, 3: {"pong": 0.9, "breakout": 0.2}}
+    sequence = ["pong", "breakout", "pong"]
+    summary = summarise(matrix, sequence, {"pong": 1.0, "breakout": 0.5})
+    assert summary["learned_when_trained"] == {"pong": 0.8, "breakout": 0.4}
+    assert summary["forward_transfer"] == pytest.approx({"breakout": -0.1})
+    assert summary["mean_forward_transfer"] == pytest.approx(-0.1)
+    assert "forward_transfer" not in summarise(matrix, sequence)  # no reference, no figure
+
+
+def test_minatar_runs_at_the_reference_budget_have_single_game_references_of_one():
+    from envs.games import single_game_references
+
+    games = ["minatar:breakout", "minatar:space_invaders"]
+    assert single_game_references(games, 150_000) == {"minatar:breakout": 1.0, "minatar:space_invaders": 1.0}
+    assert single_game_references(games, 300_000) is None
+    assert single_game_references(["pong", "breakout"], 150_000) is None
