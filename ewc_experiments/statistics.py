@@ -130,6 +130,8 @@ class PairedComparison:
     """Seeds where a_i > b_i."""
     probability_of_improvement: float
     """P(a > b) over every pair of runs, ties counting one half (rliable's definition)."""
+    p_value: float = math.nan
+    """Two-sided p of the paired t-test that the mean difference is 0 (the same t as the interval)."""
 
 
 def paired_comparison(a: np.ndarray, b: np.ndarray) -> PairedComparison:
@@ -159,7 +161,39 @@ def paired_comparison(a: np.ndarray, b: np.ndarray) -> PairedComparison:
     d = a - b
     pairs = a[:, None] - b[None, :]
     improvement = float(((pairs > 0) + 0.5 * (pairs == 0)).mean())
-    return PairedComparison(mean_t_interval(d), len(d), int((d > 0).sum()), improvement)
+    return PairedComparison(mean_t_interval(d), len(d), int((d > 0).sum()), improvement, t_test_p_value(d))
+
+
+def t_test_p_value(differences: np.ndarray) -> float:
+    """Two-sided p of Student's one-sample t-test of mean 0, t = mean(d) / (sd(d) / √n) on n - 1 degrees
+    of freedom: the test whose 95% interval mean_t_interval gives (p < 0.05 exactly when it excludes 0).
+    NaN for fewer than two values; 0 or 1 when every difference is equal."""
+    from scipy.stats import t as student_t
+
+    d = np.asarray(differences, dtype=float)
+    if len(d) < 2:
+        return math.nan
+    spread = d.std(ddof=1)
+    if spread == 0:
+        return 1.0 if d.mean() == 0 else 0.0
+    statistic = d.mean() / (spread / math.sqrt(len(d)))
+    return float(2 * student_t.sf(abs(statistic), len(d) - 1))
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment of a family of p-values (Holm 1979), which holds the chance of any
+    false claim in the family at alpha: sorted p_(1) <= ... <= p_(m),
+
+        p~_(i) = min(1, max_{j <= i} (m - j + 1) p_(j)),
+
+    and a claim stands at level alpha when its adjusted p~ < alpha. NaN p-values (a comparison not
+    run yet) are left out of the family size m and stay NaN."""
+    finite = sorted((value, name) for name, value in p_values.items() if not math.isnan(value))
+    adjusted, running = dict.fromkeys(p_values, math.nan), 0.0
+    for rank, (value, name) in enumerate(finite):
+        running = max(running, min(1.0, (len(finite) - rank) * value))
+        adjusted[name] = running
+    return adjusted
 
 
 def mean_t_interval(values: np.ndarray) -> Estimate:

@@ -152,3 +152,25 @@ def test_paired_comparison_counts_ties_half_and_refuses_unpaired_input():
         statistics.paired_comparison(np.array([1.0, 2.0]), np.array([1.0]))
     with pytest.raises(StatisticsError):
         statistics.paired_comparison(np.array([math.nan]), np.array([1.0]))
+
+
+def test_the_paired_p_value_agrees_with_the_interval_and_scipy():
+    from scipy.stats import ttest_1samp
+
+    from ewc_experiments.statistics import paired_comparison, t_test_p_value
+
+    a, b = np.array([0.9, 0.7, 0.8, 0.65, 0.75]), np.array([0.6, 0.65, 0.5, 0.7, 0.55])
+    comparison = paired_comparison(a, b)
+    assert comparison.p_value == pytest.approx(ttest_1samp(a - b, 0.0).pvalue)
+    assert (comparison.p_value < 0.05) == (comparison.difference.low > 0)
+    assert t_test_p_value(np.array([0.1, 0.1])) == 0.0 and np.isnan(t_test_p_value(np.array([0.3])))
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    from ewc_experiments.statistics import holm
+
+    # m = 4: sorted 0.01, 0.02, 0.03, 0.5 -> 0.04, max(0.04, 0.06), max(0.06, 0.06), min(1, 0.5)
+    adjusted = holm({"a": 0.03, "b": 0.01, "c": 0.5, "d": 0.02, "later": float("nan")})
+    assert adjusted["b"] == pytest.approx(0.04) and adjusted["d"] == pytest.approx(0.06)
+    assert adjusted["a"] == pytest.approx(0.06) and adjusted["c"] == pytest.approx(0.5)
+    assert np.isnan(adjusted["later"])  # not run yet: not counted in m
