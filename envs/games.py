@@ -99,10 +99,6 @@ MINATAR_RANDOM_SCORES: dict[str, float] = {
 """Mean return of a uniformly random agent per MinAtar game, measured for this project
 with the MinAtar environments this project drives; the random end of MINATAR_REFERENCE_SCORES."""
 
-MINATAR_REFERENCE_STEPS = 150_000
-"""Agent steps a game the reference agents of MINATAR_REFERENCE_SCORES trained: a run at this budget
-has each game's single-game score at 1 on the MinAtar-normalised scale (forward transfer's R*)."""
-
 MINATAR_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     # random: MINATAR_RANDOM_SCORES; reference: this project's DQN trained on the game alone with
     # configs/minatar.yaml (150,000 agent steps), its final evaluation (64 episodes), mean over the
@@ -165,20 +161,6 @@ def parse_games(text: str) -> list[str]:
     for name in names:
         games.extend(ATARI_57 if _normalise(name) == "all57" else [canonical_game(name)])
     return games
-
-
-def single_game_references(games: list[str], steps_per_game: int) -> dict[str, float] | None:
-    """R*_g, each game's normalised score when trained alone at `steps_per_game`, where the references
-    give it: 1 for MinAtar games at MINATAR_REFERENCE_STEPS; None otherwise (Atari's human scores are
-    not single-game agents)."""
-    minatar = [game for game in games if game.removeprefix(MINATAR_PREFIX) in MINATAR_REFERENCE_SCORES]
-    if (
-        steps_per_game != MINATAR_REFERENCE_STEPS
-        or len(minatar) != len(games)
-        or not all(g.startswith(MINATAR_PREFIX) for g in games)
-    ):
-        return None
-    return dict.fromkeys(minatar, 1.0)
 
 
 def human_normalised_score(game: str, score: float) -> float:

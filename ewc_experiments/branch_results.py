@@ -88,7 +88,8 @@ class BranchCell:
 
     def wall_hours(self) -> float | None:
         """Hours the run trained: the gaps between its events, less any over STOPPED_GAP (a stop and
-        the resume that followed it)."""
+        the resume that followed it). Steps trained between the last checkpoint and a stop, trained
+        again after the resume, count twice."""
         times = sorted(wall for points in self.scalars.values() for _, _, wall in points)
         if not times:
             return None

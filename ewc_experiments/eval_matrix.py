@@ -19,14 +19,14 @@ import torch
 from agents.build import build_network
 from agents.network import QNetwork
 from envs.families import family_of_run
-from envs.games import normalised_score, single_game_references
+from envs.games import MINATAR_PREFIX, MINATAR_REFERENCE_SCORES, normalised_score
 from ewc_evaluation.config import EvalConfig
 from ewc_evaluation.metrics import HnsMatrix, summarise
 from ewc_evaluation.protocol import play_episodes
 from ewc_evaluation.video import film_episode
 from ewc_training import run_dir as paths
 from ewc_training.checkpoint import CheckpointError
-from ewc_training.config import Config, ConfigError, config_from_dict, load_yaml
+from ewc_training.config import Config, ConfigError, build_config, config_from_dict, load_yaml
 from ewc_training.errors import first_line
 from ewc_training.schema import Position, saved_network
 
@@ -90,8 +90,7 @@ class RunEvaluation:
         return game_end_hns((row.games_done, row.step_in_game, row.scores) for row in self.rows)
 
     def metrics(self) -> dict[str, object]:
-        references = single_game_references(self.run.sequence, self.run.config.run.steps_per_game)
-        return summarise(self.hns(), self.run.sequence, references)
+        return summarise(self.hns(), self.run.sequence, single_game_references(self.run.sequence, self.run.config))
 
 
 def game_end_hns(rows: Iterable[tuple[int, int, dict[str, list[float]]]]) -> HnsMatrix:
@@ -103,15 +102,35 @@ def game_end_hns(rows: Iterable[tuple[int, int, dict[str, list[float]]]]) -> Hns
     }
 
 
-def saved_metrics(saved: dict) -> dict[str, object]:
+REFERENCE_PRESET = paths.PROJECT_ROOT / "configs" / "minatar.yaml"
+"""The config MINATAR_REFERENCE_SCORES' single-game agents trained with (150,000 agent steps a game)."""
+
+
+def single_game_references(games: list[str], config: Config | None) -> dict[str, float] | None:
+    """R*_g of forward transfer, each game's normalised score trained alone by the same agent at the
+    same budget, where the references give it: 1 for MinAtar games when the run's agent, network,
+    emulators and steps per game are the references' (REFERENCE_PRESET); None otherwise (Atari's
+    human scores are not single-game agents, and another agent's references would not be its own)."""
+    if config is None or not all(game.removeprefix(MINATAR_PREFIX) in MINATAR_REFERENCE_SCORES for game in games):
+        return None
+    if not all(game.startswith(MINATAR_PREFIX) for game in games) or not REFERENCE_PRESET.is_file():
+        return None
+    reference, run = build_config(REFERENCE_PRESET).to_dict(), config.to_dict()
+    same = all(run[section] == reference[section] for section in ("env", "network", "agent"))
+    if not same or run["run"]["steps_per_game"] != reference["run"]["steps_per_game"]:
+        return None
+    return dict.fromkeys(games, 1.0)
+
+
+def saved_metrics(saved: dict, config: Config | None = None) -> dict[str, object]:
     """The metrics of an eval.json, recomputed from its raw episode scores with today's definitions
-    and references: a file written before a metric changed (or was added) reads as a new one would."""
+    and references: a file written before a metric changed (or was added) reads as a new one would.
+    Forward transfer needs the run's `config` (single_game_references)."""
     rows = (
         (row["games_done"], row["step_in_game"], {game: cell["scores"] for game, cell in row["cells"].items()})
         for row in saved["rows"]
     )
-    steps = saved.get("steps_per_game", saved.get("config", {}).get("run", {}).get("steps_per_game", 0))
-    return summarise(game_end_hns(rows), saved["sequence"], single_game_references(saved["sequence"], steps))
+    return summarise(game_end_hns(rows), saved["sequence"], single_game_references(saved["sequence"], config))
 
 
 def cell_hns(game: str, scores: list[float]) -> np.ndarray:

@@ -113,7 +113,6 @@ def as_dict(evaluation: RunEvaluation) -> dict[str, object]:
         "method": config.consolidation.method,
         "ewc_lambda": config.consolidation.ewc_lambda,
         "run_seed": config.run.seed,
-        "steps_per_game": config.run.steps_per_game,
         "protocol": {
             "episodes": protocol.episodes,
             "epsilon": protocol.epsilon,

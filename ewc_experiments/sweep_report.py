@@ -63,7 +63,8 @@ def cell_result(cell: Cell, run_dir: Path, error: str = "") -> CellResult:
     speed, refilled = agent_steps_per_second(run_dir), read_provenance(run_dir).get(RESUMED_WITHOUT_REPLAY, "")
     if cell_state(run_dir, cell.order) != EVALUATED:
         return CellResult(cell, run_dir, None, error or "not evaluated", speed, refilled)
-    return CellResult(cell, run_dir, saved_metrics(read_evaluation(run_dir)), "", speed, refilled)
+    config = config_from_dict(load_yaml(run_dir / "config.yaml")) if (run_dir / "config.yaml").is_file() else None
+    return CellResult(cell, run_dir, saved_metrics(read_evaluation(run_dir), config), "", speed, refilled)
 
 
 SPEED_TAG = "charts/SPS"

@@ -36,8 +36,8 @@ def configure_threads(requested: int | None, device: torch.device) -> str:
     """Set torch's intra-op CPU threads for this process; returns the line that says how many and why.
 
     `requested` (--threads) wins, then OMP_NUM_THREADS; otherwise a run on the CPU gets one thread,
-    not torch's one per core. The batches here are small: two threads are at best ~1.3x one on an
-    idle 2-core machine, and several times slower than one as soon as anything else runs (their
+    not torch's one per core. The batches here are small: two threads were 1.3-1.4x one on an idle
+    2-core machine, and 5-6x slower than one as soon as anything else ran (their
     OpenMP threads spin waiting for each other; docs/performance.md has the figures). On a GPU
     torch's own default stands: its CPU threads do little there.
     """

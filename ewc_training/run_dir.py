@@ -225,7 +225,7 @@ def write_run_files(
         "python": platform.python_version(),
         "torch": torch.__version__,
         # On a CPU the thread count changes how sums are split, so results match bit for bit only
-        # at the same count (torch's default: one per core; OMP_NUM_THREADS sets it).
+        # at the same count (one on a CPU unless --threads or OMP_NUM_THREADS says otherwise: device.configure_threads).
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

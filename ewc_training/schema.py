@@ -20,6 +20,7 @@ from agents.dqn import DQNLearner
 from agents.ewc.probes import ProbeSet
 from agents.replay import FrameReplay
 from ewc_training.checkpoint import CheckpointError, load_checkpoint
+from ewc_training.config import config_from_dict
 from ewc_training.errors import first_line
 
 
@@ -99,7 +100,8 @@ def restore_branch(path: Path, config: dict, state: TrainingState, device: torch
     payload = load_checkpoint(path, map_location=device)
     games = config["run"]["games"]
     try:
-        position, source_games, source_config = Position(**payload["position"]), list(payload["games"]), payload["config"]
+        position, source_games = Position(**payload["position"]), list(payload["games"])
+        source_config = config_from_dict(payload["config"]).to_dict()  # keys added since it was saved: their defaults
         if position.step_in_game != 0 or position.game_index == 0:
             raise ValueError("it was saved in the middle of a game; branch from a game-end checkpoint (after_<k>_<game>.pt)")
         trained = source_games[: position.game_index]

@@ -58,7 +58,11 @@ for stage in "${STAGES[@]}"; do
         ;;
     breakout)
         pids=()
-        trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT # a stopped script leaves no branch running alone
+        # a stopped script leaves no branch running alone: each $! is a subshell running train.py, so
+        # its child is signalled too (SIGTERM: train.py saves latest.pt and its replay, then exits)
+        trap 'for pid in "${pids[@]}"; do pkill -TERM -P "$pid"; kill -TERM "$pid"; done 2>/dev/null || true' EXIT
+        trap 'exit 130' INT
+        trap 'exit 143' TERM
         for method in "${METHODS[@]}"; do
             train "$RUNS/$method-s$SEED" --games pong,breakout --method "$method" --seed "$SEED" \
                 --branch-from "$PONG/checkpoints/after_1_pong.pt" >>"$RUNS/$method-s$SEED.log" 2>&1 &
@@ -66,7 +70,7 @@ for stage in "${STAGES[@]}"; do
         done
         status=0
         for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
-        trap - EXIT
+        trap - EXIT INT TERM
         if [ "$status" -ne 0 ]; then
             echo "error: a branch stopped with status $status; its log is $RUNS/<method>-s$SEED.log" >&2
             exit "$status"

@@ -7,7 +7,7 @@
 # With BUSY_PID (another process keeping a core busy, e.g. a training run) every command is timed
 # twice: with that process paused by SIGSTOP (idle) and running (loaded); it is always continued at
 # the end. Without it, once, as the machine is. Runs go to a temporary folder; PYTHON overrides the
-# interpreter. Takes about 5 minutes idle, 10 with BUSY_PID.
+# interpreter. Takes about 3 minutes on an idle 2-core machine, 10 with BUSY_PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -17,12 +17,13 @@ unset OMP_NUM_THREADS OMP_WAIT_POLICY
 
 # timed LABEL COMMAND...: one line, LABEL and the command's wall-clock seconds and the load average.
 timed() {
-    local label=$1 start end
+    local label=$1 start end tenths
     shift
-    start=$(date +%s.%N)
+    start=$(date +%s%N)
     "$@" >"$WORK/$(echo "$label" | tr ' ,=' '___').log" 2>&1
-    end=$(date +%s.%N)
-    printf '%-44s %7.1f s   load %s\n' "$label" "$(echo "$end - $start" | bc)" "$(cut -d' ' -f1 /proc/loadavg)"
+    end=$(date +%s%N)
+    tenths=$(((end - start) / 100000000))
+    printf '%-50s %5d.%d s   load %s\n' "$label" $((tenths / 10)) $((tenths % 10)) "$(cut -d' ' -f1 /proc/loadavg)"
 }
 
 round() {

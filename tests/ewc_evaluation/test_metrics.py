@@ -151,10 +151,14 @@ def test_forward_transfer_is_each_later_games_first_score_minus_its_single_game_
     assert "forward_transfer" not in summarise(matrix, sequence)  # no reference, no figure
 
 
-def test_minatar_runs_at_the_reference_budget_have_single_game_references_of_one():
-    from envs.games import single_game_references
+def test_minatar_runs_of_the_reference_agent_and_budget_have_single_game_references_of_one():
+    from ewc_experiments.eval_matrix import single_game_references
+    from ewc_training.config import build_config
 
     games = ["minatar:breakout", "minatar:space_invaders"]
-    assert single_game_references(games, 150_000) == {"minatar:breakout": 1.0, "minatar:space_invaders": 1.0}
-    assert single_game_references(games, 300_000) is None
-    assert single_game_references(["pong", "breakout"], 150_000) is None
+    preset = build_config("configs/minatar.yaml", [f"run.games=[{', '.join(games)}]"])
+    assert single_game_references(games, preset) == {"minatar:breakout": 1.0, "minatar:space_invaders": 1.0}
+    longer = build_config("configs/minatar.yaml", [f"run.games=[{', '.join(games)}]", "run.steps_per_game=300000"])
+    modulated = build_config("configs/minatar.yaml", [f"run.games=[{', '.join(games)}]", "network.per_game_modulation=true"])
+    assert single_game_references(games, longer) is None and single_game_references(games, modulated) is None
+    assert single_game_references(["pong", "breakout"], build_config(None, [])) is None

@@ -25,7 +25,8 @@ def results():
 def test_ewc_keeps_the_first_task_far_better_than_sgd(results):
     sgd, ewc = results["sgd"], results["ewc"]
     assert min(np.diag(sgd)) > 0.85 and min(np.diag(ewc)) > 0.8  # each task is learned when trained
-    assert ewc[-1, 0] - sgd[-1, 0] > 0.2, (ewc[-1, 0], sgd[-1, 0])
+    # 0.27 here; 0.18 if EWC kept only the latest task's quadratic (no accumulation), 0 with no penalty
+    assert ewc[-1, 0] - sgd[-1, 0] > 0.22, (ewc[-1, 0], sgd[-1, 0])
 
 
 def test_the_tasks_are_pixel_permutations_of_one_split():

@@ -130,6 +130,7 @@ def test_a_branch_that_does_not_fit_is_refused_before_anything_is_written(first_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_branch_may_change_its_steps_per_game_when_it_revisits_nothing(first_game, tmp_path):
     trainer = start_run(
         tiny(GAMES, "run.steps_per_game=200"), str(tmp_path / "run"), overwrite=False, branch_from=str(first_game)
@@ -164,3 +165,14 @@ def test_train_py_refuses_a_mid_game_checkpoint_and_a_missing_one_in_one_line(tm
         assert branched.stderr.strip().startswith("error:") and message in branched.stderr
         assert len(branched.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_with_per_game_modulation_a_branch_needs_a_source_of_the_same_games(tmp_path):
+    source = tmp_path / "source"
+    train(tiny(GAMES[:1], "network.per_game_modulation=true"), source)
+    checkpoint = paths.game_end_checkpoint(source, 1, GAMES[0])
+    with pytest.raises(CheckpointError, match="needs a source trained on the same --games"):
+        start_run(
+            tiny(GAMES, "network.per_game_modulation=true"), str(tmp_path / "b"), overwrite=False, branch_from=str(checkpoint)
+        )
