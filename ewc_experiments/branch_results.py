@@ -192,7 +192,7 @@ def plot(source: BranchCell, branches: list[BranchCell], path: Path) -> None:
 def page_text(source: BranchCell, branches: list[BranchCell], command: str, figure: str) -> str:
     first, machine = source.games[0], source.info.get("machine", "unknown machine")
     lines = [
-        f"# Forgetting on Atari: {first} → {', '.join(dict.fromkeys(g for b in branches for g in b.games[1:])) or '…'}",
+        f"# Forgetting on Atari: {' → '.join([first, *dict.fromkeys(g for b in branches for g in b.games[1:])])}",
         "",
         f"One {first} run, then branches at its end that train the next game from the same network "
         "(`train.py --branch-from`), one per method. **One seed: an illustration of what each method does, "
@@ -205,16 +205,18 @@ def page_text(source: BranchCell, branches: list[BranchCell], command: str, figu
         "",
         "## Runs",
         "",
-        "| run | games | agent steps trained / planned | wall time | scored by evaluate.py |",
-        "|---|---|---|---|---|",
+        f"| run | games | agent steps trained / planned | wall time | last evaluation of {first} | scored by evaluate.py |",
+        "|---|---|---|---|---|---|",
     ]
     for cell in [source, *branches]:
         hours = cell.wall_hours()
         wall = "–" if hours is None else f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
         scored = "yes" if cell.evaluation else "not yet" if cell.is_branch else "– (each branch scores its network)"
+        curve = cell.curve(first)
+        last = f"{curve[-1][1]:.1f} at {curve[-1][0]:,}" if curve else "–"
         lines.append(
             f"| {cell.name} ({cell.label}) | {' → '.join(cell.games)} | {cell.last_step():,} / {cell.planned_steps():,} "
-            f"| {wall} | {scored} |"
+            f"| {wall} | {last} | {scored} |"
         )
     lines += ["", *kept_table(first, branches), "", *curve_table(first, source, branches), ""]
     protocol = source.config["eval"]
