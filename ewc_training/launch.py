@@ -1,7 +1,8 @@
 """Starting and resuming a run: every check that can fail is made before anything is written.
 
 start_run:  config -> device -> replay fits? -> run directory (locked) -> trainer
-branch_run: start_run's checks -> the other run's game-end checkpoint loaded -> run directory (locked) -> trainer there
+start_run with branch_from: the same checks -> the other run's game-end checkpoint loaded ->
+            run directory (locked) -> trainer at that boundary
 resume_run: run directory (locked) -> newest checkpoint -> its config.yaml -> trainer at that position
 """
 
