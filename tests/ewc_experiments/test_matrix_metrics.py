@@ -62,7 +62,8 @@ def test_metrics_of_the_hand_made_matrix():
         "backward_transfer": -0.45,  # ((0.7 - 1.4) + (0.3 - 0.5)) / 2
         "mean_hns_after_game": {1: 0.75, 2: 0.35, 3: 0.5},
         "total_clipped_hns_after_game": {1: 1.1, 2: 0.7, 3: 1.0},  # Pong's 1.4 counts as 1
-    }
+        "learned_when_trained": {"pong": 1.4, "breakout": 0.5},  # row 1 for pong, row 2 for breakout
+    }  # no forward transfer: Atari's human scores are no single-game references
     assert metrics.keys() == expected.keys()
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, abs=1e-12), key
