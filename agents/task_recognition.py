@@ -171,3 +171,49 @@ def _log_matmul(log_vector: np.ndarray, log_matrix: np.ndarray) -> np.ndarray:
     top = combined.max(axis=0)
     safe = np.where(np.isfinite(top), top, 0.0)
     return safe + np.log(np.exp(combined - safe).sum(axis=0))
+
+
+@dataclass
+class RecognitionReport:
+    """How inferred tasks matched the true games, over one run's observations in order.
+
+    confusion[game][task]: observations of `game` taken for `task` (None: before the first window).
+    delays: per segment of one game, in order, the observations from its start until the process
+    names the game's task (the task it held at the end of the game's first visit); None if never.
+    false_new_tasks: tasks made beyond one per game (the spare model winning within a game).
+    wrong_revisits: segments of a game seen before that end on another task than the game's.
+    """
+
+    confusion: dict[str, dict[int | None, int]]
+    delays: list[int | None]
+    false_new_tasks: int
+    wrong_revisits: int
+
+
+def recognition_report(games: list[str], tasks: list[int | None]) -> RecognitionReport:
+    """Compare the true game of every observation with the task the process held after it."""
+    if len(games) != len(tasks):
+        raise ValueError(f"{len(games)} true games for {len(tasks)} inferred tasks")
+    confusion: dict[str, dict[int | None, int]] = {}
+    for game, task in zip(games, tasks):
+        row = confusion.setdefault(game, {})
+        row[task] = row.get(task, 0) + 1
+    segments = _segments(games)
+    task_of: dict[str, int | None] = {}
+    delays, wrong = [], 0
+    for game, start, end in segments:
+        settled = tasks[end - 1]  # the task held when the segment ended
+        if game in task_of:
+            wrong += settled != task_of[game]
+        else:
+            task_of[game] = settled
+        hits = [index for index in range(start, end) if tasks[index] == task_of[game]]
+        delays.append(hits[0] - start if hits else None)
+    made = {task for task in tasks if task is not None}
+    return RecognitionReport(confusion, delays, max(0, len(made) - len(task_of)), wrong)
+
+
+def _segments(games: list[str]) -> list[tuple[str, int, int]]:
+    """(game, first index, end index) of every run of one game."""
+    bounds = [0] + [index for index in range(1, len(games)) if games[index] != games[index - 1]] + [len(games)]
+    return [(games[start], start, end) for start, end in zip(bounds, bounds[1:])]

@@ -96,3 +96,34 @@ def test_the_posterior_update_matches_a_hand_computation():
     assert math.exp(recognizer.log_posterior[1]) == pytest.approx(1 - expected)
     assert recognizer.counts[0].tolist() == [[2, 0], [1, 1]]  # the winner took the window in
     assert recognizer.log_likelihoods(np.array([[1, 1]]))[0] == pytest.approx(math.log(0.5 / 3 * 1.5 / 3))
+
+
+def test_the_recognition_report_counts_delays_false_tasks_and_wrong_revisits():
+    from agents.task_recognition import recognition_report
+
+    games = ["pong"] * 6 + ["breakout"] * 6 + ["pong"] * 4
+    tasks = [None, None, 0, 0, 0, 0] + [0, 0, 1, 2, 1, 1] + [1, 1, 0, 0]
+    report = recognition_report(games, tasks)
+    assert report.confusion == {"pong": {None: 2, 0: 6, 1: 2}, "breakout": {0: 2, 1: 3, 2: 1}}
+    assert report.delays == [2, 2, 2]  # pong's task 0 from index 2; breakout's 1 at 8; pong again at 14
+    assert report.false_new_tasks == 1  # task 2 is no game's
+    assert report.wrong_revisits == 0  # the revisit (tasks 1, 1, 0, 0) ends on pong's task
+    assert recognition_report(["pong"] * 3 + ["breakout"] * 2 + ["pong"], [0, 0, 0, 1, 1, 1]).wrong_revisits == 1
+
+
+def test_the_real_frame_run_reports_no_confusion():
+    """The three Atari games and the revisit of the test above, as a report."""
+    from agents.task_recognition import recognition_report
+
+    config = RecognitionConfig()
+    games, tasks = [], []
+    frames = {game: observations(game, 40, seed=index) for index, game in enumerate(FAMILY_GAMES["atari"])}
+    recognizer = TaskRecognizer(len(atari_symbols(frames["pong"][0], config)), config.levels, config)
+    for game in [*FAMILY_GAMES["atari"], "pong"]:
+        for frame in frames[game]:
+            recognizer.observe(atari_symbols(frame, config))
+            games.append(game)
+            tasks.append(recognizer.current)
+    report = recognition_report(games, tasks)
+    assert report.delays == [3, 3, 3, 3]  # the first window's end: its fourth observation, index 3
+    assert report.false_new_tasks == 0 and report.wrong_revisits == 0
