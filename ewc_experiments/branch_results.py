@@ -86,6 +86,15 @@ class BranchCell:
         source = self.info["branched_from"]
         return int(source["total_steps"]) + steps * (len(self.games) - len(source["games"]))
 
+    def threads_text(self) -> str:
+        """The torch thread count the run started with, and each resume's that changed it (run.json)."""
+        text, count = str(self.info.get("torch_threads", "?")), self.info.get("torch_threads")
+        for resume in self.info.get("resumed", []):
+            if resume.get("torch_threads", count) != count:
+                count = resume["torch_threads"]
+                text += f", {count} from step {resume.get('total_steps', 0):,}"
+        return text
+
     def wall_hours(self) -> float | None:
         """Hours the run trained: the gaps between its events, less any over STOPPED_GAP (a stop and
         the resume that followed it). Steps trained between the last checkpoint and a stop, trained
@@ -198,8 +207,10 @@ def page_text(source: BranchCell, branches: list[BranchCell], command: str, figu
         "(`train.py --branch-from`), one per method. **One seed: an illustration of what each method does, "
         "not a comparison with an interval.**",
         "",
-        f"Made with `{command}` on {machine}, torch {source.info.get('torch', '?')}, "
-        f"one torch thread per run; started {source.info.get('started', '?')[:10]}.",
+        f"Made with `{command}` on {machine}, torch {source.info.get('torch', '?')}; started "
+        f"{source.info.get('started', '?')[:10]}. Torch threads: "
+        + "; ".join(f"{cell.name} {cell.threads_text()}" for cell in [source, *branches])
+        + ".",
         "",
         f"![continual evaluation of every game of the sequence, every run]({figure})",
         "",

@@ -83,3 +83,11 @@ def test_retention_is_the_share_of_the_gain_over_random_kept():
     assert retention(-10.7, -15.7, "pong") == pytest.approx(0.5)
     assert retention(-10.7, -20.7, "pong") == pytest.approx(0.0)
     assert retention(-20.7, -15.0, "pong") != retention(-20.7, -15.0, "pong")  # NaN: nothing was gained to keep
+
+
+def test_the_page_names_each_runs_thread_counts_from_run_json():
+    from ewc_experiments.branch_results import BranchCell
+
+    resumed = {"torch_threads": 1, "resumed": [{"total_steps": 416_296, "torch_threads": 2}, {"total_steps": 500_000}]}
+    assert BranchCell("pong-s0", resumed, {}, None, {}).threads_text() == "1, 2 from step 416,296"
+    assert BranchCell("ewc-s0", {"torch_threads": 1}, {}, None, {}).threads_text() == "1"
