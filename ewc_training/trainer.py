@@ -146,14 +146,13 @@ class SequenceTrainer:
             info = paths.write_run_files(self.run_dir, self.config, self.device, branched_from=self.branched_from)
             self.logger.start()
             self.logger.config(self.config.flat())
-            if self.branched_from is not None:  # the branch point is this run's first game-end checkpoint
-                self.git_commit = str(info["git_commit"])
-                pos = self.position
-                self.save(paths.game_end_checkpoint(self.run_dir, pos.game_index, self.games[pos.game_index - 1]))
         else:
             info = paths.record_resume(self.run_dir, self.resumed_from, self.position.total_steps)
             self.logger.start(purge_step=self.position.total_steps + 1)
         self.git_commit = str(info["git_commit"])
+        if self.branched_from is not None and self.resumed_from is None:  # the branch point: its first game-end checkpoint
+            pos = self.position
+            self.save(paths.game_end_checkpoint(self.run_dir, pos.game_index, self.games[pos.game_index - 1]))
 
     def train_game(self) -> FrameReplay:
         """Train on the current game until `steps_per_game` agent steps; returns its replay."""
