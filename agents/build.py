@@ -9,8 +9,9 @@ import torch
 from agents.config import AgentConfig, NetworkConfig
 from agents.dqn import DQNLearner
 from agents.ewc.config import ConsolidationConfig
-from agents.ewc.methods import make_consolidation
+from agents.ewc.methods import make_consolidation, rehearses
 from agents.network import QNetwork
+from agents.rehearsal import Rehearsal
 from envs.families import Family
 
 
@@ -30,9 +31,11 @@ def build_network(network: NetworkConfig, games: list[str], family: Family) -> Q
 
 
 def build_learner(config: AgentSections, games: list[str], family: Family, device: torch.device, seed: int) -> DQNLearner:
-    """A fresh learner: network initialised from `seed`, its consolidation method, on `device`."""
+    """A fresh learner: network initialised from `seed`, its consolidation method (penalty and
+    rehearsal), on `device`."""
     torch.manual_seed(seed)
     network = build_network(config.network, games, family).to(device)
     cons = config.consolidation
     consolidation = make_consolidation(cons.method, cons.ewc_lambda, cons.online_gamma, cons.own_term_on_revisit)
-    return DQNLearner(network, config.agent, consolidation)
+    rehearsal = Rehearsal(cons.replay_per_game, cons.replay_share, device, seed) if rehearses(cons.method) else None
+    return DQNLearner(network, config.agent, consolidation, rehearsal)

@@ -21,6 +21,7 @@ from agents.cuda_graph import GraphedStep, check_against_eager, resolve_update_m
 from agents.ewc.methods import Consolidation
 from agents.network import QNetwork
 from agents.optim import make_optimizer
+from agents.rehearsal import Rehearsal
 from agents.replay import FrameReplay, Transitions
 
 
@@ -139,13 +140,15 @@ def set_optimizer_flags(optimizer: torch.optim.Optimizer, flags: dict[str, bool]
 
 
 class DQNLearner:
-    """Online and target networks, the optimizer and the update rule."""
+    """Online and target networks, the optimizer and the update rule; with a `rehearsal`, batches drawn
+    from a replay also hold transitions of earlier games (agents/rehearsal.py)."""
 
-    def __init__(self, network: QNetwork, config: AgentConfig, consolidation: Consolidation):
+    def __init__(self, network: QNetwork, config: AgentConfig, consolidation: Consolidation, rehearsal: Rehearsal | None = None):
         self.online = network
         self.target = copy.deepcopy(network).requires_grad_(False)
         self.config = config
         self.consolidation = consolidation
+        self.rehearsal = rehearsal
         device = network.layers[0].weight.device
         self.update_mode = resolve_update_mode(config.update_mode, device)
         self.optimizer_flags = optimizer_flags(config, device)
@@ -162,10 +165,10 @@ class DQNLearner:
         self._actor_for: tuple[object, ...] | None = None  # (game, batch shape, dtype, generator)
         self._epsilon: torch.Tensor | None = None  # the actor's epsilon, on the device, filled before each replay
 
-    def td_loss(self, batch: Transitions, game: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def td_loss(self, batch: Transitions, game: str, reduction: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Huber loss between Q(s, a) and the Double DQN target, mean or sum over the batch
-        (`loss_reduction`); also returns Q(s, a). Huber with delta 1 is DQN's "TD error clipped to
-        [-1, 1]": its gradient is clip(Q(s, a) - y, -1, 1) times that of Q(s, a)."""
+        (`reduction`, by default `loss_reduction`); also returns Q(s, a). Huber with delta 1 is DQN's
+        "TD error clipped to [-1, 1]": its gradient is clip(Q(s, a) - y, -1, 1) times that of Q(s, a)."""
         q_taken = self.online(batch.s_tm1, game).gather(1, batch.a_tm1.unsqueeze(1)).squeeze(1)
         with torch.no_grad():
             targets = double_dqn_targets(
@@ -175,7 +178,7 @@ class DQNLearner:
                 batch.discount_t,
                 self.config.gamma,
             )
-        return F.smooth_l1_loss(q_taken, targets, reduction=self.config.loss_reduction), q_taken
+        return F.smooth_l1_loss(q_taken, targets, reduction=reduction or self.config.loss_reduction), q_taken
 
     def loss_terms(self, game: str | None, *batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """TD loss, consolidation term and Q(s, a): the forward pass that `compiled` mode compiles."""
@@ -190,6 +193,20 @@ class DQNLearner:
         # A game without its own biases and gains runs the network as any other: passing None then
         # lets compiled code serve every such game without tracing it again.
         td_loss, penalty, q_taken = self._loss_terms(game if game in self.online.modulation else None, *batch)
+        return self.descend(td_loss, penalty, q_taken)
+
+    def mixed_gradient_step(self, parts: list[tuple[str, Transitions]]) -> tuple[torch.Tensor]:
+        """`gradient_step` on a batch whose parts belong to different games, each under its own game's
+        biases and gains: L_TD = (1/B) sum_parts sum_part Huber (or the plain sum with
+        `loss_reduction: sum`), B the whole batch. Eager in `compiled` mode (each part is its own graph)."""
+        sums, q_values = zip(*(self.td_loss(batch, game, reduction="sum") for game, batch in parts))
+        td_loss = torch.stack(sums).sum()
+        if self.config.loss_reduction == "mean":
+            td_loss = td_loss / sum(len(batch.a_tm1) for _, batch in parts)
+        return self.descend(td_loss, self.consolidation.penalty(self.online), torch.cat(q_values))
+
+    def descend(self, td_loss: torch.Tensor, penalty: torch.Tensor, q_taken: torch.Tensor) -> tuple[torch.Tensor]:
+        """Backward, clipping and the optimizer's step on td_loss + penalty; UpdateStats' one tensor."""
         self.optimizer.zero_grad(set_to_none=True)
         self.backward_clipped(td_loss, penalty)
         self.optimizer.step()
@@ -213,15 +230,28 @@ class DQNLearner:
 
     def sampled_step(self, game: str, replay: FrameReplay) -> tuple[torch.Tensor]:
         """A batch drawn from `replay` on its device, then `gradient_step`: the whole update, as a CUDA graph
-        captures it (no batch is copied in: the graph samples the replay as it is at each replay)."""
-        return self.gradient_step(game, *replay.sample(self.config.batch_size))
+        captures it (no batch is copied in: the graph samples the replay as it is at each replay).
+
+        With a rehearsal holding other games, part of the batch comes from their memories: one batch
+        when the network has no per-game parameters (every game runs the same network), otherwise
+        `mixed_gradient_step` runs each game's part under its own.
+        """
+        split = self.rehearsal.split(game, self.config.batch_size) if self.rehearsal is not None else []
+        if not split:
+            return self.gradient_step(game, *replay.sample(self.config.batch_size))
+        (_, new), *rehearsed = split
+        parts = [(game, replay.sample(new))] + [(other, self.rehearsal.sample(other, count)) for other, count in rehearsed]
+        if not self.online.modulation:
+            return self.gradient_step(game, *(torch.cat(tensors) for tensors in zip(*(batch for _, batch in parts))))
+        return self.mixed_gradient_step(parts)
 
     def update(self, source: Transitions | FrameReplay, game: str) -> UpdateStats:
         """One gradient step on a batch, or on a batch drawn from a replay (eager or a replayed CUDA graph);
         syncs the target when due. Eager, `update(replay)` is `update(replay.sample(batch_size))`."""
         self.consolidation.train_on(game)  # before a capture: the terms in force may depend on the game
         if isinstance(source, FrameReplay):
-            step, inputs, generators = functools.partial(self.sampled_step, game, source), (), (source.generator,)
+            step, inputs = functools.partial(self.sampled_step, game, source), ()
+            generators = (source.generator,) + ((self.rehearsal.generator,) if self.rehearsal is not None else ())
         else:
             step, inputs, generators = functools.partial(self.gradient_step, game), tuple(source), ()
         if self.update_mode == "cuda-graph" and not self._graph_serves(source, game):
@@ -301,13 +331,17 @@ class DQNLearner:
         self._graph = self._actor = None
 
     def get_state(self) -> dict[str, object]:
-        return {
+        """Everything but the rehearsal's memories, which are saved once per game (ewc_training/schema.py)."""
+        state = {
             "online": self.online.state_dict(),
             "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "updates": self.updates,
             "updates_since_sync": self.updates_since_sync,
         }
+        if self.rehearsal is not None:
+            state["rehearsal_generator"] = self.rehearsal.generator.get_state()
+        return state
 
     def set_state(self, state: dict[str, object]) -> None:
         self.online.load_state_dict(state["online"])
@@ -317,4 +351,6 @@ class DQNLearner:
         self.updates = int(state["updates"])
         # A checkpoint from before the count restarted at every game synced at multiples of `updates`.
         self.updates_since_sync = int(state.get("updates_since_sync", self.updates % self.config.target_update_every))
+        if self.rehearsal is not None and "rehearsal_generator" in state:  # absent when branched from a run without one
+            self.rehearsal.generator.set_state(state["rehearsal_generator"].cpu())
         self._graph = self._actor = None  # the optimizer state tensors were replaced

@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
+from agents.ewc.methods import penalty_of
 from envs.games import REFERENCE_SCORES, human_normalised_score
 from ewc_experiments.cli import OneLineParser, fail
 from ewc_experiments.results_cells import ResultsError, has_event_files, scalar_events
@@ -40,7 +41,15 @@ from ewc_experiments.results_cells import ResultsError, has_event_files, scalar_
 STOPPED_GAP = 1800.0
 """Seconds without a TensorBoard event that mean the run was stopped (a running one logs every few
 minutes at most: losses every run.log_every steps, evaluations, episodes)."""
-COLOURS = {"source": "black", "ewc": "tab:blue", "finetune": "tab:red", "l2": "tab:green", "online-ewc": "tab:purple"}
+COLOURS = {
+    "source": "black",
+    "ewc": "tab:blue",
+    "finetune": "tab:red",
+    "l2": "tab:green",
+    "online-ewc": "tab:purple",
+    "replay": "tab:orange",
+    "ewc+replay": "tab:cyan",
+}
 
 
 @dataclass
@@ -69,7 +78,7 @@ class BranchCell:
     def label(self) -> str:
         if not self.is_branch:
             return f"{self.games[0]} alone"
-        strength = f", λ {self.config['consolidation']['ewc_lambda']:g}" if self.method != "finetune" else ""
+        strength = f", λ {self.config['consolidation']['ewc_lambda']:g}" if penalty_of(self.method) != "finetune" else ""
         return f"{self.method}{strength}"
 
     def curve(self, game: str) -> list[tuple[int, float]]:

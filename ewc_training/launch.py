@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from agents.ewc.methods import penalty_of, rehearses
+from agents.rehearsal import memory_bytes
 from agents.replay import replay_bytes
 from envs.families import family_of_run
 from ewc_training import run_dir as paths
@@ -30,10 +32,14 @@ MEMORY_RESERVE = 1 << 30
 
 
 def check_replay_fits(config: Config, device: torch.device) -> None:
-    """Refuse, before anything is allocated, a replay the device (or, to save it, the host) cannot hold."""
+    """Refuse, before anything is allocated, a replay the device (or, to save it, the host) cannot hold;
+    a method with replay also holds the memories of every earlier game (at most, while the last trains)."""
     capacity = replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs)
-    frame_shape = family_of_run(config.run.games).frame_shape
-    needed = replay_bytes(capacity, frame_shape)
+    family = family_of_run(config.run.games)
+    frame_shape = family.frame_shape
+    cons, earlier_games = config.consolidation, len(set(config.run.games[:-1]))
+    memories = earlier_games * memory_bytes(cons.replay_per_game, family.observation_shape, frame_shape[0])
+    needed = replay_bytes(capacity, frame_shape) + (memories if rehearses(cons.method) else 0)
     places = [device] + ([torch.device("cpu")] if config.run.save_replay and device.type == "cuda" else [])
     for place in places:
         free = free_memory_bytes(place)
@@ -43,7 +49,8 @@ def check_replay_fits(config: Config, device: torch.device) -> None:
         where = "the GPU" if place.type == "cuda" else "host memory"
         fix = f"set agent.replay_capacity={fitting} or lower" if fitting else "free memory or use a larger machine"
         raise DeviceError(
-            f"the replay of {capacity:,} transitions needs {needed / 1e9:.1f} GB but {where} has "
+            f"the replay of {capacity:,} transitions{' with the rehearsal memories' if rehearses(cons.method) else ''} "
+            f"needs {needed / 1e9:.1f} GB but {where} has "
             f"{free / 1e9:.1f} GB free (and {MEMORY_RESERVE >> 30} GB is kept for the rest); {fix}"
         )
 
@@ -87,7 +94,7 @@ def warn_if_never_consolidated(config: Config) -> None:
     """Say before training when `consolidate_after_steps` is more than a game will ever be trained:
     such a game is never protected, and the run is fine-tuning for it."""
     threshold, sequence = config.consolidation.consolidate_after_steps, config.run.games
-    if config.consolidation.method == "finetune" or threshold == 0:
+    if penalty_of(config.consolidation.method) == "finetune" or threshold == 0:
         return
     short = [game for game in dict.fromkeys(sequence) if sequence.count(game) * config.run.steps_per_game < threshold]
     if short:

@@ -120,6 +120,16 @@ def replay_checkpoint(run_dir: Path) -> Path:
     return checkpoint_dir(run_dir) / "latest_replay.pt"
 
 
+def rehearsal_memory(run_dir: Path, position: int, game: str) -> Path:
+    """`checkpoints/rehearsal_<k>_<game>.pt`: the transitions a method with replay kept of the k-th game."""
+    return checkpoint_dir(run_dir) / f"rehearsal_{position}_{path_name(game)}.pt"
+
+
+def rehearsal_memories(run_dir: Path, finished_games: list[str]) -> list[Path]:
+    """The memory files of the finished games, in sequence order."""
+    return [rehearsal_memory(run_dir, position, game) for position, game in enumerate(finished_games, start=1)]
+
+
 def run_dir_of(requested: Path) -> Path:
     """The run directory `--resume` names: the folder itself, or the run a checkpoint file is in."""
     if requested.is_file():

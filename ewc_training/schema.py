@@ -6,6 +6,8 @@ directory's listing read it through the functions here, never by key.
 
 The replay saved beside latest.pt (`run.save_replay`) is {format, position, replay}: it is used only
 when its position is the resumed checkpoint's, so a kill between the two writes is harmless.
+A method with replay keeps each finished game's memory in its own file, {format, game, memory}
+(agents/rehearsal.py), written once before the game's after_<k>_<game>.pt: it never changes after.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from agents.dqn import DQNLearner
 from agents.ewc.probes import ProbeSet
+from agents.rehearsal import Rehearsal
 from agents.replay import FrameReplay
 from ewc_training.checkpoint import CheckpointError, load_checkpoint
 from ewc_training.config import config_from_dict
@@ -214,3 +217,16 @@ def restore_replay(path: Path, position: Position, replay: FrameReplay) -> bool:
         print(f"warning: cannot use the saved replay ({first_line(error)})", file=sys.stderr)
         return False
     return True
+
+
+def restore_rehearsal(files: list[Path], rehearsal: Rehearsal) -> None:
+    """Load the finished games' memories from `files`, in sequence order (a revisit's replaces the
+    earlier visit's); a missing or unreadable file is a one-line CheckpointError naming it."""
+    for path in files:
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing; a method with replay needs the transitions it kept of every finished game")
+        payload = load_checkpoint(path, map_location=rehearsal.device)
+        try:
+            rehearsal.set_state(payload)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"{path}: not a rehearsal memory ({first_line(error)})") from None

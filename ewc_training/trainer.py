@@ -29,6 +29,7 @@ from agents.build import build_learner
 from agents.dqn import epsilon_at
 from agents.ewc.boundary import consolidate_game
 from agents.ewc.fisher import fisher_summary
+from agents.ewc.methods import penalty_of
 from agents.replay import FrameReplay, replay_bytes
 from envs.episodes import EpisodeTracker
 from envs.families import family_of_run, make_env
@@ -44,6 +45,7 @@ from ewc_training.schema import (
     TrainingState,
     replay_payload,
     restore_branch,
+    restore_rehearsal,
     restore_replay,
     restore_training,
     training_payload,
@@ -87,6 +89,7 @@ class SequenceTrainer:
         """A trainer at the position of `checkpoint`, with everything it saved restored."""
         trainer = cls(config, run_dir, device, logger)
         restore_training(checkpoint, trainer.games, trainer.state, device)
+        trainer.restore_memories(run_dir)
         trainer.resumed_from = checkpoint
         return trainer
 
@@ -96,6 +99,7 @@ class SequenceTrainer:
         says which branches are allowed): the earlier games are not trained again."""
         trainer = cls(config, run_dir, device, logger)
         source = restore_branch(checkpoint, config.to_dict(), trainer.state, device)
+        trainer.restore_memories(paths.run_dir_of(checkpoint))
         trainer.branched_from = {
             "checkpoint": str(checkpoint.resolve()),
             "games": source["games"][: trainer.position.game_index],
@@ -105,6 +109,12 @@ class SequenceTrainer:
             "config": source["config"],
         }
         return trainer
+
+    def restore_memories(self, run_dir: Path) -> None:
+        """With replay: the memories of the games finished at the restored position, from `run_dir`."""
+        if self.learner.rehearsal is not None:
+            finished = self.games[: self.position.game_index]
+            restore_rehearsal(paths.rehearsal_memories(run_dir, finished), self.learner.rehearsal)
 
     @property
     def games(self) -> list[str]:
@@ -152,6 +162,8 @@ class SequenceTrainer:
         self.git_commit = str(info["git_commit"])
         if self.branched_from is not None and self.resumed_from is None:  # the branch point: its first game-end checkpoint
             pos = self.position
+            for position, game in enumerate(self.games[: pos.game_index], start=1):
+                self.save_memory(position, game)
             self.save(paths.game_end_checkpoint(self.run_dir, pos.game_index, self.games[pos.game_index - 1]))
 
     def train_game(self) -> FrameReplay:
@@ -280,7 +292,7 @@ class SequenceTrainer:
         game = self.games[pos.game_index]
         trained_steps = self.steps_of_earlier_visits() + self.config.run.steps_per_game
         end = consolidate_game(self.learner, replay, game, self.config.consolidation, trained_steps)
-        if not end.consolidated and self.config.consolidation.method != "finetune":
+        if not end.consolidated and penalty_of(self.config.consolidation.method) != "finetune":
             print(
                 f"{game}: trained {trained_steps:,} of the {self.config.consolidation.consolidate_after_steps:,} steps "
                 "consolidation.consolidate_after_steps asks for; not consolidated yet",
@@ -295,8 +307,15 @@ class SequenceTrainer:
             self.state.probes[game] = end.probe
         self.logger.flush()
         finished = pos.game_index
+        if self.learner.rehearsal is not None:
+            self.learner.rehearsal.remember(game, replay)
+            self.save_memory(finished + 1, game)
         self.position = Position(game_index=finished + 1, total_steps=pos.total_steps)
         self.save(paths.game_end_checkpoint(self.run_dir, finished + 1, game))
+
+    def save_memory(self, position: int, game: str) -> None:
+        """The rehearsal's memory of `game`, the `position`-th of the sequence (before its game-end checkpoint)."""
+        save_checkpoint(paths.rehearsal_memory(self.run_dir, position, game), self.learner.rehearsal.get_state(game))
 
     def stop_if_requested(self, replay: FrameReplay | None = None) -> None:
         """Honour `request_stop`: save latest.pt (with this game's `replay`, if any yet) and stop."""

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 from agents.config import one_of
 from agents.ewc.fisher import ESTIMATORS
-from agents.ewc.methods import METHODS
+from agents.ewc.methods import METHODS, penalty_of
 
 
 @dataclass
 class ConsolidationConfig:
-    """What keeps earlier games: `finetune` (nothing), `ewc`, `online-ewc` or `l2`."""
+    """What keeps earlier games: `finetune` (nothing), `ewc`, `online-ewc`, `l2`, `replay` or a penalty
+    with replay (`ewc+replay`, ...)."""
 
     method: str = "ewc"
     """One of agents/ewc/methods.py's METHODS."""
@@ -46,6 +47,14 @@ class ConsolidationConfig:
     0: at the end of every game. The EWC paper's 20M frames = 5,000,000 agent steps ("the EWC penalty
     for a game was switched on only after that game had been trained for 20M frames")."""
 
+    replay_per_game: int = 50_000
+    """Methods with replay: transitions of each finished game kept for rehearsal (drawn uniformly from
+    its replay at its end; a revisit replaces them). Memory: o_t-1 and o_t's newest frame each, 35 kB on
+    Atari (50,000: 1.8 GB a game, on the training device), 2 kB on MinAtar (50,000: 100 MB)."""
+    replay_share: float = 0.5
+    """Methods with replay: the share of every batch drawn from earlier games' memories (split evenly
+    between them), the rest from the current game's replay; CLEAR's 50/50 by default."""
+
     def problems(self) -> list[str]:
         checks = [
             (self.ewc_lambda >= 0, "consolidation.ewc_lambda must be >= 0"),
@@ -55,8 +64,10 @@ class ConsolidationConfig:
             (0 <= self.online_gamma <= 1, "consolidation.online_gamma must be in [0, 1]"),
             (self.probe_states >= 0, "consolidation.probe_states must be >= 0"),
             (self.consolidate_after_steps >= 0, "consolidation.consolidate_after_steps must be >= 0"),
+            (self.replay_per_game > 0, "consolidation.replay_per_game must be positive"),
+            (0 <= self.replay_share < 1, "consolidation.replay_share must be in [0, 1): the current game needs a part"),
             (
-                self.own_term_on_revisit or self.method != "online-ewc",
+                self.own_term_on_revisit or self.method not in METHODS or penalty_of(self.method) != "online-ewc",
                 "consolidation.own_term_on_revisit: false needs one term per game (ewc, l2); online-ewc keeps one quadratic",
             ),
         ]

@@ -12,6 +12,9 @@ knows which method runs.
 - `online-ewc` (Schwarz et al. 2018; Huszar 2018): one running quadratic, F* <- gamma F* + F_new,
   anchored at the latest theta*.
 - `l2`: `ewc` with F = 1 everywhere (the paper's L2 baseline).
+- `replay`: no term; part of every batch is rehearsed from earlier games (agents/rehearsal.py), the
+  baseline continual-RL work compares against. `<method>+replay` (e.g. `ewc+replay`) adds the
+  rehearsal to a method's penalty.
 
 A sum of quadratics is one quadratic, so every method keeps just
     A = sum_g F_g,   mu = (sum_g F_g theta*_g) / A,   c = sum_g F_g theta*_g^2 - A mu^2
@@ -195,19 +198,39 @@ class OnlineEWC(QuadraticConsolidation):
         return fisher
 
 
-METHODS: dict[str, Callable[[float, float, bool], Consolidation]] = {
+PENALTIES: dict[str, Callable[[float, float, bool], Consolidation]] = {
     "ewc": lambda strength, online_gamma, own_term_on_revisit: EWC(strength, own_term_on_revisit),
     "online-ewc": lambda strength, online_gamma, own_term_on_revisit: OnlineEWC(strength, online_gamma),
     "l2": lambda strength, online_gamma, own_term_on_revisit: L2(strength, own_term_on_revisit),
     "finetune": lambda strength, online_gamma, own_term_on_revisit: Consolidation(),
 }
-"""`--method` -> factory(lambda, online_gamma, own_term_on_revisit). A new method is a class above and a line here."""
+"""penalty -> factory(lambda, online_gamma, own_term_on_revisit). A new penalty is a class above and a line here."""
+
+REHEARSAL = "+replay"
+METHODS: dict[str, str] = {
+    **{name: name for name in PENALTIES},
+    "replay": "finetune",
+    **{name + REHEARSAL: name for name in PENALTIES if name != "finetune"},
+}
+"""`--method` -> its penalty: each penalty alone, `replay` (fine-tuning with rehearsal) and each
+other penalty with rehearsal (`ewc+replay`, ...)."""
+
+
+def penalty_of(method: str) -> str:
+    """The penalty a method adds to the TD loss: `ewc+replay` -> `ewc`, `replay` -> `finetune`."""
+    return METHODS[method]
+
+
+def rehearses(method: str) -> bool:
+    """Whether a method mixes earlier games' transitions into its batches (agents/rehearsal.py)."""
+    return method != penalty_of(method)
 
 
 def make_consolidation(
     method: str, strength: float, online_gamma: float = 1.0, own_term_on_revisit: bool = True
 ) -> Consolidation:
-    """The consolidation for `--method` (agents/ewc/config.py documents each setting)."""
+    """The penalty of `--method` (agents/ewc/config.py documents each setting); its rehearsal, if any,
+    is built beside it (agents/build.py)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[method](strength, online_gamma, own_term_on_revisit)
+    return PENALTIES[penalty_of(method)](strength, online_gamma, own_term_on_revisit)
