@@ -45,6 +45,9 @@ class RunConfig:
     save_replay: bool = False
     """Also save the replay with latest.pt, so a resumed game continues with it (as large as the
     replay: about 7 GB per million transitions). Without it a resumed game refills its replay."""
+    analysis_plan: str = ""
+    """The SHA-256 of the analysis plan this run is a cell of (ewc_experiments/analysis_plan.py prints
+    the sweeps that set it); training ignores it, and the plan's page refuses cells of another plan."""
 
     def problems(self) -> list[str]:
         checks = [
