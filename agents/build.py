@@ -37,5 +37,6 @@ def build_learner(config: AgentSections, games: list[str], family: Family, devic
     network = build_network(config.network, games, family).to(device)
     cons = config.consolidation
     consolidation = make_consolidation(cons.method, cons.ewc_lambda, cons.online_gamma, cons.own_term_on_revisit)
-    rehearsal = Rehearsal(cons.replay_per_game, cons.replay_share, device, seed) if rehearses(cons.method) else None
+    # its own stream: seeded apart from the acting generator (seed), which would give the same numbers shifted
+    rehearsal = Rehearsal(cons.replay_per_game, cons.replay_share, device, seed + 2**32) if rehearses(cons.method) else None
     return DQNLearner(network, config.agent, consolidation, rehearsal)

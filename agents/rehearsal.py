@@ -52,24 +52,36 @@ class Rehearsal:
         self.generator.manual_seed(seed)
 
     def remember(self, game: str, replay: FrameReplay) -> None:
-        """Keep `per_game` transitions drawn uniformly from `replay` (all of them if it holds fewer) as
-        `game`'s memory, replacing an earlier visit's. Draws from the replay's own generator."""
+        """Keep `per_game` transitions drawn uniformly, with replacement, from `replay` as `game`'s
+        memory, replacing an earlier visit's; no more than the replay holds when it holds fewer. Draws
+        from the replay's own generator, a chunk at a time into the memory's own tensors, so the draw
+        needs one chunk's stacks beside the memory (on Atari a chunk's o_t-1 and o_t are 230 MB)."""
         count = min(self.per_game, len(replay))
-        parts = [replay.sample(min(_DRAW_CHUNK, count - start)) for start in range(0, count, _DRAW_CHUNK)]
-        channels = replay.frame_shape[0]
-        memory = {name: torch.cat([getattr(part, name) for part in parts]) for name in ("s_tm1", "a_tm1", "r_t", "discount_t")}
-        s_t = torch.cat([part.s_t for part in parts])
-        if not torch.equal(s_t[:, :-channels], memory["s_tm1"][:, channels:]):
-            raise RuntimeError("a drawn transition's o_t does not continue its o_t-1; the memory cannot store it frame-once")
-        memory["a_tm1"] = memory["a_tm1"].to(torch.uint8)
-        memory["newest"] = s_t[:, -channels:].clone()
+        channels, device = replay.frame_shape[0], self.device
+        observation = (replay.history * channels,) + replay.frame_shape[1:]
+        memory = {
+            "s_tm1": torch.empty((count,) + observation, dtype=torch.uint8, device=device),
+            "a_tm1": torch.empty(count, dtype=torch.uint8, device=device),
+            "r_t": torch.empty(count, dtype=torch.float32, device=device),
+            "discount_t": torch.empty(count, dtype=torch.float32, device=device),
+            "newest": torch.empty((count,) + replay.frame_shape, dtype=torch.uint8, device=device),
+        }
+        for start in range(0, count, _DRAW_CHUNK):
+            part = replay.sample(min(_DRAW_CHUNK, count - start))
+            if not torch.equal(part.s_t[:, :-channels], part.s_tm1[:, channels:]):
+                raise RuntimeError("a drawn transition's o_t does not continue its o_t-1; the memory cannot store it frame-once")
+            rows = slice(start, start + len(part.a_tm1))
+            memory["s_tm1"][rows], memory["a_tm1"][rows] = part.s_tm1, part.a_tm1
+            memory["r_t"][rows], memory["discount_t"][rows] = part.r_t, part.discount_t
+            memory["newest"][rows] = part.s_t[:, -channels:]
         self.memories[game] = memory
 
     def split(self, game: str, batch_size: int) -> list[tuple[str, int]]:
-        """(game, transitions) per source of a batch on `game`: the current game first, then each other
-        remembered game in the order it was first remembered; empty when there is nothing to rehearse."""
+        """(game, transitions) per source of a batch on `game`: the current game first (at least one
+        transition, whatever the share), then each other remembered game in the order it was first
+        remembered (the remainder of an uneven split to the earliest); empty when there is nothing to rehearse."""
         others = [other for other in self.memories if other != game]
-        rehearsed = round(self.share * batch_size) if others else 0
+        rehearsed = min(round(self.share * batch_size), batch_size - 1) if others else 0  # the current game keeps one
         if rehearsed == 0:
             return []
         shares = [rehearsed // len(others) + (index < rehearsed % len(others)) for index in range(len(others))]

@@ -34,12 +34,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from agents.ewc.methods import METHODS
 from envs import games as game_table
 from ewc_experiments.cli import OneLineParser, fail
-from ewc_experiments.results_cells import CellData, ResultsError, load_cells
+from ewc_experiments.results_cells import RESUMED_WITHOUT_REPLAY, CellData, Incomplete, ResultsError, load_cells
 from ewc_experiments.results_scores import Reference, cell_metrics
 from ewc_experiments.statistics import PairedComparison, holm, paired_comparison
-from ewc_experiments.sweep_plan import uses_lambda
+from ewc_experiments.sweep_plan import split_method, uses_lambda
+from ewc_training.config import Config, ConfigError, build_config
+from ewc_training.errors import first_line
 
 RESAMPLES = 2_000
 """Bootstrap draws of the reference seeds for the sensitivity of each verdict."""
@@ -97,7 +100,9 @@ def file_digest(path: Path) -> str:
 
 
 def load_plan(path: Path) -> AnalysisPlan:
-    """The plan at `path`; a missing key or a method without a lambda is a one-line ResultsError."""
+    """The plan at `path`, checked as far as it can be before any cell exists (metric, methods, lambdas,
+    seeds, games, the config and its settings): a mistake is a one-line ResultsError now, not a
+    traceback once the cells carry the plan's digest."""
     try:
         raw = yaml.safe_load(path.read_text())
         orders = [tuple(order) for order in raw["orders"]]
@@ -108,6 +113,7 @@ def load_plan(path: Path) -> AnalysisPlan:
                 raise ValueError(f"comparison {entry['a']} - {entry['b']} names an order the plan does not list")
             return Comparison(entry["a"], entry["b"], indices)
 
+        five_game = (raw.get("exploratory") or {}).get("five_game") or {}
         plan = AnalysisPlan(
             path=path,
             digest=file_digest(path),
@@ -124,16 +130,56 @@ def load_plan(path: Path) -> AnalysisPlan:
             orders=orders,
             primary=comparison(raw["primary"]),
             secondary=[comparison(entry) for entry in raw["secondary"]],
-            five_game=raw.get("exploratory", {}).get("five_game", {}),
+            five_game={
+                "order": list(five_game["order"]),
+                "methods": list(five_game["methods"]),
+                "seeds": seed_range(five_game["seeds"]),
+            }
+            if five_game
+            else {},
             rules=list(raw.get("rules", [])),
         )
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
-        raise ResultsError(f"{path}: not a usable analysis plan ({type(error).__name__}: {error})") from None
-    every_method = plan.methods() + list(plan.five_game.get("methods", []))
-    missing = [method for method in every_method if uses_lambda(method) and method not in plan.lambdas]
-    if missing:
-        raise ResultsError(f"{path}: no lambda for {', '.join(missing)} (plan key `lambdas`)")
+        problems = plan_problems(plan)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ResultsError(f"{path}: not a usable analysis plan ({type(error).__name__}: {first_line(error)})") from None
+    if problems:
+        raise ResultsError(f"{path}: {problems[0]}")
     return plan
+
+
+METRICS = ("final_mean", "total_clipped", "retention", "retention_fraction", "forgetting", "backward_transfer", "last_game")
+"""results_scores.cell_metrics' names: what a plan's `metric` may be."""
+
+
+def plan_problems(plan: AnalysisPlan) -> list[str]:
+    """What makes a plan unusable, in words (empty when none)."""
+    methods = plan.methods() + list(plan.five_game.get("methods", []))
+    unknown = [m for m in methods if split_method(m)[0] not in METHODS]
+    if unknown:
+        return [f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}, each also as <method>-modulated"]
+    games = plan.reference_games + [g for order in plan.orders for g in order] + list(plan.five_game.get("order", []))
+    unscored = [g for g in games if g.removeprefix(game_table.MINATAR_PREFIX) not in game_table.MINATAR_RANDOM_SCORES]
+    lambdaless = [m for m in methods if uses_lambda(m) and m not in plan.lambdas]
+    checks = [
+        (plan.metric in METRICS, f"metric {plan.metric!r} is none of {', '.join(METRICS)}"),
+        (not unscored, f"{unscored[0] if unscored else ''} has no random score in envs.games.MINATAR_RANDOM_SCORES"),
+        (not lambdaless, f"no lambda for {', '.join(lambdaless)} (plan key `lambdas`)"),
+        (0 < plan.alpha < 1, "alpha must be in (0, 1)"),
+        (len(plan.seeds) >= 2, "a paired comparison needs at least two seeds"),
+    ]
+    problems = [message for ok, message in checks if not ok]
+    if not problems:
+        try:
+            plan_config(plan).validate()
+        except (ConfigError, OSError) as error:
+            problems.append(f"its config {plan.config} with its sets: {first_line(error)}")
+    return problems
+
+
+def plan_config(plan: AnalysisPlan) -> Config:
+    """The config every cell of the plan shares, but for its games, method, lambda, seed and per-game parameters."""
+    games = f"run.games=[{', '.join(plan.orders[0])}]"
+    return build_config(plan.config, [games, f"run.steps_per_game={plan.steps_per_game}", *plan.sets])
 
 
 # ---- the sweeps ----
@@ -154,7 +200,7 @@ def sweep_commands(plan: AnalysisPlan, root: Path) -> list[list[str]]:
     games, orders = ",".join(plan.orders[0]), ["--orders", "both"]
     commands += _by_lambda(plan, plan.methods(), ["--games", games, *orders, "--seeds", seeds, *common], root / "pairs")
     if plan.five_game:
-        five = ["--games", ",".join(plan.five_game["order"]), "--seeds", ",".join(map(str, seed_range(plan.five_game["seeds"])))]
+        five = ["--games", ",".join(plan.five_game["order"]), "--seeds", ",".join(map(str, plan.five_game["seeds"]))]
         commands += _by_lambda(plan, plan.five_game["methods"], [*five, *common], root / "five-game")
     return commands
 
@@ -167,7 +213,7 @@ def _by_lambda(plan: AnalysisPlan, methods: list[str], flags: list[str], where: 
     commands = []
     for strength, group in by_lambda.items():
         name = f"{where.name}-" + ("no-lambda" if strength is None else f"lambda{strength:g}")
-        strength_flags = [] if strength is None else ["--ewc-lambda", f"{strength:g}"]
+        strength_flags = [] if strength is None else ["--ewc-lambda", repr(strength)]  # exactly: cells are matched by it
         commands.append(
             ["python", "sweep.py", *flags, "--methods", ",".join(group), *strength_flags, "--sweep-dir", str(where.parent / name)]
         )
@@ -177,8 +223,15 @@ def _by_lambda(plan: AnalysisPlan, methods: list[str], flags: list[str], where: 
 # ---- the verdicts ----
 
 
+SHARED_SECTIONS = ("env", "agent", "network")
+"""Config sections every cell of a plan shares with the plan's config (network.per_game_modulation aside)."""
+
+
 def check_cells(plan: AnalysisPlan, cells: list[CellData]) -> None:
-    """Refuse any cell trained under another version of the plan (or none), or with another budget."""
+    """Refuse a cell trained under another version of the plan (or none), with another budget or other
+    env, agent or network settings than the plan's config, and a cell given twice."""
+    shared = plan_config(plan).to_dict()
+    seen: set[str] = set()
     for data in cells:
         recorded = data.config["run"].get("analysis_plan", "")
         if recorded != plan.digest:
@@ -190,6 +243,14 @@ def check_cells(plan: AnalysisPlan, cells: list[CellData]) -> None:
             raise ResultsError(
                 f"cell {data.name} trained {data.steps_per_game:,} steps a game; the plan says {plan.steps_per_game:,}"
             )
+        for section in SHARED_SECTIONS:
+            for key, value in shared[section].items():
+                if key != "per_game_modulation" and data.config[section].get(key) != value:
+                    found = data.config[section].get(key)
+                    raise ResultsError(f"cell {data.name} has {section}.{key}={found}; the plan's {plan.config} gives {value}")
+        if data.name in seen:
+            raise ResultsError(f"cell {data.name} is given twice; pass each folder of cells once")
+        seen.add(data.name)
 
 
 def reference_scores(plan: AnalysisPlan, cells: list[CellData]) -> dict[str, dict[int, float]]:
@@ -236,7 +297,11 @@ def metric_of(data: CellData, refs: dict[str, Reference], metric: str) -> float:
     if id(data) not in _FINAL_ROWS or _FINAL_ROWS[id(data)][0] is not data:
         _FINAL_ROWS[id(data)] = (data, dict(zip(data.games, data.raw()[-1])))
     final = _FINAL_ROWS[id(data)][1]
-    values = [(final[g] - refs[g].random) / (refs[g].reference - refs[g].random) for g in final if g in refs]
+    values = [
+        (final[g] - refs[g].random) / (refs[g].reference - refs[g].random)
+        for g in final
+        if g in refs and refs[g].reference > refs[g].random
+    ]
     return float(np.mean(values)) if len(values) == len(final) else math.nan
 
 
@@ -325,10 +390,7 @@ def planned_cells(plan: AnalysisPlan) -> dict[str, int]:
     return {
         "references": len(plan.reference_games) * len(plan.reference_seeds),
         "two-game comparisons": len(plan.methods()) * len(plan.orders) * len(plan.seeds),
-        "five-game sequence (exploratory)": len(plan.five_game.get("methods", []))
-        * len(seed_range(plan.five_game.get("seeds", "0")))
-        if plan.five_game
-        else 0,
+        "five-game sequence (exploratory)": len(plan.five_game.get("methods", [])) * len(plan.five_game.get("seeds", [])),
     }
 
 
@@ -337,7 +399,8 @@ def _number(value: float, digits: int = 3) -> str:
 
 
 def outcome_row(plan: AnalysisPlan, entry: Outcome, printed: str, changes: float) -> str:
-    result = entry.result
+    """One comparison's line; its difference and p only once every planned seed is in (no peeking)."""
+    result = entry.result if entry.complete else None
     difference = "—" if result is None else result.difference.text(3)
     shown = f"**{printed}**" if " beats " in printed else printed
     return (
@@ -346,7 +409,19 @@ def outcome_row(plan: AnalysisPlan, entry: Outcome, printed: str, changes: float
     )
 
 
-def build_page(plan: AnalysisPlan, cells: list[CellData], relative_plan: str) -> str:
+def cell_lines(cells: list[CellData], incomplete: list[Incomplete]) -> list[str]:
+    """The cells the rules ask the page to name: those not evaluated to the end (unfinished, stopped or
+    diverged) and those that resumed mid-game without their replay."""
+    lines = [f"- {entry.name}: not counted, {entry.why}" for entry in incomplete]
+    lines += [
+        f"- {data.name}: resumed without its replay ({data.provenance[RESUMED_WITHOUT_REPLAY]}); counted"
+        for data in cells
+        if data.provenance.get(RESUMED_WITHOUT_REPLAY)
+    ]
+    return ["", "Cells the plan's rules name:", "", *lines] if lines else []
+
+
+def build_page(plan: AnalysisPlan, cells: list[CellData], relative_plan: str, incomplete: list[Incomplete] = ()) -> str:
     """The page's markdown: status, primary verdict first, the family, references and budget, the plan in words."""
     scores = reference_scores(plan, cells)
     refs = references_from(scores)
@@ -369,7 +444,8 @@ def build_page(plan: AnalysisPlan, cells: list[CellData], relative_plan: str) ->
         "",
         f"**Status:** {len(cells)} of {sum(planned.values())} planned cells evaluated ("
         + ", ".join(f"{name}: {count}" for name, count in planned.items())
-        + "). No comparison has a verdict before all its planned seeds are in.",
+        + "). No comparison has a verdict, difference or p before all its planned seeds are in.",
+        *cell_lines(cells, list(incomplete)),
         "",
         f"## Primary comparison ({plan.metric.replace('_', ' ')}, paired by seed, two-sided t-test at α = {plan.alpha:g})",
         "",
@@ -416,16 +492,20 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--commands", type=Path, metavar="SWEEPS_ROOT", help="print the sweep.py commands of every planned cell")
     action.add_argument("--page", type=Path, metavar="OUT", help="write the page from the saved cells in CELLS")
     parser.add_argument("cells", type=Path, nargs="*", help="folders of saved cells (or sweep directories) of this plan")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # PLAN CELLS... --page OUT and PLAN --page OUT CELLS... alike
     try:
         plan = load_plan(args.plan)
         if args.commands is not None:
             print("\n".join(" ".join(command) for command in sweep_commands(plan, args.commands)))
             return 0
-        cells = [data for folder in args.cells for data in load_cells(folder)[0]]
+        cells, incomplete = [], []
+        for folder in args.cells:
+            found, unfinished = load_cells(folder)
+            cells += found
+            incomplete += unfinished
         check_cells(plan, cells)
         plan_link = os.path.relpath(plan.path.resolve(), args.page.resolve().parent)
-        args.page.write_text(build_page(plan, cells, plan_link))
+        args.page.write_text(build_page(plan, cells, plan_link, incomplete))
     except (ResultsError, OSError) as error:
         return fail(error)
     print(f"wrote {args.page}", file=sys.stderr)

@@ -33,12 +33,12 @@ MEMORY_RESERVE = 1 << 30
 
 def check_replay_fits(config: Config, device: torch.device) -> None:
     """Refuse, before anything is allocated, a replay the device (or, to save it, the host) cannot hold;
-    a method with replay also holds the memories of every earlier game (at most, while the last trains)."""
+    a method with replay also holds a memory of every game (all of them once the last has ended)."""
     capacity = replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs)
     family = family_of_run(config.run.games)
     frame_shape = family.frame_shape
-    cons, earlier_games = config.consolidation, len(set(config.run.games[:-1]))
-    memories = earlier_games * memory_bytes(cons.replay_per_game, family.observation_shape, frame_shape[0])
+    cons, games = config.consolidation, len(set(config.run.games))  # the last game's is drawn at its end too
+    memories = games * memory_bytes(cons.replay_per_game, family.observation_shape, frame_shape[0])
     needed = replay_bytes(capacity, frame_shape) + (memories if rehearses(cons.method) else 0)
     places = [device] + ([torch.device("cpu")] if config.run.save_replay and device.type == "cuda" else [])
     for place in places:

@@ -19,6 +19,7 @@ the current update with checkpoints/latest.pt written.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from envs.episodes import EpisodeTracker
 from envs.families import family_of_run, make_env
 from ewc_evaluation.protocol import continual_evaluation
 from ewc_training import run_dir as paths
-from ewc_training.checkpoint import save_checkpoint
+from ewc_training.checkpoint import atomic_write, save_checkpoint
 from ewc_training.config import Config
 from ewc_training.logger import Logger
 from ewc_training.progress import Progress
@@ -104,7 +105,7 @@ class SequenceTrainer:
             "checkpoint": str(checkpoint.resolve()),
             "games": source["games"][: trainer.position.game_index],
             "total_steps": trainer.position.total_steps,
-            "method": source["consolidation"]["name"],
+            "method": source["config"]["consolidation"]["method"],
             "git_commit": source["git_commit"],
             "config": source["config"],
         }
@@ -162,8 +163,7 @@ class SequenceTrainer:
         self.git_commit = str(info["git_commit"])
         if self.branched_from is not None and self.resumed_from is None:  # the branch point: its first game-end checkpoint
             pos = self.position
-            for position, game in enumerate(self.games[: pos.game_index], start=1):
-                self.save_memory(position, game)
+            self.copy_source_memories()
             self.save(paths.game_end_checkpoint(self.run_dir, pos.game_index, self.games[pos.game_index - 1]))
 
     def train_game(self) -> FrameReplay:
@@ -312,6 +312,16 @@ class SequenceTrainer:
             self.save_memory(finished + 1, game)
         self.position = Position(game_index=finished + 1, total_steps=pos.total_steps)
         self.save(paths.game_end_checkpoint(self.run_dir, finished + 1, game))
+
+    def copy_source_memories(self) -> None:
+        """A branch with replay: the source's memory files of the games before the branch point, as they are."""
+        if self.learner.rehearsal is None:
+            return
+        finished = self.games[: self.position.game_index]
+        source_dir = paths.run_dir_of(Path(str(self.branched_from["checkpoint"])))
+        for source, copy in zip(paths.rehearsal_memories(source_dir, finished), paths.rehearsal_memories(self.run_dir, finished)):
+            with source.open("rb") as memory:
+                atomic_write(copy, lambda handle, memory=memory: shutil.copyfileobj(memory, handle))
 
     def save_memory(self, position: int, game: str) -> None:
         """The rehearsal's memory of `game`, the `position`-th of the sequence (before its game-end checkpoint)."""

@@ -55,6 +55,7 @@ def test_a_memory_keeps_all_of_a_replay_smaller_than_asked_and_a_revisit_replace
         (["a", "b", "c"], "d", 0.5, [("d", 16), ("a", 6), ("b", 5), ("c", 5)]),
         (["a", "b"], "a", 0.25, [("a", 24), ("b", 8)]),
         (["a"], "b", 0.0, []),
+        (["a"], "b", 0.99, [("b", 1), ("a", 31)]),  # round(0.99 * 32) = 32: the current game still keeps one
     ],
 )
 def test_a_batch_is_split_evenly_between_the_current_game_and_the_others(remembered, game, share, expected):

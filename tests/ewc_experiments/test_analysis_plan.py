@@ -132,11 +132,42 @@ def test_the_page_of_a_plan_without_cells_says_no_verdict_everywhere(tmp_path):
     assert "0 of 410 planned cells" in text and text.count("| no verdict |") == 9 and "**" not in text.split("## Primary")[1]
 
 
-def test_a_plan_missing_a_lambda_is_one_line(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("  l2: 0.0001\n", "", "no lambda for l2 (plan key `lambdas`)"),
+        ("metric: final_mean", "metric: final_men", "metric 'final_men' is none of final_mean, total_clipped"),
+        ("{a: l2, b: finetune}", "{a: l2, b: fine-tune}", "unknown method 'fine-tune'"),
+        ("    seeds: 200-209", "    seeds: 200,201", "not a usable analysis plan (ValueError: invalid literal"),
+        ("  - run.save_replay=true", "  - run.save_replays=true", "its config configs/minatar.yaml with its sets:"),
+        ("alpha: 0.05", "alpha: [0.05", "not a usable analysis plan (ParserError:"),
+    ],
+)
+def test_a_plan_mistake_is_one_line_before_any_cell_carries_it(tmp_path, capsys, old, new, message):
     broken = tmp_path / "plan.yaml"
-    broken.write_text(PLAN.read_text().replace("  l2: 0.0001\n", ""))
+    assert old in PLAN.read_text()
+    broken.write_text(PLAN.read_text().replace(old, new, 1))
     assert main([str(broken), "--commands", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {broken}: no lambda for l2 (plan key `lambdas`)"
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {broken}: ") and message in error and len(error.strip().splitlines()) == 1
+
+
+def test_cell_folders_may_follow_the_page_option(tmp_path, capsys):
+    assert main([str(PLAN), "--page", str(tmp_path / "page.md"), str(tmp_path)]) == 2
+    assert "holds neither a sweep (cells/) nor saved cells" in capsys.readouterr().err  # read as a folder of cells
+
+
+def test_a_cell_with_other_settings_than_the_plans_config_or_given_twice_is_refused():
+    plan = load_plan(PLAN)
+    cell = fake_cell(plan.orders[0], "ewc", 200, dict.fromkeys(plan.orders[0], 1.0), plan.digest)
+    with pytest.raises(ResultsError, match=r"has (env|agent|network)\.\w+=.*; the plan.s configs/minatar.yaml gives"):
+        check_cells(plan, [cell])
+    minatar = fake_cell(plan.orders[0], "ewc", 200, dict.fromkeys(plan.orders[0], 1.0), plan.digest)
+    for section in ("env", "agent", "network"):
+        minatar.config[section] = dict(analysis_plan.plan_config(plan).to_dict()[section])
+    check_cells(plan, [minatar])
+    with pytest.raises(ResultsError, match="is given twice"):
+        check_cells(plan, [minatar, minatar])
 
 
 def test_references_resampled_over_seeds_use_the_drawn_seeds_only():

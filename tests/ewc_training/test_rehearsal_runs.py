@@ -3,6 +3,7 @@ resume or a branch loads it, so both continue exactly as the straight run (one t
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -74,7 +75,9 @@ def test_a_branch_with_replay_copies_the_memories_and_is_the_straight_run(tmp_pa
     train(tiny(GAMES, *replay), straight)
     branch(tiny(GAMES, *replay), branched, paths.game_end_checkpoint(source, 1, GAMES[0]))
     assert same_tensors(final_checkpoint(straight, GAMES), final_checkpoint(branched, GAMES))
-    assert paths.rehearsal_memory(branched, 1, GAMES[0]).is_file()
+    copied, kept = paths.rehearsal_memory(branched, 1, GAMES[0]), paths.rehearsal_memory(source, 1, GAMES[0])
+    assert copied.read_bytes() == kept.read_bytes()  # the source's file as it is
+    assert json.loads((branched / "run.json").read_text())["branched_from"]["method"] == "replay"
 
 
 @pytest.mark.slow
