@@ -297,7 +297,31 @@ def curve_table(first: str, source: BranchCell, branches: list[BranchCell]) -> l
     for step in steps:
         values = " | ".join(f"{by_cell[label][step]:.1f}" if step in by_cell[label] else "–" for label in by_cell)
         lines.append(f"| {step - boundary:,} | {values} |")
-    return lines
+    return lines + ["", *(line for cell in branches if (line := curve_summary(first, cell, boundary)))]
+
+
+RANDOM_PLAY_MARGIN = 1.0
+"""Points above random play within which an evaluation counts as "at random play" in the summary."""
+
+
+def curve_summary(first: str, cell: BranchCell, boundary: int) -> str:
+    """One line per branch: the mean of the first game's evaluations after the boundary, the share of its
+    gain over random that mean keeps, and the first evaluation at random play (within RANDOM_PLAY_MARGIN)."""
+    after = [(step, value) for step, value in cell.curve(first) if step > boundary]
+    if not after:
+        return ""
+    mean = sum(value for _, value in after) / len(after)
+    text = f"- {cell.label}: mean of these {len(after)} evaluations {mean:.1f}"
+    scores = cell.game_end_scores()
+    if 1 in scores and first in REFERENCE_SCORES:
+        kept = retention(scores[1][first], mean, first)
+        text += f" ({kept:.0%} of the gain over random play after game 1, on average)" if kept == kept else ""
+    if first in REFERENCE_SCORES:
+        random_play = REFERENCE_SCORES[first][0]
+        at_random = [step for step, value in after if value <= random_play + RANDOM_PLAY_MARGIN]
+        near = f"within {RANDOM_PLAY_MARGIN:g} point of random play ({random_play:g})"
+        text += f"; first {near} {at_random[0] - boundary:,} steps after the boundary" if at_random else f"; never {near}"
+    return text + "."
 
 
 def write_page(out: Path, command: str) -> None:

@@ -91,3 +91,17 @@ def test_the_page_names_each_runs_thread_counts_from_run_json():
     resumed = {"torch_threads": 1, "resumed": [{"total_steps": 416_296, "torch_threads": 2}, {"total_steps": 500_000}]}
     assert BranchCell("pong-s0", resumed, {}, None, {}).threads_text() == "1, 2 from step 416,296"
     assert BranchCell("ewc-s0", {"torch_threads": 1}, {}, None, {}).threads_text() == "1"
+
+
+def test_the_curve_summary_gives_the_mean_the_share_kept_and_the_first_evaluation_at_random_play():
+    from ewc_experiments.branch_results import BranchCell, curve_summary
+
+    # pong -12.7 after game 1 (8 above random -20.7); after the boundary at 1,000: -14.7, -20.0, -16.7
+    evaluation = {"rows": [{"games_done": 1, "cells": {"pong": {"scores": [-12.7], "score_mean": -12.7}}}]}
+    scalars = {"eval/pong/score": [(500, -15.0, 0.0), (1_100, -14.7, 0.0), (1_200, -20.0, 0.0), (1_300, -16.7, 0.0)]}
+    config = {"consolidation": {"method": "ewc", "ewc_lambda": 400.0}, "run": {"games": ["pong", "breakout"]}}
+    cell = BranchCell("ewc-s0", {"branched_from": {}}, config, evaluation, scalars)
+    assert curve_summary("pong", cell, 1_000) == (
+        "- ewc, λ 400: mean of these 3 evaluations -17.1 (45% of the gain over random play after game 1, on average); "
+        "first within 1 point of random play (-20.7) 200 steps after the boundary."
+    )
