@@ -1,6 +1,7 @@
 """A confirmatory experiment's analysis plan: the sweeps it needs, and its verdicts from the saved cells.
 
     python -m ewc_experiments.analysis_plan PLAN --commands SWEEPS_ROOT     # the sweep.py commands, one a line
+    python -m ewc_experiments.analysis_plan PLAN --export SWEEP_DIR...      # keep their evaluated cells beside the plan
     python -m ewc_experiments.analysis_plan PLAN --page OUT.md CELLS...     # the page, from saved cells
 
 The plan (docs/results/minatar-confirmatory/plan.yaml) is written and committed before its cells
@@ -37,7 +38,7 @@ import yaml
 from agents.ewc.methods import METHODS
 from envs import games as game_table
 from ewc_experiments.cli import OneLineParser, fail
-from ewc_experiments.results_cells import RESUMED_WITHOUT_REPLAY, CellData, Incomplete, ResultsError, load_cells
+from ewc_experiments.results_cells import RESUMED_WITHOUT_REPLAY, CellData, Incomplete, ResultsError, export_cells, load_cells
 from ewc_experiments.results_scores import Reference, cell_metrics
 from ewc_experiments.statistics import PairedComparison, holm, paired_comparison
 from ewc_experiments.sweep_plan import split_method, uses_lambda
@@ -485,11 +486,29 @@ def build_page(plan: AnalysisPlan, cells: list[CellData], relative_plan: str, in
     return "\n".join(lines)
 
 
+def saved_cells_folder(plan: AnalysisPlan) -> Path:
+    """Where the plan's evaluated cells are kept in the repository: beside the plan, cells/."""
+    return plan.path.parent / "cells"
+
+
+def read_cells(plan: AnalysisPlan, folders: list[Path]) -> tuple[list[CellData], list[Incomplete]]:
+    """The evaluated cells (and the unfinished ones) of sweep directories or saved-cell folders, each
+    checked against the plan."""
+    cells, incomplete = [], []
+    for folder in folders:
+        found, unfinished = load_cells(folder)
+        cells += found
+        incomplete += unfinished
+    check_cells(plan, cells)
+    return cells, incomplete
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("plan", type=Path, help="the plan's YAML file")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--commands", type=Path, metavar="SWEEPS_ROOT", help="print the sweep.py commands of every planned cell")
+    action.add_argument("--export", action="store_true", help="save the evaluated cells of CELLS beside the plan (cells/)")
     action.add_argument("--page", type=Path, metavar="OUT", help="write the page from the saved cells in CELLS")
     parser.add_argument("cells", type=Path, nargs="*", help="folders of saved cells (or sweep directories) of this plan")
     args = parser.parse_intermixed_args(argv)  # PLAN CELLS... --page OUT and PLAN --page OUT CELLS... alike
@@ -498,12 +517,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.commands is not None:
             print("\n".join(" ".join(command) for command in sweep_commands(plan, args.commands)))
             return 0
-        cells, incomplete = [], []
-        for folder in args.cells:
-            found, unfinished = load_cells(folder)
-            cells += found
-            incomplete += unfinished
-        check_cells(plan, cells)
+        cells, incomplete = read_cells(plan, args.cells)
+        if args.export:
+            export_cells(cells, saved_cells_folder(plan))
+            print(
+                f"saved {len(cells)} evaluated cells in {saved_cells_folder(plan)} ({len(incomplete)} not finished)",
+                file=sys.stderr,
+            )
+            return 0
         plan_link = os.path.relpath(plan.path.resolve(), args.page.resolve().parent)
         args.page.write_text(build_page(plan, cells, plan_link, incomplete))
     except (ResultsError, OSError) as error:

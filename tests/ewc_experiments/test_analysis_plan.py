@@ -23,7 +23,7 @@ from ewc_experiments.analysis_plan import (
     sweep_commands,
     verdict,
 )
-from ewc_experiments.results_cells import CellData, ResultsError, _cell_of, load_cells
+from ewc_experiments.results_cells import CellData, ResultsError, _cell_of, export_cells, load_cells
 from ewc_experiments.sweep_plan import parse_methods
 from ewc_training.config import Config
 from tests.conftest import ROOT
@@ -184,3 +184,26 @@ def test_the_page_of_a_finished_plan_prints_the_primary_verdict_first_and_its_re
     assert "| ewc − finetune (both orders) | 20 of 20 |" in primary and "| **ewc beats finetune** | 0.00 |" in primary
     secondary = page.split("## Secondary")[1].split("## References")[0]
     assert secondary.count("**") == 2 * 3 and secondary.count("| not shown |") == 5
+
+
+def test_export_keeps_the_evaluated_cells_beside_the_plan_and_the_page_counts_them(tmp_path):
+    plan_file = tmp_path / "plan" / "plan.yaml"
+    plan_file.parent.mkdir()
+    shutil.copy(PLAN, plan_file)
+    plan = load_plan(plan_file)
+    shared = analysis_plan.plan_config(plan).to_dict()
+    cells = []
+    for seed in plan.reference_seeds[:3]:
+        cell = fake_cell(("minatar:breakout",), "finetune", seed, {BREAKOUT: 9.0}, plan.digest)
+        for section in ("env", "agent", "network"):
+            cell.config[section] = dict(shared[section])
+        cells.append(cell)
+    sweep_output = tmp_path / "saved"
+    export_cells(cells, sweep_output)
+    assert main([str(plan_file), "--export", str(sweep_output)]) == 0
+    assert sorted(path.name for path in (plan_file.parent / "cells").glob("*.json")) == [
+        f"minatar_breakout-finetune-s{seed}.json" for seed in plan.reference_seeds[:3]
+    ]
+    page = tmp_path / "page.md"
+    assert main([str(plan_file), str(plan_file.parent / "cells"), "--page", str(page)]) == 0
+    assert "3 of 410 planned cells" in page.read_text() and "| minatar:breakout | 3 of 10 |" in page.read_text()
