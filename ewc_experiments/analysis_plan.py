@@ -40,7 +40,7 @@ from envs import games as game_table
 from ewc_experiments.cli import OneLineParser, fail
 from ewc_experiments.results_cells import RESUMED_WITHOUT_REPLAY, CellData, Incomplete, ResultsError, export_cells, load_cells
 from ewc_experiments.results_scores import Reference, cell_metrics
-from ewc_experiments.statistics import PairedComparison, holm, paired_comparison
+from ewc_experiments.statistics import PairedComparison, holm, mean_t_interval, paired_comparison
 from ewc_experiments.sweep_plan import split_method, uses_lambda
 from ewc_training.config import Config, ConfigError, build_config
 from ewc_training.errors import first_line
@@ -410,6 +410,51 @@ def outcome_row(plan: AnalysisPlan, entry: Outcome, printed: str, changes: float
     )
 
 
+EXPLORATORY = {
+    "retention": "first game after the second",
+    "forgetting": "forgetting",
+    "backward_transfer": "backward transfer",
+    "forward_transfer": "forward transfer",
+}
+"""The exploratory metrics the page reports per method and order (never in bold, never tested)."""
+
+
+def exploratory_values(data: CellData, refs: dict[str, Reference]) -> dict[str, float]:
+    """results_scores.cell_metrics' retention, forgetting and backward transfer, and forward transfer
+    R[K][g_K] - 1: the last game right after its training against the references' single-game 1."""
+    found = cell_metrics(data, refs)
+    return {**{name: found[name] for name in EXPLORATORY if name in found}, "forward_transfer": found["last_game"] - 1}
+
+
+def exploratory_lines(plan: AnalysisPlan, cells: list[CellData], refs: dict[str, Reference]) -> list[str]:
+    """Mean [95% t-interval] over seeds of each exploratory metric, per method and order; a method and
+    order without all the planned seeds (or before every reference is in: `refs` empty) has no numbers yet."""
+    lines = [
+        "## Exploratory: what each method keeps and costs (no test, no correction)",
+        "",
+        "| method | order | seeds | " + " | ".join(EXPLORATORY.values()) + " |",
+        "|---|---|---|" + "---|" * len(EXPLORATORY),
+    ]
+    for method in plan.methods():
+        strength = plan.lambdas.get(method) if uses_lambda(method) else None
+        for index, order in enumerate(plan.orders):
+            group = [
+                data
+                for data in cells
+                if data.cell.method == method
+                and data.cell.ewc_lambda == strength
+                and data.order == order
+                and data.cell.seed in plan.seeds
+            ]
+            complete = bool(refs) and len({data.cell.seed for data in group}) == len(plan.seeds)
+            values = [exploratory_values(data, refs) for data in group] if complete else []
+            texts = [mean_t_interval(np.array([v[name] for v in values])).text(2) if values else "—" for name in EXPLORATORY]
+            lines.append(
+                f"| {method} | {plan.order_text(index)} | {len(group)} of {len(plan.seeds)} | " + " | ".join(texts) + " |"
+            )
+    return [*lines, ""]
+
+
 def cell_lines(cells: list[CellData], incomplete: list[Incomplete]) -> list[str]:
     """The cells the rules ask the page to name: those not evaluated to the end (unfinished, stopped or
     diverged) and those that resumed mid-game without their replay."""
@@ -460,6 +505,7 @@ def build_page(plan: AnalysisPlan, cells: list[CellData], relative_plan: str, in
         rule,
         *(outcome_row(plan, entry, text, change) for entry, text, change in zip(family, printed[1:], changes[1:])),
         "",
+        *exploratory_lines(plan, cells, {} if missing_refs else refs),
         "## References and budget",
         "",
         f"Reference = fine-tuning trained on the game alone for {plan.steps_per_game:,} agent steps, final evaluation, mean over "

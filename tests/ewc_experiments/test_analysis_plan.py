@@ -184,6 +184,9 @@ def test_the_page_of_a_finished_plan_prints_the_primary_verdict_first_and_its_re
     assert "| ewc − finetune (both orders) | 20 of 20 |" in primary and "| **ewc beats finetune** | 0.00 |" in primary
     secondary = page.split("## Secondary")[1].split("## References")[0]
     assert secondary.count("**") == 2 * 3 and secondary.count("| not shown |") == 5
+    exploratory = page.split("## Exploratory")[1].split("## References")[0]
+    ewc_row = next(line for line in exploratory.splitlines() if line.startswith("| ewc | breakout → space_invaders | 20 of 20 |"))
+    assert "—" not in ewc_row and ewc_row.count("[") == 4
 
 
 def test_export_keeps_the_evaluated_cells_beside_the_plan_and_the_page_counts_them(tmp_path):
