@@ -420,10 +420,9 @@ EXPLORATORY = {
 
 
 def exploratory_values(data: CellData, refs: dict[str, Reference]) -> dict[str, float]:
-    """results_scores.cell_metrics' retention, forgetting and backward transfer, and forward transfer
-    R[K][g_K] - 1: the last game right after its training against the references' single-game 1."""
+    """results_scores.cell_metrics' retention, forgetting, backward and forward transfer."""
     found = cell_metrics(data, refs)
-    return {**{name: found[name] for name in EXPLORATORY if name in found}, "forward_transfer": found["last_game"] - 1}
+    return {name: found[name] for name in EXPLORATORY}
 
 
 def exploratory_lines(plan: AnalysisPlan, cells: list[CellData], refs: dict[str, Reference]) -> list[str]:

@@ -20,7 +20,7 @@ from ewc_experiments.results_cells import RESUMED_WITHOUT_REPLAY, CellData, Inco
 from ewc_experiments.results_lambda import lambda_lines
 from ewc_experiments.results_plots import plot_curves, plot_matrix, plot_single_game
 from ewc_experiments.results_scores import (
-    METRICS,
+    SUMMARY_METRICS,
     GroupKey,
     GroupSummary,
     Reference,
@@ -183,6 +183,7 @@ def _metric_header(order: tuple[str, ...]) -> tuple[list[str], list[str]]:
         "forgetting",
         "backward transfer",
         f"new-game cost: {last} vs fine-tuning",
+        "forward transfer: learned after the earlier games vs alone",
     ]
     return names, ["|---"] * (len(names) + 2)
 
@@ -195,7 +196,7 @@ def summary_tables(order: tuple[str, ...], summaries: list[GroupSummary]) -> lis
         for summary in summaries:
             values = [
                 ("—" if name == "cost" and split_method(summary.key[1])[0] == "finetune" else _text(summary.metrics[name][index]))
-                for name in METRICS
+                for name in SUMMARY_METRICS
             ]
             lines.append(f"| {group_label(summary.key)} | {summary.seeds} | " + " | ".join(values) + " |")
         lines.append("")

@@ -18,6 +18,9 @@ training, same budget), the mean over seeds. Per cell, with g_1 the first game a
                      game without reference scores is left out of their means, not made NaN)
     new-game cost    R[K][g_K] minus fine-tuning's mean R[K][g_K] in the same order: what the
                      consolidation costs in learning the last game (negative: it learns it less well)
+    forward transfer mean over games g first trained at position t_g > 1 of R[t_g][g] - 1: how well g
+                     was learned after the earlier games against the reference agent trained on g
+                     alone (normalised 1, at the references' budget; Progress & Compress's comparison)
 """
 
 from __future__ import annotations
@@ -129,7 +132,7 @@ def normalised(data: CellData, refs: dict[str, Reference]) -> np.ndarray:
 
 def cell_metrics(data: CellData, refs: dict[str, Reference]) -> dict[str, float]:
     """final_mean, total_clipped, retention, retention_fraction, forgetting, backward_transfer,
-    last_game (R[K][g_K]).
+    last_game (R[K][g_K]), forward_transfer (NaN for a single game).
 
     Final mean, total clipped score (Σ_g min(R[K][g], 1): a game learned past the single-game agent
     cannot make up for another), forgetting and backward transfer are ewc_evaluation.metrics' (what
@@ -138,6 +141,7 @@ def cell_metrics(data: CellData, refs: dict[str, Reference]) -> dict[str, float]
     K, g1 = len(order), column[order[0]]
     summary = metrics.summarise({k: dict(zip(data.games, row)) for k, row in enumerate(R.tolist(), start=1)}, order)
     before = R[0, g1]
+    learned_later = [R[order.index(game), column[game]] - 1 for game in data.games if order.index(game) > 0]
     return {
         "final_mean": summary["final_mean_hns"],
         "total_clipped": summary["final_total_clipped_hns"],
@@ -146,6 +150,7 @@ def cell_metrics(data: CellData, refs: dict[str, Reference]) -> dict[str, float]
         "forgetting": summary["mean_forgetting"],
         "backward_transfer": summary["backward_transfer"],
         "last_game": float(R[K - 1, column[order[-1]]]),
+        "forward_transfer": float(np.mean(learned_later)) if learned_later else math.nan,
     }
 
 
@@ -161,6 +166,12 @@ GroupKey = tuple[tuple[str, ...], str, float | None]
 """(order, method, lambda): the cells of a group differ by their seed alone."""
 
 METRICS = ("final_mean", "retention", "retention_fraction", "forgetting", "backward_transfer", "cost")
+"""Bootstrapped together, in one table per group (statistics.column_estimates)."""
+LATER_METRICS = ("forward_transfer",)
+"""Bootstrapped on their own: a column added to the table above changes its bootstrap draws, and so
+would move every interval already published beside it."""
+SUMMARY_METRICS = METRICS + LATER_METRICS
+"""The summary table's columns, in order."""
 
 
 def group_label(key: GroupKey) -> str:
@@ -197,7 +208,7 @@ class GroupSummary:
     """(k, game) -> (IQM, mean) of the raw score after the first k games."""
     norm: dict[tuple[int, str], tuple[Estimate, Estimate]]
     metrics: dict[str, tuple[Estimate, Estimate]]
-    """METRICS -> (IQM, mean); `cost` is NaN for fine-tuning itself and where no fine-tuning ran."""
+    """SUMMARY_METRICS -> (IQM, mean); `cost` is NaN for fine-tuning itself and where no fine-tuning ran."""
     mean_matrix: np.ndarray
     """Mean normalised score over seeds, (positions, games)."""
 
@@ -232,7 +243,10 @@ def summarise_group(key: GroupKey, cells: list[CellData], refs: dict[str, Refere
         cells,
         dict(zip(cells_of, estimates[:size])),
         dict(zip(cells_of, estimates[size : 2 * size])),
-        dict(zip(METRICS, estimates[2 * size :])),
+        {
+            **dict(zip(METRICS, estimates[2 * size :])),
+            **dict(zip(LATER_METRICS, column_estimates([[m[name] for name in LATER_METRICS] for m in per_cell]))),
+        },
         mean_matrix,
     )
 

@@ -472,3 +472,17 @@ def test_a_cell_resumed_without_its_replay_is_named_on_the_page(sweep, tmp_path)
     text = page_of(fresh, tmp_path).markdown
     assert "**Resumed mid-game without a saved replay** (the game refilled it" in text
     assert f"not an uninterrupted run's): {resumed.name} (minatar:space_invaders at step 100,000)." in text
+
+
+def test_forward_transfer_is_each_later_game_right_after_its_training_against_the_single_game_reference():
+    from ewc_experiments.results_scores import Reference, cell_metrics
+    from tests.ewc_experiments.test_analysis_plan import fake_cell
+
+    refs = {"minatar:breakout": Reference(0.0, 10.0, "test"), "minatar:space_invaders": Reference(2.0, 12.0, "test")}
+    # space_invaders, trained second, reaches 9.0 right after its training: normalised 0.7 against the reference's 1
+    pair = fake_cell(
+        ("minatar:breakout", "minatar:space_invaders"), "ewc", 0, {"minatar:breakout": 5.0, "minatar:space_invaders": 9.0}, ""
+    )
+    assert cell_metrics(pair, refs)["forward_transfer"] == pytest.approx(-0.3)
+    alone = fake_cell(("minatar:breakout",), "finetune", 0, {"minatar:breakout": 5.0}, "")
+    assert math.isnan(cell_metrics(alone, refs)["forward_transfer"])
