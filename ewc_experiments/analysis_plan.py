@@ -517,8 +517,9 @@ def build_page(plan: AnalysisPlan, cells: list[CellData], relative_plan: str, in
     ]
     gains = plateau_gains(plan, cells)
     for game in plan.reference_games:
-        ref = refs.get(game)
-        gain = gains.get(game, math.nan)
+        complete = game not in missing_refs  # a reference and its plateau only from all its seeds, as every figure here
+        ref = refs.get(game) if complete else None
+        gain = gains.get(game, math.nan) if complete else math.nan
         budget = "—" if math.isnan(gain) else ("plateau" if gain < 0.05 else "cap binds")
         random_score = game_table.MINATAR_RANDOM_SCORES[game.removeprefix(game_table.MINATAR_PREFIX)]
         lines.append(
