@@ -45,6 +45,14 @@ shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 ROOT=${1:-sweeps/minatar}
 shift || true
+ALL_STAGES=(references select-ewc headline three-game modulated l2 page)
+case " ${ALL_STAGES[*]} " in
+# a stage named first would be taken for the sweep root, and every stage would start training in it
+*" $ROOT "*)
+    echo "error: $ROOT is a stage; name the sweep root first: bash scripts/minatar_experiment.sh sweeps/minatar $ROOT" >&2
+    exit 2
+    ;;
+esac
 PYTHON=${PYTHON:-python}
 RESULTS=docs/results/minatar
 PAIR=minatar:breakout,minatar:space_invaders
@@ -185,7 +193,6 @@ stage_page() {
     "$PYTHON" -m ewc_experiments.results_page "$RESULTS/headline/cells" "${more[@]}" --out "$RESULTS.md" --main-order "$PAIR"
 }
 
-ALL_STAGES=(references select-ewc headline three-game modulated l2 page)
 STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=("${ALL_STAGES[@]}")
 for stage in "${STAGES[@]}"; do

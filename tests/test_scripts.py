@@ -96,6 +96,15 @@ def test_scripts_refuse_a_missing_outdir_in_one_line(script):
     assert result.returncode == 2 and result.stderr.startswith("usage:") and result.stderr.count("\n") == 1
 
 
+def test_the_minatar_experiment_refuses_a_stage_where_its_sweep_root_goes(tmp_path):
+    """`bash scripts/minatar_experiment.sh page` would take `page` for the sweep root and train every stage in it."""
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "minatar_experiment.sh"), "page"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and result.stderr.startswith("error: page is a stage;") and result.stderr.count("\n") == 1
+    assert not (ROOT / "page").exists() and not list(tmp_path.iterdir())
+
+
 def test_scripts_parse_and_pass_shellcheck():
     scripts = sorted(SCRIPTS.glob("*.sh")) + sorted(SCRIPTS.glob("lib/*.sh"))
     for script in scripts:
