@@ -563,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.commands is not None:
             print("\n".join(" ".join(command) for command in sweep_commands(plan, args.commands)))
             return 0
+        if args.export and not args.cells:
+            raise ResultsError("--export needs the sweep directories (or saved-cell folders) to save the cells of")
         cells, incomplete = read_cells(plan, args.cells)
         if args.export:
             export_cells(cells, saved_cells_folder(plan))
@@ -573,8 +575,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         plan_link = os.path.relpath(plan.path.resolve(), args.page.resolve().parent)
         args.page.write_text(build_page(plan, cells, plan_link, incomplete))
-    except (ResultsError, OSError) as error:
-        return fail(error)
+    except (ValueError, OSError) as error:  # ResultsError, a config or JSON a cell folder holds that does not parse
+        return fail(ResultsError(first_line(error)))
     print(f"wrote {args.page}", file=sys.stderr)
     return 0
 

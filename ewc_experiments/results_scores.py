@@ -141,7 +141,8 @@ def cell_metrics(data: CellData, refs: dict[str, Reference]) -> dict[str, float]
     K, g1 = len(order), column[order[0]]
     summary = metrics.summarise({k: dict(zip(data.games, row)) for k, row in enumerate(R.tolist(), start=1)}, order)
     before = R[0, g1]
-    learned_later = [R[order.index(game), column[game]] - 1 for game in data.games if order.index(game) > 0]
+    learned = [R[order.index(game), column[game]] - 1 for game in data.games if order.index(game) > 0]
+    learned_later = [value for value in learned if np.isfinite(value)]  # a game without references left out, as above
     return {
         "final_mean": summary["final_mean_hns"],
         "total_clipped": summary["final_total_clipped_hns"],

@@ -210,3 +210,15 @@ def test_export_keeps_the_evaluated_cells_beside_the_plan_and_the_page_counts_th
     page = tmp_path / "page.md"
     assert main([str(plan_file), str(plan_file.parent / "cells"), "--page", str(page)]) == 0
     assert "3 of 410 planned cells" in page.read_text() and "| minatar:breakout | 3 of 10 |" in page.read_text()
+
+
+def test_export_without_folders_or_with_a_broken_cell_is_one_line(tmp_path, capsys):
+    assert main([str(PLAN), "--export"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: --export needs the sweep directories (or saved-cell folders) to save the cells of"
+    )
+    (tmp_path / "broken.json").write_text("{not json")
+    assert main([str(PLAN), "--export", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and len(error.strip().splitlines()) == 1
