@@ -254,12 +254,36 @@ def check_cells(plan: AnalysisPlan, cells: list[CellData]) -> None:
         seen.add(data.name)
 
 
+def reference_cells(plan: AnalysisPlan, cells: list[CellData], game: str | None = None) -> list[CellData]:
+    """The plan's reference cells (single-game fine-tuning on its reference seeds), of `game` if given."""
+    return [
+        data
+        for data in cells
+        if data.cell.method == "finetune"
+        and len(data.order) == 1
+        and data.cell.seed in plan.reference_seeds
+        and game in (None, data.order[0])
+    ]
+
+
+def method_cells(plan: AnalysisPlan, cells: list[CellData], method: str) -> list[CellData]:
+    """`method`'s cells of the two-game comparisons: the plan's lambda for it, seeds and orders."""
+    strength = plan.lambdas.get(method) if uses_lambda(method) else None
+    return [
+        data
+        for data in cells
+        if data.cell.method == method
+        and data.cell.ewc_lambda == strength
+        and data.cell.seed in plan.seeds
+        and data.order in plan.orders
+    ]
+
+
 def reference_scores(plan: AnalysisPlan, cells: list[CellData]) -> dict[str, dict[int, float]]:
     """game -> {reference seed: final raw score} of the single-game fine-tuning cells."""
     scores: dict[str, dict[int, float]] = {}
-    for data in cells:
-        if data.cell.method == "finetune" and len(data.order) == 1 and data.cell.seed in plan.reference_seeds:
-            scores.setdefault(data.order[0], {})[data.cell.seed] = float(data.raw()[0, 0])
+    for data in reference_cells(plan, cells):
+        scores.setdefault(data.order[0], {})[data.cell.seed] = float(data.raw()[0, 0])
     return scores
 
 
@@ -308,14 +332,11 @@ def metric_of(data: CellData, refs: dict[str, Reference], metric: str) -> float:
 
 def per_seed_values(plan: AnalysisPlan, cells: list[CellData], method: str, orders: tuple[int, ...], refs) -> dict[int, float]:
     """seed -> the plan's metric of `method`'s cells, averaged over `orders`; seeds missing an order are absent."""
-    strength = plan.lambdas.get(method) if uses_lambda(method) else None
     found: dict[int, dict[int, float]] = {}
-    for data in cells:
-        cell = data.cell
-        if cell.method == method and cell.ewc_lambda == strength and cell.seed in plan.seeds and cell.order in plan.orders:
-            index = plan.orders.index(cell.order)
-            if index in orders:
-                found.setdefault(cell.seed, {})[index] = metric_of(data, refs, plan.metric)
+    for data in method_cells(plan, cells, method):
+        index = plan.orders.index(data.order)
+        if index in orders:
+            found.setdefault(data.cell.seed, {})[index] = metric_of(data, refs, plan.metric)
     return {seed: float(np.mean(list(values.values()))) for seed, values in found.items() if len(values) == len(orders)}
 
 
@@ -368,12 +389,7 @@ def plateau_gains(plan: AnalysisPlan, cells: list[CellData]) -> dict[str, float]
     score at the last evaluation at or before that step (NaN without curves)."""
     gains = {}
     for game in plan.reference_games:
-        curves = [
-            data.curves.get(f"eval/{game}/score", [])
-            for data in cells
-            if data.cell.method == "finetune" and data.order == (game,) and data.cell.seed in plan.reference_seeds
-        ]
-        curves = [curve for curve in curves if curve]
+        curves = [curve for data in reference_cells(plan, cells, game) if (curve := data.curves.get(f"eval/{game}/score"))]
 
         def score_at(step: float, curves=curves) -> float:
             return float(np.mean([max((p for p in curve if p[0] <= step), default=[0, math.nan])[1] for curve in curves]))
@@ -435,16 +451,9 @@ def exploratory_lines(plan: AnalysisPlan, cells: list[CellData], refs: dict[str,
         "|---|---|---|" + "---|" * len(EXPLORATORY),
     ]
     for method in plan.methods():
-        strength = plan.lambdas.get(method) if uses_lambda(method) else None
+        of_method = method_cells(plan, cells, method)
         for index, order in enumerate(plan.orders):
-            group = [
-                data
-                for data in cells
-                if data.cell.method == method
-                and data.cell.ewc_lambda == strength
-                and data.order == order
-                and data.cell.seed in plan.seeds
-            ]
+            group = [data for data in of_method if data.order == order]
             complete = bool(refs) and len({data.cell.seed for data in group}) == len(plan.seeds)
             values = [exploratory_values(data, refs) for data in group] if complete else []
             texts = [mean_t_interval(np.array([v[name] for v in values])).text(2) if values else "—" for name in EXPLORATORY]

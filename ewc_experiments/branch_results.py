@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
-from agents.ewc.methods import penalty_of
+from agents.ewc.methods import has_penalty
 from envs.games import REFERENCE_SCORES, human_normalised_score
 from ewc_experiments.cli import OneLineParser, fail
 from ewc_experiments.results_cells import ResultsError, has_event_files, scalar_events
@@ -78,7 +78,7 @@ class BranchCell:
     def label(self) -> str:
         if not self.is_branch:
             return f"{self.games[0]} alone"
-        strength = f", λ {self.config['consolidation']['ewc_lambda']:g}" if penalty_of(self.method) != "finetune" else ""
+        strength = f", λ {self.config['consolidation']['ewc_lambda']:g}" if has_penalty(self.method) else ""
         return f"{self.method}{strength}"
 
     def curve(self, game: str) -> list[tuple[int, float]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from agents.ewc.methods import penalty_of
+from agents.ewc.methods import has_penalty
 from envs.families import MINATAR, family_of_run
 from ewc_evaluation.config import EvalConfig
 from ewc_experiments.eval_matrix import MatrixRow, Run, RunEvaluation, cell_hns, protocol_sources
@@ -277,7 +277,7 @@ def comparison_markdown(evaluations: list[RunEvaluation]) -> str:
     ]
     for evaluation in evaluations:
         config, metrics = evaluation.run.config, evaluation.metrics()
-        strength = "-" if penalty_of(config.consolidation.method) == "finetune" else f"{config.consolidation.ewc_lambda:g}"
+        strength = "-" if not has_penalty(config.consolidation.method) else f"{config.consolidation.ewc_lambda:g}"
         values = [_number(metrics.get(name, math.nan), 3) for name in COMPARED_METRICS]
         lines.append(
             f"| {evaluation.run.path.name} | {config.consolidation.method} | {strength} | {config.run.seed} | "

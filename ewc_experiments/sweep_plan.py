@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.ewc.methods import METHODS, penalty_of
+from agents.ewc.methods import METHODS, has_penalty
 from envs.games import parse_games
 from ewc_evaluation.config import EvalConfig
 from ewc_experiments.cli import config_from_train_args, parse_train_args
@@ -81,7 +81,7 @@ def method_name(method: str, modulated: bool) -> str:
 
 def uses_lambda(method: str) -> bool:
     """Every method with a penalty (with or without modulation or replay) weighs it with lambda."""
-    return penalty_of(split_method(method)[0]) != "finetune"
+    return has_penalty(split_method(method)[0])
 
 
 def order_name(order: tuple[str, ...] | list[str]) -> str:

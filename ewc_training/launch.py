@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from agents.ewc.methods import penalty_of, rehearses
+from agents.ewc.methods import has_penalty, rehearses
 from agents.rehearsal import memory_bytes
 from agents.replay import replay_bytes
 from envs.families import family_of_run
@@ -94,7 +94,7 @@ def warn_if_never_consolidated(config: Config) -> None:
     """Say before training when `consolidate_after_steps` is more than a game will ever be trained:
     such a game is never protected, and the run is fine-tuning for it."""
     threshold, sequence = config.consolidation.consolidate_after_steps, config.run.games
-    if penalty_of(config.consolidation.method) == "finetune" or threshold == 0:
+    if not has_penalty(config.consolidation.method) or threshold == 0:
         return
     short = [game for game in dict.fromkeys(sequence) if sequence.count(game) * config.run.steps_per_game < threshold]
     if short:

@@ -30,7 +30,7 @@ from agents.build import build_learner
 from agents.dqn import epsilon_at
 from agents.ewc.boundary import consolidate_game
 from agents.ewc.fisher import fisher_summary
-from agents.ewc.methods import penalty_of
+from agents.ewc.methods import has_penalty
 from agents.replay import FrameReplay, replay_bytes
 from envs.episodes import EpisodeTracker
 from envs.families import family_of_run, make_env
@@ -292,7 +292,7 @@ class SequenceTrainer:
         game = self.games[pos.game_index]
         trained_steps = self.steps_of_earlier_visits() + self.config.run.steps_per_game
         end = consolidate_game(self.learner, replay, game, self.config.consolidation, trained_steps)
-        if not end.consolidated and penalty_of(self.config.consolidation.method) != "finetune":
+        if not end.consolidated and has_penalty(self.config.consolidation.method):
             print(
                 f"{game}: trained {trained_steps:,} of the {self.config.consolidation.consolidate_after_steps:,} steps "
                 "consolidation.consolidate_after_steps asks for; not consolidated yet",

@@ -221,6 +221,11 @@ def penalty_of(method: str) -> str:
     return METHODS[method]
 
 
+def has_penalty(method: str) -> bool:
+    """Whether a method adds a consolidation term (weighed by lambda): all but `finetune` and `replay`."""
+    return penalty_of(method) != "finetune"
+
+
 def rehearses(method: str) -> bool:
     """Whether a method mixes earlier games' transitions into its batches (agents/rehearsal.py)."""
     return method != penalty_of(method)

@@ -174,11 +174,15 @@ def test_train_py_refuses_a_mid_game_checkpoint_and_a_missing_one_in_one_line(tm
         assert not (tmp_path / "b").exists()
 
 
+def one_game_source(tmp_path, *overrides: str):
+    """A run of GAMES[0] alone with `overrides` in tmp_path/source: its game-end checkpoint, to branch from."""
+    train(tiny(GAMES[:1], *overrides), tmp_path / "source")
+    return paths.game_end_checkpoint(tmp_path / "source", 1, GAMES[0])
+
+
 @pytest.mark.slow
 def test_with_per_game_modulation_a_branch_needs_a_source_of_the_same_games(tmp_path):
-    source = tmp_path / "source"
-    train(tiny(GAMES[:1], "network.per_game_modulation=true"), source)
-    checkpoint = paths.game_end_checkpoint(source, 1, GAMES[0])
+    checkpoint = one_game_source(tmp_path, "network.per_game_modulation=true")
     with pytest.raises(CheckpointError, match="needs a source trained on the same --games"):
         start_run(
             tiny(GAMES, "network.per_game_modulation=true"), str(tmp_path / "b"), overwrite=False, branch_from=str(checkpoint)

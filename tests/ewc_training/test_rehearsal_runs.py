@@ -15,7 +15,7 @@ from ewc_training.launch import start_run
 from ewc_training.logger import MemoryLogger
 from ewc_training.trainer import SequenceTrainer
 from tests.conftest import run_train
-from tests.ewc_training.test_branch import GAMES, branch, final_checkpoint, tiny, train
+from tests.ewc_training.test_branch import GAMES, branch, final_checkpoint, one_game_source, tiny, train
 from tests.ewc_training.test_game_boundary import same_tensors
 
 REVISIT = [GAMES[0], GAMES[1], GAMES[0]]
@@ -82,9 +82,7 @@ def test_a_branch_with_replay_copies_the_memories_and_is_the_straight_run(tmp_pa
 
 @pytest.mark.slow
 def test_a_branch_to_replay_from_a_run_without_it_is_refused_before_anything_is_written(tmp_path):
-    source = tmp_path / "source"
-    train(tiny(GAMES[:1], "consolidation.method=finetune"), source)
-    checkpoint = paths.game_end_checkpoint(source, 1, GAMES[0])
+    checkpoint = one_game_source(tmp_path, "consolidation.method=finetune")
     with pytest.raises(CheckpointError, match="missing; a method with replay needs"):
         start_run(tiny(GAMES, "consolidation.method=replay"), str(tmp_path / "b"), overwrite=False, branch_from=str(checkpoint))
     assert not (tmp_path / "b").exists()
