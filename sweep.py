@@ -5,6 +5,7 @@
     python sweep.py --games pong,breakout,enduro --sequence random:6 --seeds 0,1,2 --methods ewc,finetune
     python sweep.py --games pong,breakout --address <head>:6379     # a cluster started with `ray start --head`
     python sweep.py --games pong,breakout --device cuda --gpus-per-cell 0.25 --cpus-per-cell 2   # 4 cells share a GPU
+    python sweep.py --games pong,breakout --methods ewc,finetune --seeds 0,1,2,3 --cells-per-process 8   # one process
 
 Every cell is an ordinary train.py run in <sweep-dir>/cells/<cell>/, evaluated with evaluate.py when it
 finishes; the sweep's report is <sweep-dir>/report.md, with mean_hns.png and cells.csv, and the cells'
@@ -20,8 +21,8 @@ import sys
 from pathlib import Path
 
 from agents.ewc.methods import METHODS
-from ewc_experiments.cli import USER_ERRORS, OneLineParser, add_set_option, fail
-from ewc_experiments.sweep_plan import MODULATED, describe, parse_cell_resources, plan_sweep
+from ewc_experiments.cli import USER_ERRORS, OneLineParser, add_set_option, fail, positive_int
+from ewc_experiments.sweep_plan import MODULATED, describe, pack_cells, parse_cell_resources, plan_sweep
 from ewc_experiments.sweep_ray import run_on_ray
 from ewc_experiments.sweep_report import PLOT, TABLE, cell_result, write_report
 
@@ -60,6 +61,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cpus-per-cell", metavar="CPUS", default="1", help="CPUs each cell reserves, and its torch threads (default 1)"
     )
+    parser.add_argument(
+        "--cells-per-process",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="train up to N cells of the same order together in one process, one batched computation "
+        "(docs/runs.md); they then share what --cpus-per-cell and --gpus-per-cell reserve (default 1)",
+    )
     return parser.parse_args(argv)
 
 
@@ -69,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         gpus_per_cell, cpus_per_cell = parse_cell_resources(args.gpus_per_cell, args.cpus_per_cell, args.device)
         sweep_dir, planned = plan_sweep(args)
         print(describe(sweep_dir, planned), file=sys.stderr, flush=True)
-        to_run = [cell for cell in planned if cell.commands]
-        errors = run_on_ray(to_run, args.address, ROOT, gpus_per_cell, cpus_per_cell) if to_run else {}
+        tasks = pack_cells(planned, args.cells_per_process)
+        errors = run_on_ray(tasks, args.address, ROOT, gpus_per_cell, cpus_per_cell) if tasks else {}
     except USER_ERRORS as error:
         return fail(error)
     except KeyboardInterrupt:

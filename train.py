@@ -2,13 +2,16 @@
 
     python train.py --games pong,breakout
     python train.py --games pong,breakout,pong --method online-ewc --ewc-lambda 1000 --seed 1
+    python train.py --games pong,breakout --method ewc,finetune --seeds 0-3     (8 runs in one process)
     python train.py --config configs/smoke.yaml --set agent.learning_rate=3e-4
     python train.py --resume runs/<name>
     python train.py --games pong,breakout --method finetune --branch-from runs/<name>/checkpoints/after_1_pong.pt
 
 Every option is a config key (ewc_training/config.py); flags here are shortcuts for the common ones
 and `--set section.key=value` reaches the rest. Precedence: defaults < --config YAML < flags < --set.
-A resumed run takes its own config.yaml. Ctrl-C (SIGINT) or SIGTERM stops after the current update
+Several methods or seeds make one run (a cell) each, trained together in one process as one batched
+computation (ewc_training/population.py); each cell is an ordinary run directory. A resumed run takes
+its own config.yaml. Ctrl-C (SIGINT) or SIGTERM stops after the current update
 with checkpoints/latest.pt written and the resume command printed; the exit status is then 128 +
 the signal number (130, 143). A finished run ends with the `python evaluate.py <run dir>` command
 that scores it. Bad input ends with one `error:` line and status 2.
@@ -21,14 +24,16 @@ import shlex
 import sys
 
 from envs.games import available_games
-from ewc_experiments.cli import USER_ERRORS, config_from_train_args, fail, parse_train_args
+from ewc_experiments.cli import USER_ERRORS, cell_configs_from_train_args, fail, parse_train_args
 from ewc_training.device import configure_threads
-from ewc_training.launch import resume_run, start_run, train_until_done_or_stopped
+from ewc_training.launch import resume_run, start_cells, train_until_done_or_stopped
+from ewc_training.population import PopulationTrainer, population_groups
 
 
-def resume_command(run_dir, device: str | None) -> str:
+def resume_command(run_dirs, device: str | None) -> str:
     flag = f" --device {shlex.quote(device)}" if device else ""
-    return f"python {shlex.quote(sys.argv[0])} --resume {shlex.quote(str(run_dir))}{flag}"
+    dirs = " ".join(shlex.quote(str(run_dir)) for run_dir in run_dirs)
+    return f"python {shlex.quote(sys.argv[0])} --resume {dirs}{flag}"
 
 
 def evaluate_command(run_dir) -> str:
@@ -43,25 +48,56 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(available_games()))
         return 0
     try:
-        if args.resume:
-            trainer = resume_run(args.resume, args.device)
-        else:
-            trainer = start_run(config_from_train_args(args), args.run_dir, args.overwrite, args.branch_from)
-        score = f"score it with: {evaluate_command(trainer.run_dir)}"
-        if trainer.position.game_index >= len(trainer.games):
-            print(f"{trainer.run_dir} has finished all {len(trainer.games)} games; nothing to resume; {score}", file=sys.stderr)
-            return 0
-        print(f"run directory: {trainer.run_dir}  (tensorboard --logdir {trainer.run_dir.parent})", file=sys.stderr)
-        print(configure_threads(args.threads, trainer.device), file=sys.stderr)  # once every check has passed
-        status = train_until_done_or_stopped(trainer, resume_command(trainer.run_dir, args.device if args.resume else None))
-        if status == 0:
-            print(f"finished all {len(trainer.games)} games; the run is in {trainer.run_dir}; {score}", file=sys.stderr)
-        return status
+        cells = (
+            [cell for one in args.cells for cell in runs_of(parse_train_args(shlex.split(one)))] if args.cells else runs_of(args)
+        )
+        return train_cells(cells, args)
     except USER_ERRORS as error:
         return fail(error)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def runs_of(args) -> list:
+    """The runs (cells) one train.py command line names: resumed ones, or new ones (methods x seeds)."""
+    if args.resume:
+        return [resume_run(requested, args.device) for requested in args.resume]
+    return start_cells(cell_configs_from_train_args(args), args.run_dir, args.overwrite, args.branch_from)
+
+
+def train_cells(cells, args) -> int:
+    """Every unfinished cell, in populations of those that can step together; 0 when all finished."""
+    for cell in cells:
+        if cell.position.game_index >= len(cell.games):
+            print(
+                f"{cell.run_dir} has finished all {len(cell.games)} games; nothing to resume; "
+                f"score it with: {evaluate_command(cell.run_dir)}",
+                file=sys.stderr,
+            )
+    unfinished = [cell for cell in cells if cell.position.game_index < len(cell.games)]
+    diverged = []
+    for group in population_groups(unfinished):
+        for cell in group:
+            print(f"run directory: {cell.run_dir}  (tensorboard --logdir {cell.run_dir.parent})", file=sys.stderr)
+        if len(group) > 1:
+            print(f"training {len(group)} cells in one process", file=sys.stderr)
+        print(configure_threads(args.threads, group[0].device), file=sys.stderr)  # once every check has passed
+        population = PopulationTrainer(group)
+        hint = resume_command([cell.run_dir for cell in unfinished], args.device if args.resume else None)
+        status = train_until_done_or_stopped(population, hint)
+        if status != 0:
+            return status
+        diverged += population.diverged
+        for cell in population.cells:
+            print(
+                f"finished all {len(cell.games)} games; the run is in {cell.run_dir}; "
+                f"score it with: {evaluate_command(cell.run_dir)}",
+                file=sys.stderr,
+            )
+    for cell, error in diverged:
+        print(f"error: {cell.run_dir} diverged: {error}", file=sys.stderr)
+    return 1 if diverged else 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +53,23 @@ def double_dqn_targets(
     return r_t + gamma * discount_t * q_target_next.gather(1, best_next).squeeze(1)
 
 
+QFunction = Callable[[torch.Tensor, str | None], torch.Tensor]
+"""(observations, game) -> Q-values: a QNetwork, or one cell's network in a population (functional_call)."""
+
+
+def huber_td_loss(
+    online: QFunction, target: QFunction, batch: Transitions, game: str | None, gamma: float, reduction: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Huber loss between Q(s, a) and the Double DQN target (mean or sum over the batch, `reduction`),
+    and Q(s, a). Huber with delta 1 is DQN's "TD error clipped to [-1, 1]": its gradient is
+    clip(Q(s, a) - y, -1, 1) times that of Q(s, a). The one TD loss of the suite: a single learner
+    calls it with its networks, a population (agents/population.py) once per cell under vmap."""
+    q_taken = online(batch.s_tm1, game).gather(1, batch.a_tm1.unsqueeze(1)).squeeze(1)
+    with torch.no_grad():
+        targets = double_dqn_targets(online(batch.s_t, game), target(batch.s_t, game), batch.r_t, batch.discount_t, gamma)
+    return F.smooth_l1_loss(q_taken, targets, reduction=reduction), q_taken
+
+
 @torch.no_grad()
 def epsilon_greedy(
     network: QNetwork,
@@ -67,11 +85,16 @@ def epsilon_greedy(
     may be a float32 scalar tensor on the device (a captured graph reads it in place); the
     comparison u < epsilon is made in float32 either way, so both give the same actions.
     """
-    greedy = network(observations, game).argmax(dim=1)
-    n = observations.shape[0]
-    explore = torch.rand(n, device=greedy.device, generator=generator) < epsilon
-    random = torch.randint(network.num_actions, (n,), device=greedy.device, generator=generator)
-    return torch.where(explore, random, greedy)
+    return explore(network(observations, game).argmax(dim=1), network.num_actions, epsilon, generator)
+
+
+def explore(greedy: torch.Tensor, num_actions: int, epsilon: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each greedy action replaced by a uniformly random one with probability epsilon; the draws come
+    from `generator` alone, so a population's cell (agents/population.py) acts as it would alone."""
+    n = greedy.shape[0]
+    explores = torch.rand(n, device=greedy.device, generator=generator) < epsilon
+    random = torch.randint(num_actions, (n,), device=greedy.device, generator=generator)
+    return torch.where(explores, random, greedy)
 
 
 @dataclass
@@ -166,19 +189,8 @@ class DQNLearner:
         self._epsilon: torch.Tensor | None = None  # the actor's epsilon, on the device, filled before each replay
 
     def td_loss(self, batch: Transitions, game: str, reduction: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Huber loss between Q(s, a) and the Double DQN target, mean or sum over the batch
-        (`reduction`, by default `loss_reduction`); also returns Q(s, a). Huber with delta 1 is DQN's
-        "TD error clipped to [-1, 1]": its gradient is clip(Q(s, a) - y, -1, 1) times that of Q(s, a)."""
-        q_taken = self.online(batch.s_tm1, game).gather(1, batch.a_tm1.unsqueeze(1)).squeeze(1)
-        with torch.no_grad():
-            targets = double_dqn_targets(
-                self.online(batch.s_t, game),
-                self.target(batch.s_t, game),
-                batch.r_t,
-                batch.discount_t,
-                self.config.gamma,
-            )
-        return F.smooth_l1_loss(q_taken, targets, reduction=reduction or self.config.loss_reduction), q_taken
+        """`huber_td_loss` of this learner's networks (`reduction` by default `loss_reduction`)."""
+        return huber_td_loss(self.online, self.target, batch, game, self.config.gamma, reduction or self.config.loss_reduction)
 
     def loss_terms(self, game: str | None, *batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """TD loss, consolidation term and Q(s, a): the forward pass that `compiled` mode compiles."""

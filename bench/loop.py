@@ -1,4 +1,4 @@
-"""End to end: agent steps/s of the real training loop (`SequenceTrainer.train_game`) at each num_envs
+"""End to end: agent steps/s of the real training loop (`PopulationTrainer.train_game`, one run) at each num_envs
 and of CleanRL's loop structure, in rounds that also time the env alone at each count and the learner
 alone back to back, so that every ratio and share of a bound is taken within one round and a machine
 that gets busier or quieter during the benchmark does not bias it. Each loop runs for a fixed wall
@@ -22,6 +22,7 @@ from bench.parts import Emulators, seconds_per_update
 from bench.settings import Settings, benchmark_config
 from ewc_training.config import Config
 from ewc_training.logger import MemoryLogger
+from ewc_training.population import PopulationTrainer
 from ewc_training.trainer import SequenceTrainer
 
 
@@ -44,7 +45,7 @@ class TimedTrainer(SequenceTrainer):
 
 
 def loop_steps_per_second(config: Config, device: torch.device, warmup: float, seconds: float) -> tuple[float, str]:
-    """The real training loop (`SequenceTrainer.train_game`) on one game, EWC penalty on, timed over a
+    """The real training loop (`PopulationTrainer.train_game` of one run) on one game, EWC penalty on, timed over a
     window of `seconds` that opens `warmup` seconds after its first update; also returns the update
     mode it ran with (`auto` falls back to eager if a capture disagrees with it)."""
     with tempfile.TemporaryDirectory() as run_dir:
@@ -52,7 +53,7 @@ def loop_steps_per_second(config: Config, device: torch.device, warmup: float, s
         activate_penalty(trainer.learner)
         trainer.logger.start()
         try:
-            trainer.train_game()
+            PopulationTrainer([trainer]).train_game()
         except WindowClosed:
             pass
         return trainer.window.rate(), trainer.learner.update_mode

@@ -18,7 +18,7 @@ measure every part back to back:
   batch (`update(batch)`), with the speed-ups and the first update's time (compile, capture);
   kernels per update of each (bench/kernels.py) are counted at the run's end;
 - end to end (bench/loop.py, bench/cleanrl.py): agent steps/s of the real training loop
-  (`SequenceTrainer.train_game`) at each of the loop's num_envs, and of CleanRL's `dqn_atari.py` loop
+  (`PopulationTrainer.train_game` of one run) at each of the loop's num_envs, and of CleanRL's `dqn_atari.py` loop
   structure (1 emulator stepped synchronously, replay in host memory, eager float32 updates), with
   the ratio at the standard num_envs;
 - the pipeline check, at each num_envs: end to end >= 80% of its bound, min(env only at the same

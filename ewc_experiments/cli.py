@@ -6,6 +6,7 @@ A user mistake ends with one `error: ...` line on stderr and exit status 2, neve
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import NoReturn
 
@@ -52,6 +53,30 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_list(text: str | int) -> list[int]:
+    """`0-3` -> [0, 1, 2, 3]; `0,5,7-8` -> [0, 5, 7, 8]; `7` -> [7]. Repeats are dropped."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            low, high = int(first), int(last) if dash else int(first)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be seeds such as 0-3 or 0,5,7, got {text!r}") from None
+        if high < low:
+            raise argparse.ArgumentTypeError(f"seed range {part.strip()!r} runs backwards")
+        seeds.extend(range(low, high + 1))
+    return list(dict.fromkeys(seeds))
+
+
+def method_list(text: str) -> list[str]:
+    """`ewc,finetune` -> ["ewc", "finetune"], each one of METHODS."""
+    methods = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [method for method in methods if method not in METHODS]
+    if unknown or not methods:
+        raise argparse.ArgumentTypeError(f"unknown method {', '.join(unknown) or text!r}; choose from {', '.join(METHODS)}")
+    return methods
+
+
 def probability(text: str) -> float:
     try:
         value = float(text)
@@ -91,16 +116,30 @@ def train_parser(description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("--device", help="auto (default: CUDA when present), cuda or cpu")
     add_threads_option(parser)
     parser.add_argument("--seed", type=int, help="fixes emulators, network initialisation and sampling")
-    parser.add_argument("--method", choices=list(METHODS), help="consolidation (default ewc)")
+    parser.add_argument(
+        "--seeds",
+        type=seed_list,
+        help="several seeds, e.g. 0-3 or 0,5,7: one run (cell) each, trained together in one process (a population)",
+    )
+    parser.add_argument(
+        "--method",
+        type=method_list,
+        metavar="METHOD[,METHOD...]",
+        help=f"consolidation (default ewc): {', '.join(METHODS)}; several make one run (cell) each, trained together",
+    )
     parser.add_argument("--ewc-lambda", type=float, help="penalty strength lambda")
     parser.add_argument("--fisher", choices=list(ESTIMATORS), help="diagonal Fisher estimator (default policy)")
     parser.add_argument("--fisher-samples", type=positive_int, help="replay states per Fisher (default 3,200)")
-    parser.add_argument("--run-dir", help="default runs/<games>-<method>-s<seed>-<time>")
+    parser.add_argument(
+        "--run-dir", help="default runs/<games>-<method>-s<seed>-<time>; with several cells, the folder that holds theirs"
+    )
     parser.add_argument("--overwrite", action="store_true", help="reuse an existing --run-dir, deleting its contents")
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue runs/<name> from its newest checkpoint (or from the checkpoint file given), with its own config.yaml",
+        nargs="+",
+        help="continue runs/<name> from its newest checkpoint (or from the checkpoint file given), with its own config.yaml; "
+        "several runs at the same point resume together",
     )
     parser.add_argument(
         "--branch-from",
@@ -116,6 +155,14 @@ def train_parser(description: str = "") -> argparse.ArgumentParser:
     )
     add_set_option(parser, "override any config key, e.g. --set agent.learning_rate=3e-4 (repeatable)")
     parser.add_argument("--list-games", action="store_true", help="print the game names and exit")
+    parser.add_argument(
+        "--cell",
+        dest="cells",
+        action="append",
+        metavar="'ARGS'",
+        help="one run given by its own train.py arguments, quoted (a new run or --resume RUN_DIR); repeated, the runs "
+        "train together in one process (sweep.py --cells-per-process packs its cells so)",
+    )
     return parser
 
 
@@ -123,6 +170,17 @@ def parse_train_args(argv: list[str] | None = None, description: str = "") -> ar
     """train.py's arguments; `--resume` with options that would change the run is refused."""
     parser = train_parser(description)
     args = parser.parse_args(argv)
+    if args.seed is not None and args.seeds is not None:
+        parser.error("give --seed or --seeds, not both")
+    if args.cells:
+        defaults = vars(parser.parse_args([]))
+        extra = [name for name, value in vars(args).items() if name not in ("cells", "threads") and value != defaults[name]]
+        if extra:
+            parser.error(f"--cell takes every run's arguments inside it; drop --{extra[0].replace('_', '-')}")
+        for cell in args.cells:
+            inner = parse_train_args(shlex.split(cell), description)
+            if inner.cells or inner.list_games:
+                parser.error(f"--cell {cell!r}: one run's arguments, without --cell or --list-games")
     if args.resume:
         defaults = vars(parser.parse_args([]))
         extra = [name for name, value in vars(args).items() if name not in RESUME_OPTIONS and value != defaults[name]]
@@ -132,13 +190,30 @@ def parse_train_args(argv: list[str] | None = None, description: str = "") -> ar
     return args
 
 
+def cell_configs_from_train_args(args: argparse.Namespace) -> list[Config]:
+    """One config per cell: every --method with every seed of --seeds (or --seed), in that order."""
+    methods = args.method or [None]
+    seeds = args.seeds or [args.seed]
+    return [
+        config_from_train_args(
+            argparse.Namespace(**{**vars(args), "method": [method] if method else None, "seed": seed, "seeds": None})
+        )
+        for method in methods
+        for seed in seeds
+    ]
+
+
 def config_from_train_args(args: argparse.Namespace) -> Config:
-    """Defaults < YAML preset < shortcut flags < --set overrides; games resolved and everything validated."""
+    """Defaults < YAML preset < shortcut flags < --set overrides; games resolved and everything validated
+    (one cell: one --method, one seed)."""
+    if args.method and len(args.method) > 1 or getattr(args, "seeds", None) and len(args.seeds) > 1:
+        raise ConfigError("this takes one run: one --method and one --seed")
+    seed = args.seeds[0] if getattr(args, "seeds", None) else args.seed
     shortcuts = {
         "run.steps_per_game": args.steps_per_game,
         "run.device": args.device,
-        "run.seed": args.seed,
-        "consolidation.method": args.method,
+        "run.seed": seed,
+        "consolidation.method": args.method[0] if args.method else None,
         "consolidation.ewc_lambda": args.ewc_lambda,
         "consolidation.fisher": args.fisher,
         "consolidation.fisher_samples": args.fisher_samples,

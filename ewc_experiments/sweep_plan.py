@@ -17,11 +17,12 @@ import hashlib
 import json
 import math
 import random
+import shlex
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.ewc.methods import METHODS, has_penalty
+from agents.ewc.methods import METHODS, has_penalty, rehearses
 from envs.games import parse_games
 from ewc_evaluation.config import EvalConfig
 from ewc_experiments.cli import config_from_train_args, parse_train_args
@@ -373,6 +374,39 @@ class PlannedCell:
     state: str
     commands: list[list[str]]
     """What a worker runs (train or resume, then evaluate); empty once the cell is evaluated."""
+
+
+@dataclass
+class Task:
+    """What one worker runs: one cell, or several cells trained together in one process (a population,
+    ewc_training/population.py), then each evaluated; all output goes to `log`, copied to every
+    member's own log when the task ends."""
+
+    cells: list[PlannedCell]
+    commands: list[list[str]]
+    log: Path
+
+
+def pack_cells(planned: list[PlannedCell], cells_per_process: int) -> list[Task]:
+    """The cells with something to run, packed `cells_per_process` at a time into one train.py (its
+    `--cell` option) where they can step together: cells in the same state (new, or interrupted) of
+    the same order, with the same network (modulated or not) and no rehearsal; seeds, methods and
+    lambdas may differ. Everything else, and a cell that needs only its evaluation, runs alone."""
+    tasks, packs = [], {}
+    for cell in (p for p in planned if p.commands):
+        method, modulated = split_method(cell.cell.method)
+        trains = cell.commands[0][0] == "train.py"
+        if cells_per_process == 1 or not trains or rehearses(method):
+            tasks.append(Task([cell], cell.commands, cell.log))
+            continue
+        packs.setdefault((cell.state, cell.cell.order, modulated), []).append(cell)
+    for members in packs.values():
+        for start in range(0, len(members), cells_per_process):
+            chunk = members[start : start + cells_per_process]
+            train = ["train.py", *(part for cell in chunk for part in ("--cell", shlex.join(cell.commands[0][1:])))]
+            evaluate = [command for cell in chunk for command in cell.commands[1:]]
+            tasks.append(Task(chunk, [train, *evaluate] if len(chunk) > 1 else chunk[0].commands, chunk[0].log))
+    return tasks
 
 
 def plan_sweep(args: argparse.Namespace) -> tuple[Path, list[PlannedCell]]:

@@ -14,13 +14,14 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ewc_experiments.sweep_plan import PlannedCell, SweepError, last_error
+from ewc_experiments.sweep_plan import PlannedCell, SweepError, Task, last_error
 from ewc_training.errors import first_line
 
 CPUS_PER_CELL = 1
@@ -107,14 +108,14 @@ def cell_reservation(resources: dict[str, float], gpus_per_cell: float | None, c
 
 
 def run_on_ray(
-    cells: list[PlannedCell],
+    tasks: list[Task],
     address: str | None,
     root: Path,
     gpus_per_cell: float | None = None,
     cpus_per_cell: int = CPUS_PER_CELL,
 ) -> dict[str, str]:
-    """Run every cell as one Ray task, reserving `gpus_per_cell` GPUs (cell_reservation) and
-    `cpus_per_cell` CPUs.
+    """Run every task (a cell, or cells packed into one process: sweep_plan.pack_cells) as one Ray task,
+    reserving `gpus_per_cell` GPUs (cell_reservation) and `cpus_per_cell` CPUs.
 
     Returns cell name -> why it failed ("" when it succeeded). A task is never retried: the
     same command again resumes what a lost worker left.
@@ -123,22 +124,28 @@ def run_on_ray(
     try:
         resources = ray.cluster_resources()
         gpus, at_once = cell_reservation(resources, gpus_per_cell, cpus_per_cell)
+        packed = max(len(task.cells) for task in tasks)
+        per = f"each process ({packed} cells at most) takes" if packed > 1 else "each cell takes"
         print(
-            f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; each cell takes {cpus_per_cell} CPU(s) "
-            f"and {gpus:g} GPU(s): up to {at_once} cells at once",
+            f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; {per} {cpus_per_cell} CPU(s) "
+            f"and {gpus:g} GPU(s): up to {at_once} {'processes' if packed > 1 else 'cells'} at once",
             file=sys.stderr,
         )
         whole = gpus.is_integer()  # Ray takes a fraction below 1, whole numbers above
-        task = ray.remote(run_cell).options(num_cpus=cpus_per_cell, num_gpus=int(gpus) if whole else gpus, max_retries=0)
-        pending = {task.remote(planned.commands, str(root), str(planned.log), cpus_per_cell): planned for planned in cells}
+        remote = ray.remote(run_cell).options(num_cpus=cpus_per_cell, num_gpus=int(gpus) if whole else gpus, max_retries=0)
+        pending = {remote.remote(task.commands, str(root), str(task.log), cpus_per_cell): task for task in tasks}
         errors: dict[str, str] = {}
+        total = sum(len(task.cells) for task in tasks)
         while pending:
             [done], _ = ray.wait(list(pending), num_returns=1)
-            planned = pending.pop(done)
-            error, seconds = task_outcome(ray, done, planned)
-            errors[planned.cell.name] = error
-            outcome = f"failed: {error} (log: {planned.log})" if error else "evaluated"
-            print(f"[{len(errors)}/{len(cells)}] {planned.cell.name}: {outcome} ({seconds:.0f} s)", file=sys.stderr, flush=True)
+            task = pending.pop(done)
+            for cell in task.cells[1:]:
+                shutil.copyfile(task.log, cell.log)  # every member's log holds the whole process's output
+            for cell in task.cells:
+                error, seconds = task_outcome(ray, done, cell)
+                errors[cell.cell.name] = error
+                outcome = f"failed: {error} (log: {cell.log})" if error else "evaluated"
+                print(f"[{len(errors)}/{total}] {cell.cell.name}: {outcome} ({seconds:.0f} s)", file=sys.stderr, flush=True)
         return errors
     finally:
         ray.shutdown()

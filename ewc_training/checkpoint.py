@@ -59,6 +59,19 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda handle: torch.save({"format": FORMAT, **payload}, handle))
 
 
+def compact(value: Any) -> Any:
+    """`value` with every tensor that is a view of a larger one copied out: torch.save writes a view's
+    whole storage, and a population's cell (agents/population.py) holds views of the (P, ...) tensors
+    of every cell, which would make each of its checkpoints P times as large."""
+    if isinstance(value, dict):
+        return {key: compact(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(compact(item) for item in value)
+    if torch.is_tensor(value) and value.untyped_storage().nbytes() > value.numel() * value.element_size():
+        return value.clone()
+    return value
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

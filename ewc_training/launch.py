@@ -24,6 +24,7 @@ from ewc_training import run_dir as paths
 from ewc_training.config import Config, ConfigError, build_config
 from ewc_training.device import DeviceError, free_memory_bytes, resolve_device
 from ewc_training.logger import TensorBoardLogger
+from ewc_training.population import PopulationTrainer
 from ewc_training.schedule import replay_capacity
 from ewc_training.trainer import SequenceTrainer, TrainingInterrupted
 
@@ -31,26 +32,43 @@ MEMORY_RESERVE = 1 << 30
 """Bytes kept free beside the replay for the networks, optimizer, consolidation and emulators."""
 
 
-def check_replay_fits(config: Config, device: torch.device) -> None:
-    """Refuse, before anything is allocated, a replay the device (or, to save it, the host) cannot hold;
-    a method with replay also holds a memory of every game (all of them once the last has ended)."""
+def replay_bytes_needed(config: Config) -> int:
+    """Bytes one run's replay takes; a method with replay also holds a memory of every game (all of them
+    once the last has ended)."""
     capacity = replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs)
     family = family_of_run(config.run.games)
-    frame_shape = family.frame_shape
     cons, games = config.consolidation, len(set(config.run.games))  # the last game's is drawn at its end too
-    memories = games * memory_bytes(cons.replay_per_game, family.observation_shape, frame_shape[0])
-    needed = replay_bytes(capacity, frame_shape) + (memories if rehearses(cons.method) else 0)
+    memories = games * memory_bytes(cons.replay_per_game, family.observation_shape, family.frame_shape[0])
+    return replay_bytes(capacity, family.frame_shape) + (memories if rehearses(cons.method) else 0)
+
+
+def check_replay_fits(config: Config, device: torch.device, cells: list[Config] | None = None) -> None:
+    """Refuse, before anything is allocated, replays the device (or, to save them, the host) cannot hold:
+    this run's, or those of all `cells` trained together in one process."""
+    cells = cells or [config]
+    needed = sum(replay_bytes_needed(cell) for cell in cells)
+    frame_shape = family_of_run(config.run.games).frame_shape
+    capacity = replay_capacity(config.agent, config.run.steps_per_game, config.env.num_envs)
     places = [device] + ([torch.device("cpu")] if config.run.save_replay and device.type == "cuda" else [])
     for place in places:
         free = free_memory_bytes(place)
         if free is None or needed + MEMORY_RESERVE <= free:
             continue
-        fitting = max(0, free - MEMORY_RESERVE) // replay_bytes(1, frame_shape) // 10_000 * 10_000
         where = "the GPU" if place.type == "cuda" else "host memory"
+        what = f"the replay of {capacity:,} transitions" + (
+            " with the rehearsal memories" if rehearses(config.consolidation.method) else ""
+        )
+        if len(cells) > 1:
+            fitting_cells = max(0, free - MEMORY_RESERVE) // (needed // len(cells))
+            raise DeviceError(
+                f"the replays of {len(cells)} cells ({capacity:,} transitions each) need {needed / 1e9:.1f} GB but {where} has "
+                f"{free / 1e9:.1f} GB free (and {MEMORY_RESERVE >> 30} GB is kept for the rest); "
+                f"{fitting_cells} cells fit: train fewer at once or set a smaller agent.replay_capacity"
+            )
+        fitting = max(0, free - MEMORY_RESERVE) // replay_bytes(1, frame_shape) // 10_000 * 10_000
         fix = f"set agent.replay_capacity={fitting} or lower" if fitting else "free memory or use a larger machine"
         raise DeviceError(
-            f"the replay of {capacity:,} transitions{' with the rehearsal memories' if rehearses(cons.method) else ''} "
-            f"needs {needed / 1e9:.1f} GB but {where} has "
+            f"{what} needs {needed / 1e9:.1f} GB but {where} has "
             f"{free / 1e9:.1f} GB free (and {MEMORY_RESERVE >> 30} GB is kept for the rest); {fix}"
         )
 
@@ -139,6 +157,18 @@ def start_run(config: Config, requested_dir: str | None, overwrite: bool, branch
     return trainer
 
 
+def start_cells(
+    configs: list[Config], requested_dir: str | None, overwrite: bool, branch_from: str | None = None
+) -> list[SequenceTrainer]:
+    """The runs of several cells (one config each), every check made before any is written: one cell is
+    `start_run`; more get their own run directories, named as a run alone, in `requested_dir` (or runs/)."""
+    if len(configs) == 1:
+        return [start_run(configs[0], requested_dir, overwrite, branch_from)]
+    check_replay_fits(configs[0], resolve_device(configs[0].run.device), cells=configs)
+    parent = Path(requested_dir) if requested_dir else Path("runs")
+    return [start_run(config, str(parent / paths.default_run_name(config)), overwrite, branch_from) for config in configs]
+
+
 def resume_run(requested: str, device_name: str | None = None) -> SequenceTrainer:
     """An earlier run at its newest checkpoint (or the checkpoint `requested` names), with its own
     config.yaml; nothing is written until the checkpoint has loaded into the trainer."""
@@ -155,7 +185,7 @@ def resume_run(requested: str, device_name: str | None = None) -> SequenceTraine
     return trainer
 
 
-def train_until_done_or_stopped(trainer: SequenceTrainer, resume_hint: str) -> int:
+def train_until_done_or_stopped(trainer: SequenceTrainer | PopulationTrainer, resume_hint: str) -> int:
     """Run to the end (0); SIGINT/SIGTERM stop it cleanly after the current update (128 + signal).
 
     A second signal of the same kind falls back to the default action: quit without a checkpoint.

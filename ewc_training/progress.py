@@ -51,8 +51,21 @@ From the first update on, tqdm's own format gives the ETA, from its smoothed rec
 class Progress:
     """One game's reporting: TensorBoard tags under charts/, losses/ and retention/, and a tqdm bar."""
 
-    def __init__(self, logger: Logger, game: str, position: Position, num_games: int, steps_per_game: int):
+    def __init__(
+        self,
+        logger: Logger,
+        game: str,
+        position: Position,
+        num_games: int,
+        steps_per_game: int,
+        cells: int = 1,
+        shows_bar: bool = True,
+    ):
+        """`cells`: the population this run trains in (its bar then gives steps/s per cell and summed);
+        `shows_bar`: False for every cell but one of a population, whose bar speaks for all."""
         self.logger = logger
+        self.cells = cells
+        self.shows_bar = shows_bar
         self.game = game
         self.position = position
         self.stats = StatsAccumulator()
@@ -68,6 +81,7 @@ class Progress:
             mininterval=2.0,
             dynamic_ncols=True,
             bar_format=ACTING_FORMAT,
+            disable=not shows_bar,
         )
 
     def add_update(self, stats: UpdateStats) -> None:
@@ -85,6 +99,8 @@ class Progress:
     def postfix(self, steps_per_second: float) -> dict[str, str]:
         """The bar's figures: steps/s, and the return of the last finished episode once there is one."""
         shown = {"sps": f"{steps_per_second:,.0f}"}
+        if self.cells > 1:
+            shown = {"sps/cell": f"{steps_per_second:,.0f}", f"sps x{self.cells} cells": f"{steps_per_second * self.cells:,.0f}"}
         if self.last_score is not None:
             shown["last_return"] = f"{self.last_score:g}"
         return shown
@@ -97,6 +113,8 @@ class Progress:
             return
         self.updating = True
         self.bar.bar_format = None  # tqdm's own, with the ETA
+        if not self.shows_bar:
+            return
         verb = "starts" if self.position.updates_in_game == 0 else "resumes"
         tqdm.write(
             f"{self.game}: learning {verb} at step {self.position.step_in_game:,}: the replay holds "

@@ -193,6 +193,16 @@ def record_resume(run_dir: Path, checkpoint: Path, total_steps: int) -> dict[str
     return info["resumed"][-1]
 
 
+def record_population(run_dir: Path, cells: list[Path], total_steps: int) -> None:
+    """Append to run.json that this run trains from `total_steps` on as one cell of a population of
+    `cells` (their run directories, this one included): its updates are then one batched computation
+    with theirs, equal to its updates alone to float32 rounding (agents/population.py)."""
+    path = run_dir / "run.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    info.setdefault("populations", []).append({"total_steps": total_steps, "cells": [str(cell) for cell in cells]})
+    write_json(path, info)
+
+
 def record_replay_refilled(run_dir: Path, game: str, step_in_game: int) -> None:
     """Mark the last resume in run.json as one that began mid-game without its replay.
 

@@ -22,7 +22,7 @@ from agents.dqn import DQNLearner
 from agents.ewc.probes import ProbeSet
 from agents.rehearsal import Rehearsal
 from agents.replay import FrameReplay
-from ewc_training.checkpoint import CheckpointError, load_checkpoint
+from ewc_training.checkpoint import CheckpointError, compact, load_checkpoint
 from ewc_training.config import config_from_dict
 from ewc_training.errors import first_line
 
@@ -61,7 +61,7 @@ def training_payload(config: dict, games: list[str], state: TrainingState, devic
         "config": config,
         "games": list(games),
         "position": asdict(state.position),
-        "learner": state.learner.get_state(),
+        "learner": compact(state.learner.get_state()),  # a population's cell holds views of larger tensors
         "consolidation": state.learner.consolidation.get_state(),
         "probes": {game: probe.get_state() for game, probe in state.probes.items()},
         "generator": state.generator.get_state(),

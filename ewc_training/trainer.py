@@ -1,8 +1,11 @@
-"""The training loop: one agent, one game after another, consolidating at every boundary.
+"""One run: one agent, one game after another, consolidating at every boundary.
 
     for each game k in the sequence:
         fresh replay and epsilon schedule; act in N emulators, learn from replay (Double DQN)
         at the end: consolidate_game (Fisher from this game's replay -> penalty, probe set), checkpoint
+
+The loop itself is ewc_training/population.py's, which trains a run alone or as one cell of a
+population; this class is everything one run owns: its position, learner, run directory and checkpoints.
 
 The emulators step on their own threads while the learner updates (`send` actions, update,
 `recv` observations), so acting and learning overlap. Losses stay on the device and are read back
@@ -27,20 +30,18 @@ import numpy as np
 import torch
 
 from agents.build import build_learner
-from agents.dqn import epsilon_at
 from agents.ewc.boundary import consolidate_game
 from agents.ewc.fisher import fisher_summary
 from agents.ewc.methods import has_penalty
 from agents.replay import FrameReplay, replay_bytes
-from envs.episodes import EpisodeTracker
-from envs.families import family_of_run, make_env
+from envs.families import family_of_run
 from ewc_evaluation.protocol import continual_evaluation
 from ewc_training import run_dir as paths
 from ewc_training.checkpoint import atomic_write, save_checkpoint
 from ewc_training.config import Config
 from ewc_training.logger import Logger
 from ewc_training.progress import Progress
-from ewc_training.schedule import crossed, env_seed, replay_capacity, skip_updates_until_refilled, updates_owed
+from ewc_training.schedule import crossed, env_seed, replay_capacity, skip_updates_until_refilled
 from ewc_training.schema import (
     Position,
     TrainingState,
@@ -51,7 +52,6 @@ from ewc_training.schema import (
     restore_training,
     training_payload,
 )
-from ewc_training.upload import Upload
 
 
 def say(line: str) -> None:
@@ -142,14 +142,10 @@ class SequenceTrainer:
         self.stop_reason = reason
 
     def run(self) -> None:
-        """Every game left in the sequence; one game's replay is alive at a time."""
-        self.start_logging()
-        try:
-            while self.position.game_index < len(self.games):
-                self.stop_if_requested()
-                self.finish_game(self.train_game())
-        finally:
-            self.logger.close()
+        """Every game left in the sequence: this run as a population of one (ewc_training/population.py)."""
+        from ewc_training.population import PopulationTrainer  # the loop imports this module
+
+        PopulationTrainer([self]).run()
 
     def start_logging(self) -> None:
         """Provenance in run.json, and the logger (after a resume it hides what was logged past the checkpoint)."""
@@ -165,45 +161,6 @@ class SequenceTrainer:
             pos = self.position
             self.copy_source_memories()
             self.save(paths.game_end_checkpoint(self.run_dir, pos.game_index, self.games[pos.game_index - 1]))
-
-    def train_game(self) -> FrameReplay:
-        """Train on the current game until `steps_per_game` agent steps; returns its replay."""
-        config, pos = self.config, self.position
-        game = self.games[pos.game_index]
-        num_envs, steps_per_game = config.env.num_envs, config.run.steps_per_game
-        say(f"{game}: starting {num_envs} emulators")
-        env = make_env(game, num_envs, config.env)
-        observations, _ = env.reset(seed=env_seed(config.run.seed, pos.game_index, pos.step_in_game))
-        obs = torch.from_numpy(observations).to(self.device)
-        replay = self.game_replay(obs)
-        episodes = EpisodeTracker(num_envs)
-        upload = Upload(self.device)  # queued behind the updates: the actions are the one wait per vector step
-        progress = Progress(self.logger, game, pos, len(self.games), steps_per_game)
-        epsilon_steps = self.steps_of_earlier_visits() if config.agent.epsilon_clock == "game" else 0
-        try:
-            while pos.step_in_game < steps_per_game:
-                self.stop_if_requested(replay)
-                epsilon = epsilon_at(epsilon_steps + pos.step_in_game, config.agent, steps_per_game)
-                actions = self.learner.act(obs, game, epsilon, self.state.generator)
-                env.send(actions.cpu().numpy())
-                self.learn(replay, game, progress)  # while the emulators step
-                observations, rewards, terminated, truncated, _ = env.recv()
-                obs = upload("observations", observations)
-                replay.add(
-                    actions,
-                    upload("rewards", np.clip(rewards, -1, 1).astype(np.float32)),
-                    upload("terminated", terminated),
-                    upload("truncated", truncated),
-                    obs,
-                )
-                progress.episodes_ended(episodes.step(rewards, terminated | truncated))
-                pos.step_in_game += num_envs
-                pos.total_steps += num_envs
-                self.after_vector_step(replay, game, epsilon, progress)
-        finally:
-            progress.close()
-            env.close()
-        return replay
 
     def steps_of_earlier_visits(self) -> int:
         """Agent steps the current game was trained before this visit (every visit is steps_per_game long)."""
@@ -259,18 +216,6 @@ class SequenceTrainer:
                 file=sys.stderr,
             )
         return replay
-
-    def learn(self, replay: FrameReplay, game: str, progress: Progress) -> None:
-        """The updates owed so far (ewc_training/schedule.py), once the replay holds a batch."""
-        agent, pos = self.config.agent, self.position
-        if len(replay) < agent.batch_size:
-            return
-        owed = updates_owed(pos, agent, self.config.env.num_envs)
-        if owed > 0:
-            progress.learning_starts(len(replay))
-        for _ in range(owed):
-            progress.add_update(self.learner.update(replay, game))  # drawn on the device; in the graph when captured
-            pos.updates_in_game += 1
 
     def check_losses(self, means: dict[str, float] | None, game: str) -> None:
         if means is not None and not all(np.isfinite(list(means.values()))):
@@ -354,7 +299,12 @@ class SequenceTrainer:
         at log time; this catches a divergence between a log and a checkpoint)."""
         if not all(torch.isfinite(param).all() for param in self.learner.online.parameters()):
             pos = self.position
+            where = (
+                f"by the end of {self.games[pos.game_index - 1]}"
+                if pos.step_in_game == 0
+                else (f"on {self.games[pos.game_index]} by step {pos.step_in_game:,}")
+            )
             raise TrainingDiverged(
-                f"network weights became NaN or infinite on {self.games[pos.game_index]} by step "
-                f"{pos.step_in_game:,}; stopped, the checkpoints in {paths.checkpoint_dir(self.run_dir)} are from before it"
+                f"network weights became NaN or infinite {where}; stopped, the checkpoints in "
+                f"{paths.checkpoint_dir(self.run_dir)} are from before it"
             )

@@ -8,6 +8,7 @@ to its Ray and checks that cells share it as `--gpus-per-cell` allows (while tra
 import csv
 import json
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,12 +26,15 @@ from ewc_experiments.sweep_plan import (
     NEW,
     TRAINED,
     Cell,
+    PlannedCell,
     SweepError,
+    Task,
     cell_commands,
     cell_state,
     expand_grid,
     expand_orders,
     last_error,
+    pack_cells,
     parse_cell_resources,
     plan_sweep,
 )
@@ -521,3 +525,63 @@ def test_a_plain_method_under_a_preset_with_modulation_is_named_modulated(tmp_pa
     args.sweep_dir = str(tmp_path / "s")
     _, planned = plan_sweep(args)
     assert [planned_cell.cell.name for planned_cell in planned] == ["pong-breakout-ewc-modulated-lambda100-s0"]
+
+
+# ---- cells packed into one process ----
+
+
+def planned_cell(tmp_path: Path, method: str, seed: int, state: str = NEW, order=("pong", "breakout")) -> PlannedCell:
+    cell = Cell(order, method, 100.0, seed)
+    run = tmp_path / cell.name
+    arguments = ["--games", ",".join(order), "--method", method, "--seed", str(seed)]
+    return PlannedCell(cell, run, tmp_path / f"{cell.name}.log", state, cell_commands(state, run, arguments, build_config(None)))
+
+
+def test_cells_are_packed_only_with_cells_that_can_step_together(tmp_path):
+    planned = [
+        *(planned_cell(tmp_path, "ewc", seed) for seed in range(3)),
+        planned_cell(tmp_path, "finetune", 0),
+        planned_cell(tmp_path, "ewc-modulated", 0),  # another network: its own process
+        planned_cell(tmp_path, "ewc+replay", 0),  # rehearsal trains alone
+        planned_cell(tmp_path, "ewc", 9, INTERRUPTED),  # resumed at its own position
+        planned_cell(tmp_path, "ewc", 8, TRAINED),  # only its evaluation
+        planned_cell(tmp_path, "ewc", 7, order=("breakout", "pong")),
+        planned_cell(tmp_path, "ewc", 6, EVALUATED),  # nothing to run
+    ]
+    tasks = pack_cells(planned, cells_per_process=3)
+    members = sorted([cell.cell.name for cell in task.cells] for task in tasks)
+    assert members == sorted(
+        [
+            ["pong-breakout-ewc-lambda100-s0", "pong-breakout-ewc-lambda100-s1", "pong-breakout-ewc-lambda100-s2"],
+            ["pong-breakout-finetune-lambda100-s0"],
+            ["pong-breakout-ewc-modulated-lambda100-s0"],
+            ["pong-breakout-ewc+replay-lambda100-s0"],
+            ["pong-breakout-ewc-lambda100-s9"],
+            ["pong-breakout-ewc-lambda100-s8"],
+            ["breakout-pong-ewc-lambda100-s7"],
+        ]
+    )
+    packed = next(task for task in tasks if len(task.cells) == 3)
+    train, *evaluations = packed.commands
+    assert train[0] == "train.py" and train[1::2] == ["--cell"] * 3
+    assert [shlex.split(argument) for argument in train[2::2]] == [cell.commands[0][1:] for cell in planned[:3]]
+    assert evaluations == [cell.commands[1] for cell in planned[:3]] and packed.log == planned[0].log
+    assert pack_cells(planned, cells_per_process=1) == [
+        Task([cell], cell.commands, cell.log) for cell in planned if cell.commands
+    ]
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_trains_its_cells_in_one_process_and_reports_them_as_ever(tiny_sweep, tmp_path):
+    where = tmp_path / "packed"
+    result = run_sweep(*TINY, *GRID, "--sweep-dir", str(where), "--cells-per-process", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "each process (4 cells at most) takes 1 CPU(s)" in result.stderr
+    for name in CELLS:
+        log = (where / "logs" / f"{name}.log").read_text()
+        assert log.startswith("$ train.py --cell") and "training 4 cells in one process" in log
+        assert (where / "cells" / name / "eval" / "eval.json").is_file()
+    rows = {row["cell"]: row for row in csv.DictReader((where / "cells.csv").open())}
+    assert sorted(rows) == CELLS and {row["status"] for row in rows.values()} == {"evaluated"}
+    alone = {row["cell"]: row for row in csv.DictReader((tiny_sweep[0] / "cells.csv").open())}
+    assert [rows[name]["seed"] for name in CELLS] == [alone[name]["seed"] for name in CELLS]

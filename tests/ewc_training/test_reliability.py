@@ -51,12 +51,12 @@ SMALL = [
 UPDATES_PER_GAME = (STEPS - 200) // 4  # one per 4 steps after step 200, the last vector step included
 
 
-def start_training(run_dir: Path, *args: str) -> subprocess.Popen:
-    """`python train.py` as `run_train` runs it, but in the background; stderr (tqdm included)
-    goes to a file, never a pipe that could fill up."""
+def start_training(run_dir: Path, *args: str, settings: list[str] = SMALL) -> subprocess.Popen:
+    """`python train.py` as `run_train` runs it (`settings` first), but in the background; stderr (tqdm
+    included) goes to <run_dir>.stderr, never a pipe that could fill up."""
     log = (run_dir.parent / f"{run_dir.name}.stderr").open("w")
     return subprocess.Popen(
-        [sys.executable, "train.py", *SMALL, *args, "--run-dir", str(run_dir)],
+        [sys.executable, "train.py", *settings, *args, "--run-dir", str(run_dir)],
         cwd=ROOT,
         env=SUBPROCESS_ENV,
         stderr=log,

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from agents.replay import FrameReplay, Transitions
+from ewc_training import population as loop_module
 from ewc_training import trainer as trainer_module
 from ewc_training.config import build_config
 from ewc_training.logger import MemoryLogger
@@ -73,7 +74,7 @@ def recorded(tmp_path_factory):
         ],
     )
     envs: list[RecordedEnv] = []
-    make_env = trainer_module.make_env
+    make_env = loop_module.make_env
 
     def recorded_make_env(*args, **kwargs):
         envs.append(RecordedEnv(make_env(*args, **kwargs)))
@@ -81,7 +82,7 @@ def recorded(tmp_path_factory):
 
     replays: list[FrameReplay] = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer_module, "make_env", recorded_make_env)
+        patch.setattr(loop_module, "make_env", recorded_make_env)
         patch.setattr(trainer_module, "FrameReplay", RecordedReplay)
         RecordedReplay.batches = []
         trainer = SequenceTrainer(config, tmp_path_factory.mktemp("truncation") / "run", torch.device("cpu"), MemoryLogger())
