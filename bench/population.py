@@ -1,17 +1,18 @@
 """Many cells in one process against one process each: `python -m bench.population`.
 
     python -m bench.population                         # MinAtar preset on this machine's CPU, P = 1, 2, 4, 8
-    python -m bench.population --cells 1,2,4,8,16 --device cuda --game pong --config configs/default.yaml
+    python -m bench.population --cells 1,8,32 --device cuda
 
-For each population size P it measures, on the same machine and the same game:
+For each population size P it measures, on the same machine and the same two games (by default MinAtar's
+breakout -> space_invaders: EWC's penalty is in force in the second):
 - together: P cells (seeds 0..P-1, EWC and fine-tuning alternating) trained as one population in one
   process (ewc_training/population.py), with 1 torch thread and with as many as there are cores;
 - in one population per core: the P cells split over as many processes as there are cores, 1 thread each;
 - apart: P processes of one cell each, started together, 1 torch thread each;
 - emulators alone: P x num_envs emulators stepped with random actions in one process, the bound no
   training loop of these cells can pass in one process.
-Each figure is summed agent steps/s while learning (from the first update to the end, read from each
-cell's charts/SPS), with its share of the emulators-alone bound. The JSON goes to --out.
+Each figure is summed agent steps/s while learning (each game from one log after its first update to
+its end, read from each cell's charts/SPS), with its share of the emulators-alone bound. The JSON goes to --out.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def cell_config(args: argparse.Namespace, seed: int):
     config = build_config(
         args.config,
         [
-            f"run.games=[{args.game}]",
+            f"run.games=[{args.games}]",
             f"run.steps_per_game={args.steps}",
             f"run.seed={seed}",
             f"run.device={args.device}",
@@ -67,20 +68,21 @@ def train_population(args: argparse.Namespace, seeds: list[int]) -> float:
     with tempfile.TemporaryDirectory() as folder:
         cells = [SequenceTrainer(cell_config(args, seed), Path(folder) / f"s{seed}", device, MemoryLogger()) for seed in seeds]
         PopulationTrainer(cells).run()
-        rates = [learning_rate_of(cell.logger) for cell in cells]
+        rates = [learning_rate_of(cell.logger, args.steps) for cell in cells]
     return float(sum(rates))
 
 
-def learning_rate_of(logger: MemoryLogger) -> float:
-    """Mean of a cell's charts/SPS over the logs after its first update (LEARNING_STARTS + a log's grace)."""
-    rates = [value for step, value in logger.scalars["charts/SPS"] if step > LEARNING_STARTS + LOG_EVERY]
+def learning_rate_of(logger: MemoryLogger, steps_per_game: int) -> float:
+    """Mean of a cell's charts/SPS over the logs while it learns: in every game, from one log after its
+    first update (LEARNING_STARTS) on, so that no figure spans a boundary's Fisher or a game's acting-only start."""
+    rates = [value for step, value in logger.scalars["charts/SPS"] if step % steps_per_game > LEARNING_STARTS + LOG_EVERY]
     return float(np.mean(rates))
 
 
 def emulators_alone(args: argparse.Namespace, cells: int, seconds: float = 5.0) -> float:
     """Agent steps/s of `cells` x num_envs emulators stepping random actions in one process."""
     config = cell_config(args, 0)
-    envs = [make_env(args.game, config.env.num_envs, config.env) for _ in range(cells)]
+    envs = [make_env(args.games.split(",")[0], config.env.num_envs, config.env) for _ in range(cells)]
     rng = np.random.default_rng(0)
     for index, env in enumerate(envs):
         env.reset(seed=index)
@@ -106,7 +108,7 @@ def worker_command(args: argparse.Namespace, seeds: list[int], threads: int) -> 
         ",".join(map(str, seeds)),
         "--threads",
         str(threads),
-        *("--device", args.device, "--game", args.game, "--config", args.config, "--steps", str(args.steps)),
+        *("--device", args.device, "--games", args.games, "--config", args.config, "--steps", str(args.steps)),
     ]
 
 
@@ -135,20 +137,21 @@ def measure(args: argparse.Namespace) -> list[dict]:
         row["together_1_thread"] = run_workers([worker_command(args, seeds, 1)])
         if cores > 1 and args.device == "cpu":
             row[f"together_{cores}_threads"] = run_workers([worker_command(args, seeds, cores)])
-        if cores > 1 and cells >= cores:  # one population per core, a thread each
+        if cores > 1 and cells >= cores and args.device == "cpu":  # one population per core, a thread each
             row[f"in_{cores}_populations"] = run_workers([worker_command(args, seeds[core::cores], 1) for core in range(cores)])
-        row["apart"] = run_workers([worker_command(args, [seed], 1) for seed in seeds])
+        if cells <= args.apart_up_to:
+            row["apart"] = run_workers([worker_command(args, [seed], 1) for seed in seeds])
         rows.append(row)
         print(table_line(row), file=sys.stderr, flush=True)
     return rows
 
 
 def table_line(row: dict) -> str:
-    figures = [
-        f"{key} {value:,.0f} ({value / row['emulators_alone']:.0%})"
-        for key, value in row.items()
-        if key not in ("cells", "emulators_alone")
-    ]
+    def figure(key: str, value: float) -> str:
+        versus = f", {value / row['apart']:.2f}x apart" if "apart" in row and key != "apart" else ""
+        return f"{key} {value:,.0f} ({value / row['emulators_alone']:.1%} of the bound{versus})"
+
+    figures = [figure(key, value) for key, value in row.items() if key not in ("cells", "emulators_alone")]
     return f"P={row['cells']}: emulators alone {row['emulators_alone']:,.0f}; " + "; ".join(figures)
 
 
@@ -156,9 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", default="1,2,4,8", help="population sizes, comma list (default 1,2,4,8)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--game", default="minatar:breakout")
+    parser.add_argument("--games", default="minatar:breakout,minatar:space_invaders", help="each cell's sequence")
     parser.add_argument("--config", default="configs/minatar.yaml")
-    parser.add_argument("--steps", type=int, default=12_000, help="agent steps per cell (default 12,000; learning from 2,000)")
+    parser.add_argument(
+        "--steps", type=int, default=8_000, help="agent steps per game and cell (default 8,000; learning from step 2,000 of each)"
+    )
+    parser.add_argument(
+        "--apart-up-to", type=int, default=os.cpu_count() or 1, help="measure P processes apart only up to this P (default: cores)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="(worker) torch threads")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="runs/bench/population.json")
@@ -169,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.cells = [int(cells) for cells in args.cells.split(",")]
     rows = measure(args)
+    print("\n".join(table_line(row) for row in rows))
     record = {
         "device": args.device,
-        "game": args.game,
+        "games": args.games,
         "config": args.config,
-        "steps_per_cell": args.steps,
+        "steps_per_game": args.steps,
         "cores": os.cpu_count(),
         "rows": rows,
     }

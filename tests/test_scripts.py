@@ -56,11 +56,12 @@ def test_gpu_check_plans_every_step_within_eight_minutes(tmp_path):
     text = plan("gpu_check.sh", str(out))
     assert not out.exists()  # a dry run writes nothing
     total, worst = stated_totals(text)
-    assert sum(limits(text)) == total and len(limits(text)) == 5
+    assert sum(limits(text)) == total and len(limits(text)) == 6
     assert worst == total + 5 * len(limits(text)) and worst <= 480
     assert "$ nvidia-smi" in text
     assert "-m pytest -m cuda" in text
     assert "-m bench --device cuda" in text
+    assert "-m bench.population --device cuda" in text
     assert "train.py --games pong" in text and "--device cuda" in text
     files = files_into(text, out)
     assert len(files) <= MAX_FILES_BACK and not any("/" in name for name in files), files
