@@ -152,9 +152,19 @@ class PopulationLearner:
         """Each cell's epsilon-greedy actions for its observations, drawn from its own generator."""
         if self.size == 1:
             return [self.cells[0].act(observations[0], game, epsilon, generators[0])]
-        greedy = self._batched_q(self.online, torch.stack(observations), game).argmax(dim=-1)
         num_actions = self.template.num_actions
-        return [explore(row, num_actions, epsilon, generator) for row, generator in zip(greedy, generators)]
+        return [
+            explore(row, num_actions, epsilon, generator) for row, generator in zip(self.greedy(observations, game), generators)
+        ]
+
+    @torch.no_grad()
+    def greedy(self, observations: list[torch.Tensor], game: str, cells: list[int] | None = None) -> list[torch.Tensor]:
+        """argmax_a Q(s, a) of each cell for its observations; `cells` (default all) says whose they are.
+        All cells: one batched forward pass; one cell or a few: each cell's own network."""
+        cells = list(range(self.size)) if cells is None else cells
+        if self.size == 1 or len(cells) < self.size:
+            return [self.cells[index].online(obs, game).argmax(dim=1) for index, obs in zip(cells, observations)]
+        return list(self._batched_q(self.online, torch.stack(observations), game).argmax(dim=-1))
 
     def update(self, replays: list[FrameReplay], game: str) -> list[UpdateStats]:
         """One update of every cell, each on a batch from its own replay (DQNLearner.update's, batched)."""

@@ -165,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, default=8_000, help="agent steps per game and cell (default 8,000; learning from step 2,000 of each)"
     )
     parser.add_argument(
-        "--apart-up-to", type=int, default=os.cpu_count() or 1, help="measure P processes apart only up to this P (default: cores)"
+        "--apart-up-to",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="measure P processes apart only up to this P (default: cores)",
     )
     parser.add_argument("--threads", type=int, default=1, help="(worker) torch threads")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

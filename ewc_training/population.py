@@ -29,6 +29,7 @@ from agents.population import PopulationLearner
 from agents.replay import FrameReplay
 from envs.episodes import EpisodeTracker
 from envs.families import make_env
+from ewc_evaluation.protocol import continual_evaluation_together
 from ewc_training import run_dir as paths
 from ewc_training.progress import Progress
 from ewc_training.schedule import env_seed, updates_owed
@@ -167,7 +168,30 @@ class PopulationTrainer:
     def receive(self, loops: list[GameLoop], actions: list[torch.Tensor], epsilon: float) -> list[GameLoop]:
         """Every cell's emulator step; returns the loops of the cells still going."""
         going = self.each_cell(list(zip(loops, actions)), lambda loop, cell_actions: loop.receive(cell_actions, epsilon))
+        self.evaluate_due_cells()
         return [loop for loop, _ in going]
+
+    def evaluate_due_cells(self) -> None:
+        """Continual evaluation of every cell that is due, those with the same protocol playing together
+        (each with its own emulators, seed and generator, as alone; greedy actions from one forward pass)."""
+        protocols: dict[str, list[int]] = {}
+        for index, cell in enumerate(self.cells):
+            if cell.evaluation_due():
+                protocols.setdefault(repr(cell.config.eval), []).append(index)
+        for members in protocols.values():
+            cells = [self.cells[index] for index in members]
+            first = cells[0]
+            results = continual_evaluation_together(
+                lambda frames, game, members=members: self.learner.greedy(frames, game, members),
+                [cell.config.run.seed for cell in cells],
+                first.learner.online.num_actions,
+                first.device,
+                first.games,
+                first.config.eval,
+                first.config.env,
+            )
+            for cell, scalars in zip(cells, results):
+                cell.log_evaluation(scalars)
 
     def each_cell(self, work: list[tuple], step) -> list[tuple]:
         """`step(*item)` for each cell's item (its first element a GameLoop or the cell itself); a cell that

@@ -35,7 +35,6 @@ from agents.ewc.fisher import fisher_summary
 from agents.ewc.methods import has_penalty
 from agents.replay import FrameReplay, replay_bytes
 from envs.families import family_of_run
-from ewc_evaluation.protocol import continual_evaluation
 from ewc_training import run_dir as paths
 from ewc_training.checkpoint import atomic_write, save_checkpoint
 from ewc_training.config import Config
@@ -168,7 +167,8 @@ class SequenceTrainer:
         return self.games[:index].count(self.games[index]) * self.config.run.steps_per_game
 
     def after_vector_step(self, replay: FrameReplay, game: str, epsilon: float, progress: Progress) -> None:
-        """What is due every so many agent steps: logs, latest.pt, continual evaluation."""
+        """What is due every so many agent steps: logs, latest.pt (the loop then runs the continual
+        evaluation, for every cell of a population at once: `evaluation_due`)."""
         config, pos = self.config, self.position
         num_envs = config.env.num_envs
         progress.advance(num_envs)
@@ -177,8 +177,6 @@ class SequenceTrainer:
             progress.log_retention(self.learner.online, self.state.probes)
         if crossed(pos.total_steps, config.run.checkpoint_every, num_envs) and pos.step_in_game < config.run.steps_per_game:
             self.save_latest(replay)  # at the game's end after_<k>_<game>.pt follows instead
-        if crossed(pos.total_steps, config.eval.eval_every, num_envs):
-            self.evaluate_all_games()
 
     def game_replay(self, obs: torch.Tensor) -> FrameReplay:
         """This game's replay, starting with the emulators' first observations `obs`.
@@ -224,10 +222,12 @@ class SequenceTrainer:
                 f"stopped, the checkpoints in {paths.checkpoint_dir(self.run_dir)} are from before it"
             )
 
-    def evaluate_all_games(self) -> None:
-        """Continual evaluation: score the current network on every game of the run (eval/ tags)."""
-        config = self.config
-        scalars = continual_evaluation(self.learner.online, self.games, config.eval, config.env, config.run.seed)
+    def evaluation_due(self) -> bool:
+        """Whether the vector step just made crossed a multiple of `eval.eval_every`."""
+        return crossed(self.position.total_steps, self.config.eval.eval_every, self.config.env.num_envs)
+
+    def log_evaluation(self, scalars: dict[str, float]) -> None:
+        """A continual evaluation's scalars (ewc_evaluation/protocol.py: every game of the run, eval/ tags)."""
         for tag, value in scalars.items():
             self.logger.scalar(tag, value, self.position.total_steps)
 

@@ -54,7 +54,9 @@ def config_for(method: str, seed: int, *overrides: str):
             f"run.seed={seed}",
             "run.log_every=200",
             "run.checkpoint_every=0",
-            "eval.eval_every=0",
+            "eval.eval_every=480",
+            "eval.episodes=2",
+            "eval.max_episode_frames=100",
             "run.device=cpu",
             *overrides,
         ],
@@ -68,7 +70,8 @@ def cell(root: Path, method: str, seed: int, *overrides: str) -> SequenceTrainer
 
 
 def episode_returns(trainer: SequenceTrainer) -> dict[str, list[tuple[int, float]]]:
-    return {tag: points for tag, points in trainer.logger.scalars.items() if tag.endswith("episodic_return")}
+    """The episodes it trained on, and its continual evaluation's scores (both games, at every game's end)."""
+    return {tag: points for tag, points in trainer.logger.scalars.items() if tag.endswith(("episodic_return", "/score", "_hns"))}
 
 
 def final_learner(run_dir: Path) -> dict:
@@ -89,7 +92,8 @@ def alone_and_together(tmp_path_factory):
 def test_each_cell_plays_the_episodes_it_plays_alone(alone_and_together):
     alone, together = alone_and_together
     for lone, member in zip(alone, together):
-        assert episode_returns(member) == episode_returns(lone) and episode_returns(lone)
+        assert episode_returns(member) == episode_returns(lone)
+        assert [step for step, _ in episode_returns(lone)[f"eval/{GAMES[0]}/score"]] == [480, 960]
 
 
 def test_each_cells_weights_and_optimizer_state_equal_its_lone_runs_to_float32_rounding(alone_and_together):
