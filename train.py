@@ -22,12 +22,21 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from envs.games import available_games
 from ewc_experiments.cli import USER_ERRORS, cell_configs_from_train_args, fail, parse_train_args
-from ewc_training.device import configure_threads
-from ewc_training.launch import resume_run, start_cells, train_until_done_or_stopped
+from ewc_training.device import configure_threads, resolve_device
+from ewc_training.launch import (
+    check_distinct,
+    check_replay_fits,
+    new_run_dirs,
+    resume_run,
+    start_runs,
+    train_until_done_or_stopped,
+)
 from ewc_training.population import PopulationTrainer, population_groups
+from ewc_training.run_dir import run_dir_of
 
 
 def resume_command(run_dirs, device: str | None) -> str:
@@ -48,10 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(available_games()))
         return 0
     try:
-        cells = (
-            [cell for one in args.cells for cell in runs_of(parse_train_args(shlex.split(one)))] if args.cells else runs_of(args)
-        )
-        return train_cells(cells, args)
+        commands = [parse_train_args(shlex.split(cell)) for cell in args.cells] if args.cells else [args]
+        return train_cells(cells_of(commands), args)
     except USER_ERRORS as error:
         return fail(error)
     except KeyboardInterrupt:
@@ -59,15 +66,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def runs_of(args) -> list:
-    """The runs (cells) one train.py command line names: resumed ones, or new ones (methods x seeds)."""
-    if args.resume:
-        return [resume_run(requested, args.device) for requested in args.resume]
-    return start_cells(cell_configs_from_train_args(args), args.run_dir, args.overwrite, args.branch_from)
+def cells_of(commands) -> list:
+    """The runs (cells) that train.py command lines name, resumed or new (methods x seeds each), every
+    check of every one made before a new run's folder is written: configs, distinct folders, memory."""
+    new = []
+    for args in (args for args in commands if not args.resume):
+        configs = cell_configs_from_train_args(args)
+        new += [(args, config, run_dir) for config, run_dir in zip(configs, new_run_dirs(configs, args.run_dir))]
+    requested = [(path, args.device) for args in commands if args.resume for path in args.resume]
+    check_distinct([run_dir_of(Path(path)) for path, _ in requested] + [run_dir for _, _, run_dir in new])
+    resumed = [resume_run(path, device) for path, device in requested]
+    configs = [cell.config for cell in resumed] + [config for _, config, _ in new]
+    check_replay_fits(configs[0], resolve_device(configs[0].run.device), cells=configs)
+    started = []
+    for args in commands:  # each command line's new runs, with its --overwrite and --branch-from
+        runs = [(config, run_dir) for owner, config, run_dir in new if owner is args]
+        started += start_runs(runs, args.overwrite, args.branch_from) if runs else []
+    return resumed + started
 
 
 def train_cells(cells, args) -> int:
-    """Every unfinished cell, in populations of those that can step together; 0 when all finished."""
+    """Every unfinished cell, in populations of those that can step together; 0 when all finished, 1
+    when a cell diverged (each says so in an `error:` line at the end)."""
     for cell in cells:
         if cell.position.game_index >= len(cell.games):
             print(
@@ -84,8 +104,8 @@ def train_cells(cells, args) -> int:
             print(f"training {len(group)} cells in one process", file=sys.stderr)
         print(configure_threads(args.threads, group[0].device), file=sys.stderr)  # once every check has passed
         population = PopulationTrainer(group)
-        hint = resume_command([cell.run_dir for cell in unfinished], args.device if args.resume else None)
-        status = train_until_done_or_stopped(population, hint)
+        going = [cell.run_dir for cell in unfinished if all(cell is not left for left, _ in diverged)]
+        status = train_until_done_or_stopped(population, resume_command(going, args.device if args.resume else None))
         if status != 0:
             return status
         diverged += population.diverged
@@ -96,7 +116,7 @@ def train_cells(cells, args) -> int:
                 file=sys.stderr,
             )
     for cell, error in diverged:
-        print(f"error: {cell.run_dir} diverged: {error}", file=sys.stderr)
+        print(f"error: {cell.run_dir}: {error}", file=sys.stderr)
     return 1 if diverged else 0
 
 

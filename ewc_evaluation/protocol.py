@@ -64,6 +64,7 @@ def play_episodes(network: QNetwork, game: str, protocol: EvalConfig, env_config
     return play_episodes_together(greedy, [seed], network.num_actions, device, game, protocol, env_config)[0]
 
 
+@torch.no_grad()
 def play_episodes_together(
     greedy: Greedy,
     seeds: list[int],

@@ -172,6 +172,8 @@ def parse_train_args(argv: list[str] | None = None, description: str = "") -> ar
     args = parser.parse_args(argv)
     if args.seed is not None and args.seeds is not None:
         parser.error("give --seed or --seeds, not both")
+    if args.seeds is not None and args.branch_from:
+        parser.error("a branch keeps its source's seed: --branch-from takes --seed (or none), not --seeds")
     if args.cells:
         defaults = vars(parser.parse_args([]))
         extra = [name for name, value in vars(args).items() if name not in ("cells", "threads") and value != defaults[name]]
@@ -179,8 +181,8 @@ def parse_train_args(argv: list[str] | None = None, description: str = "") -> ar
             parser.error(f"--cell takes every run's arguments inside it; drop --{extra[0].replace('_', '-')}")
         for cell in args.cells:
             inner = parse_train_args(shlex.split(cell), description)
-            if inner.cells or inner.list_games:
-                parser.error(f"--cell {cell!r}: one run's arguments, without --cell or --list-games")
+            if not shlex.split(cell) or inner.cells or inner.list_games or inner.threads:
+                parser.error(f"--cell {cell!r}: one run's arguments (not empty; no --cell, --list-games or --threads inside)")
     if args.resume:
         defaults = vars(parser.parse_args([]))
         extra = [name for name, value in vars(args).items() if name not in RESUME_OPTIONS and value != defaults[name]]

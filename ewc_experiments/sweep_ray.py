@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ewc_experiments.sweep_plan import PlannedCell, SweepError, Task, last_error
+from ewc_experiments.sweep_plan import EVALUATED, PlannedCell, SweepError, Task, cell_state, last_error
 from ewc_training.errors import first_line
 
 CPUS_PER_CELL = 1
@@ -30,8 +30,12 @@ more threads than reserved CPUs wait on each other (two torch threads on a busy 
 measured ~70x slower than one)."""
 
 
-def run_cell(commands: list[list[str]], root: str, log: str, threads: int = CPUS_PER_CELL) -> tuple[int, float]:
-    """On a Ray worker: the cell's commands in order, all output to its log, stopping at the first failure.
+def run_cell(
+    commands: list[list[str]], root: str, log: str, threads: int = CPUS_PER_CELL, keep_going: bool = False
+) -> tuple[int, float]:
+    """On a Ray worker: the cell's commands in order, all output to its log, stopping at the first failure
+    (with `keep_going`, as for cells packed into one process, running the rest and returning the first
+    failure's status: one cell that diverged must not keep the others from their evaluations).
 
     Returns the exit status (0, or the failing command's) and the seconds it took. The worker's
     environment carries the GPU Ray gave the cell (CUDA_VISIBLE_DEVICES). When the sweep stops
@@ -40,6 +44,7 @@ def run_cell(commands: list[list[str]], root: str, log: str, threads: int = CPUS
     """
     started = time.monotonic()
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    first_failure = 0
     with open(log, "w") as output:
         for command in commands:
             output.write(f"$ {shlex.join(command)}\n")
@@ -47,9 +52,10 @@ def run_cell(commands: list[list[str]], root: str, log: str, threads: int = CPUS
             status = subprocess.run(
                 [sys.executable, *command], cwd=root, env=environment, stdout=output, stderr=subprocess.STDOUT
             ).returncode
-            if status != 0:
+            if status != 0 and not keep_going:
                 return status, time.monotonic() - started
-    return 0, time.monotonic() - started
+            first_failure = first_failure or status
+    return first_failure, time.monotonic() - started
 
 
 def check_address(address: str) -> None:
@@ -133,16 +139,21 @@ def run_on_ray(
         )
         whole = gpus.is_integer()  # Ray takes a fraction below 1, whole numbers above
         remote = ray.remote(run_cell).options(num_cpus=cpus_per_cell, num_gpus=int(gpus) if whole else gpus, max_retries=0)
-        pending = {remote.remote(task.commands, str(root), str(task.log), cpus_per_cell): task for task in tasks}
+        pending = {
+            remote.remote(task.commands, str(root), str(task.log), cpus_per_cell, len(task.cells) > 1): task for task in tasks
+        }
         errors: dict[str, str] = {}
         total = sum(len(task.cells) for task in tasks)
         while pending:
             [done], _ = ray.wait(list(pending), num_returns=1)
             task = pending.pop(done)
             for cell in task.cells[1:]:
-                shutil.copyfile(task.log, cell.log)  # every member's log holds the whole process's output
+                if task.log.is_file():  # absent when Ray lost the task before it began
+                    shutil.copyfile(task.log, cell.log)  # every member's log holds the whole process's output
             for cell in task.cells:
                 error, seconds = task_outcome(ray, done, cell)
+                if error and len(task.cells) > 1 and cell_state(cell.run_dir, cell.cell.order) == EVALUATED:
+                    error = ""  # another cell of its process failed; this one was trained and evaluated
                 errors[cell.cell.name] = error
                 outcome = f"failed: {error} (log: {cell.log})" if error else "evaluated"
                 print(f"[{len(errors)}/{total}] {cell.cell.name}: {outcome} ({seconds:.0f} s)", file=sys.stderr, flush=True)

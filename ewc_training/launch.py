@@ -63,7 +63,7 @@ def check_replay_fits(config: Config, device: torch.device, cells: list[Config] 
             raise DeviceError(
                 f"the replays of {len(cells)} cells ({capacity:,} transitions each) need {needed / 1e9:.1f} GB but {where} has "
                 f"{free / 1e9:.1f} GB free (and {MEMORY_RESERVE >> 30} GB is kept for the rest); "
-                f"{fitting_cells} cells fit: train fewer at once or set a smaller agent.replay_capacity"
+                f"{fitting_cells} of them fit: train fewer at once or set a smaller agent.replay_capacity"
             )
         fitting = max(0, free - MEMORY_RESERVE) // replay_bytes(1, frame_shape) // 10_000 * 10_000
         fix = f"set agent.replay_capacity={fitting} or lower" if fitting else "free memory or use a larger machine"
@@ -137,13 +137,43 @@ def warn_if_never_learning(config: Config) -> None:
 def start_run(config: Config, requested_dir: str | None, overwrite: bool, branch_from: str | None = None) -> SequenceTrainer:
     """A new run of a validated `config`; with `branch_from`, one that starts at that game-end
     checkpoint of another run (SequenceTrainer.branch) instead of at the first game."""
-    warn_if_never_consolidated(config)
-    warn_if_never_learning(config)
-    device = resolve_device(config.run.device)
-    check_replay_fits(config, device)
     run_dir = Path(requested_dir) if requested_dir else Path("runs") / paths.default_run_name(config)
+    return start_runs([(config, run_dir)], overwrite, branch_from)[0]
+
+
+def new_run_dirs(configs: list[Config], requested_dir: str | None) -> list[Path]:
+    """Where new runs go: one run in `requested_dir` (default runs/<name>); several, each named as a run
+    alone (<games>-<method>-s<seed>-<time>), in `requested_dir` (default runs/)."""
+    if len(configs) == 1:
+        return [Path(requested_dir) if requested_dir else Path("runs") / paths.default_run_name(configs[0])]
+    parent = Path(requested_dir) if requested_dir else Path("runs")
+    return [parent / paths.default_run_name(config) for config in configs]
+
+
+def start_runs(runs: list[tuple[Config, Path]], overwrite: bool, branch_from: str | None = None) -> list[SequenceTrainer]:
+    """New runs (config, run directory), every check of every run made before any is written; with
+    `branch_from`, each starts at that game-end checkpoint of another run."""
+    check_distinct([run_dir for _, run_dir in runs])
+    for config, run_dir in runs:
+        warn_if_never_consolidated(config)
+        warn_if_never_learning(config)
+        check_replaceable(run_dir, overwrite)
+    device = resolve_device(runs[0][0].run.device)
+    check_replay_fits(runs[0][0], device, cells=[config for config, _ in runs])
+    trainers = [build_run(config, run_dir, branch_from) for config, run_dir in runs]  # writes nothing
+    for trainer in trainers:
+        prepare_run_dir(trainer.run_dir, overwrite)
+        if branch_from is not None:
+            where = f"game {trainer.position.game_index + 1} of {len(trainer.games)}"
+            print(f"branching from {branch_from} at {where}", file=sys.stderr)
+    return trainers
+
+
+def build_run(config: Config, run_dir: Path, branch_from: str | None) -> SequenceTrainer:
+    """The trainer of a new run (at the first game, or at `branch_from`'s boundary); writes nothing."""
+    device = resolve_device(config.run.device)
     if branch_from is None:
-        return SequenceTrainer(config, prepare_run_dir(run_dir, overwrite), device, TensorBoardLogger(run_dir))
+        return SequenceTrainer(config, run_dir, device, TensorBoardLogger(run_dir))
     source = Path(branch_from)
     if not source.is_file():
         raise ConfigError(
@@ -151,22 +181,18 @@ def start_run(config: Config, requested_dir: str | None, overwrite: bool, branch
         )
     if run_dir.resolve() == source.resolve().parent.parent:  # <run>/checkpoints/<file>: a checkpoint may also stand alone
         raise ConfigError(f"--run-dir is the run {branch_from} belongs to; a branch is a new run: name another folder")
-    trainer = SequenceTrainer.branch(config, run_dir, device, TensorBoardLogger(run_dir), source)  # writes nothing
-    prepare_run_dir(run_dir, overwrite)
-    print(f"branching from {source} at game {trainer.position.game_index + 1} of {len(config.run.games)}", file=sys.stderr)
-    return trainer
+    return SequenceTrainer.branch(config, run_dir, device, TensorBoardLogger(run_dir), source)
 
 
-def start_cells(
-    configs: list[Config], requested_dir: str | None, overwrite: bool, branch_from: str | None = None
-) -> list[SequenceTrainer]:
-    """The runs of several cells (one config each), every check made before any is written: one cell is
-    `start_run`; more get their own run directories, named as a run alone, in `requested_dir` (or runs/)."""
-    if len(configs) == 1:
-        return [start_run(configs[0], requested_dir, overwrite, branch_from)]
-    check_replay_fits(configs[0], resolve_device(configs[0].run.device), cells=configs)
-    parent = Path(requested_dir) if requested_dir else Path("runs")
-    return [start_run(config, str(parent / paths.default_run_name(config)), overwrite, branch_from) for config in configs]
+def check_distinct(run_dirs: list[Path]) -> None:
+    """Refuse two cells of one command in one run directory (a process's own lock would not stop them)."""
+    seen: set[Path] = set()
+    for run_dir in run_dirs:
+        if run_dir.resolve() in seen:
+            raise ConfigError(
+                f"two runs of this command would write to {run_dir}; give each --cell its own --run-dir (or name it once)"
+            )
+        seen.add(run_dir.resolve())
 
 
 def resume_run(requested: str, device_name: str | None = None) -> SequenceTrainer:

@@ -11,8 +11,8 @@ The population only batches the arithmetic (agents/population.py): cells at the 
 same games, with the same schedule, step together. A single run is a population of one, through this
 same loop.
 
-A cell whose loss diverges is stopped and reported while the others go on; Ctrl-C stops every cell
-after the current update with each one's latest.pt written.
+A cell whose loss diverges is stopped and reported while the others go on (`diverged`); Ctrl-C stops
+every cell after the current update with each one's latest.pt written.
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ class PopulationTrainer:
         try:
             for index, cell in enumerate(self.cells):
                 loops.append(GameLoop(cell, len(self.cells), shows_bar=index == 0))
+            check_in_step(loops)
             game = loops[0].game
             while not loops[0].done:
                 self.stop_if_requested(loops)
@@ -203,10 +204,8 @@ class PopulationTrainer:
                 step(*item)
                 going.append(item)
             except TrainingDiverged as error:
-                if len(self.cells) == 1:
-                    raise
                 self.leave(item[0], error)
-        if len(going) < len(work):
+        if len(going) < len(work) and self.cells:
             self.learner = PopulationLearner([cell.learner for cell in self.cells])
         return going
 
@@ -217,7 +216,8 @@ class PopulationTrainer:
         cell = loop_or_cell.cell if isinstance(loop_or_cell, GameLoop) else loop_or_cell
         self.cells.remove(cell)
         self.diverged.append((cell, str(error)))
-        print(f"error: {cell.run_dir}: {error}; the other {len(self.cells)} cell(s) go on", file=sys.stderr)
+        if self.cells:
+            print(f"error: {cell.run_dir}: {error}; the other {len(self.cells)} cell(s) go on", file=sys.stderr)
 
     def stop_if_requested(self, loops: list[GameLoop] | None = None) -> None:
         """Honour a stop request: every cell saves latest.pt (with its replay), then one TrainingInterrupted."""
@@ -233,9 +233,22 @@ class PopulationTrainer:
         raise TrainingInterrupted("\n".join(stopped))
 
 
+def check_in_step(loops: list[GameLoop]) -> None:
+    """Every cell must owe the same updates from here: the same position, and each replay restored (or
+    each refilled) alike. `population_groups` sees to it; a saved replay that fails its check on
+    loading would break it, and is refused in one line rather than trained out of step."""
+    states = {(len(loop.replay), astuple(loop.cell.position)) for loop in loops}
+    if len(states) > 1:
+        names = ", ".join(str(loop.cell.run_dir) for loop in loops)
+        raise ValueError(
+            f"the runs {names} cannot step together from here (their replays came back differently); resume them one by one"
+        )
+
+
 def population_groups(cells: list[SequenceTrainer]) -> list[list[SequenceTrainer]]:
-    """The cells that can step together, in groups (in the order given): the same games, position, device,
-    schedule and agent, network and emulator settings; a method with replay trains alone."""
+    """The cells that can step together, in groups (in the order given): the same games, position (and,
+    mid-game, each with its saved replay or each without), device, schedule and agent, network and
+    emulator settings; a method with replay trains alone."""
     groups: dict[tuple, list[SequenceTrainer]] = {}
     for cell in cells:
         config = cell.config
@@ -243,6 +256,6 @@ def population_groups(cells: list[SequenceTrainer]) -> list[list[SequenceTrainer
             key: tuple = ("alone", id(cell))
         else:
             shape = (config.agent, config.network, config.env, config.run.steps_per_game)
-            key = (tuple(cell.games), astuple(cell.position), str(cell.device), repr(shape))
+            key = (tuple(cell.games), astuple(cell.position), cell.resumes_with_replay(), str(cell.device), repr(shape))
         groups.setdefault(key, []).append(cell)
     return list(groups.values())

@@ -200,6 +200,16 @@ def replay_payload(position: Position, replay: FrameReplay) -> dict:
     return {"position": asdict(position), "replay": replay.get_state()}
 
 
+def replay_saved_at(path: Path, position: Position) -> bool:
+    """Whether the replay file at `path` was saved at exactly `position` (a peek: its frames stay on disk)."""
+    if not path.is_file():
+        return False
+    try:
+        return load_checkpoint(path, mmap=True, verify=False)["position"] == asdict(position)
+    except (CheckpointError, KeyError, RuntimeError):
+        return False
+
+
 def restore_replay(path: Path, position: Position, replay: FrameReplay) -> bool:
     """Load the replay saved at `path` into `replay` if it was saved at exactly `position`.
 

@@ -45,6 +45,7 @@ from ewc_training.schema import (
     Position,
     TrainingState,
     replay_payload,
+    replay_saved_at,
     restore_branch,
     restore_rehearsal,
     restore_replay,
@@ -144,7 +145,16 @@ class SequenceTrainer:
         """Every game left in the sequence: this run as a population of one (ewc_training/population.py)."""
         from ewc_training.population import PopulationTrainer  # the loop imports this module
 
-        PopulationTrainer([self]).run()
+        population = PopulationTrainer([self])
+        population.run()
+        if population.diverged:
+            raise TrainingDiverged(population.diverged[0][1])
+
+    def resumes_with_replay(self) -> bool:
+        """Whether this run, mid-game, will take its game up again with its saved replay (saved at exactly
+        this position); False at a game's start, where every replay starts empty."""
+        pos = self.position
+        return pos.step_in_game > 0 and replay_saved_at(paths.replay_checkpoint(self.run_dir), pos)
 
     def start_logging(self) -> None:
         """Provenance in run.json, and the logger (after a resume it hides what was logged past the checkpoint)."""

@@ -38,7 +38,7 @@ from ewc_experiments.sweep_plan import (
     parse_cell_resources,
     plan_sweep,
 )
-from ewc_experiments.sweep_ray import cell_reservation
+from ewc_experiments.sweep_ray import cell_reservation, run_cell
 from ewc_experiments.sweep_report import (
     CellResult,
     agent_steps_per_second,
@@ -585,3 +585,14 @@ def test_a_packed_sweep_trains_its_cells_in_one_process_and_reports_them_as_ever
     assert sorted(rows) == CELLS and {row["status"] for row in rows.values()} == {"evaluated"}
     alone = {row["cell"]: row for row in csv.DictReader((tiny_sweep[0] / "cells.csv").open())}
     assert [rows[name]["seed"] for name in CELLS] == [alone[name]["seed"] for name in CELLS]
+
+
+def test_a_packed_process_runs_every_command_after_a_failure_and_returns_it(tmp_path):
+    """One packed cell's failure (a divergence: train.py exits 1) must not keep the others from their
+    evaluations: the commands after it still run, and the task reports the first failure."""
+    log = tmp_path / "task.log"
+    commands = [["-c", "import sys; sys.exit(3)"], ["-c", "print('evaluated')"]]
+    assert run_cell(commands, str(ROOT), str(log), keep_going=True)[0] == 3
+    assert "evaluated" in log.read_text()
+    assert run_cell(commands, str(ROOT), str(log))[0] == 3
+    assert "evaluated" not in log.read_text()  # one cell alone stops at its first failure, as before

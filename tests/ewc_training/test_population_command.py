@@ -117,9 +117,34 @@ def test_a_stopped_population_resumes_every_cell_with_one_command(how, tmp_path)
         (["--seeds", "3-1"], "runs backwards"),
         (["--seeds", "a-b"], "must be seeds such as 0-3"),
         (["--method", "ewc,ewk"], "unknown method 'ewk'"),
+        (["--seeds", "0-1", "--branch-from", "x.pt"], "a branch keeps its source's seed"),
+        (["--cell", ""], "one run's arguments (not empty"),
+        (["--cell", "--threads 2"], "no --cell, --list-games or --threads inside"),
+        (
+            ["--cell", "--method ewc --run-dir {folder}/same", "--cell", "--method finetune --run-dir {folder}/same"],
+            "two runs of this command would write to",
+        ),
+        (["--cell", "--games minatar:breakout --run-dir {folder}/a", "--cell", "--games minatar:nosuch"], "unknown game"),
     ],
 )
 def test_bad_cell_lists_are_one_line_and_write_nothing(arguments, fragment, tmp_path):
-    result = run_train(*SMALL, *arguments, "--run-dir", str(tmp_path / "cells"))
+    arguments = [argument.format(folder=tmp_path) for argument in arguments]
+    if "--cell" in arguments:  # every run's arguments inside its --cell
+        arguments = [
+            f"{shlex.join(SMALL)} {argument}" if previous == "--cell" and argument else argument
+            for previous, argument in zip(["", *arguments], arguments)
+        ]
+        result = run_train(*arguments)
+    else:
+        result = run_train(*SMALL, *arguments, "--run-dir", str(tmp_path / "cells"))
     assert_one_line_error(result, fragment)
-    assert not (tmp_path / "cells").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_one_run_named_twice_is_refused(tmp_path):
+    run = tmp_path / "run"
+    assert run_train(*SMALL, "--steps-per-game", "8", "--run-dir", str(run)).returncode == 0
+    before = sorted(path.name for path in run.rglob("*"))
+    assert_one_line_error(run_train("--resume", str(run), str(run)), "two runs of this command would write to")
+    assert sorted(path.name for path in run.rglob("*")) == before

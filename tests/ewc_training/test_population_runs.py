@@ -26,7 +26,7 @@ from ewc_training.checkpoint import load_checkpoint
 from ewc_training.config import build_config
 from ewc_training.logger import MemoryLogger
 from ewc_training.population import PopulationTrainer, population_groups
-from ewc_training.trainer import SequenceTrainer, TrainingInterrupted
+from ewc_training.trainer import SequenceTrainer, TrainingDiverged, TrainingInterrupted
 from tests.agents.closeness import assert_close
 
 GAMES = ["minatar:breakout", "minatar:space_invaders"]
@@ -179,3 +179,53 @@ def test_a_diverging_cell_is_stopped_and_reported_while_the_others_finish(tmp_pa
     assert paths.game_end_checkpoint(cells[1].run_dir, 1, GAMES[0]).is_file()
     assert not paths.game_end_checkpoint(cells[1].run_dir, 2, GAMES[-1]).exists()
     assert "the other 1 cell(s) go on" in capsys.readouterr().err
+
+
+def stop_in_game_two(cells: list[SequenceTrainer]) -> None:
+    """Train `cells` as one population until 20 updates into game 2, then stop them as Ctrl-C does."""
+    population = PopulationTrainer(cells)
+    original = population.learner.update
+
+    def update_then_stop(replays, game):
+        stats = original(replays, game)
+        if cells[0].position.game_index == 1 and cells[0].position.updates_in_game == 20:
+            population.request_stop("SIGINT")
+        return stats
+
+    population.learner.update = update_then_stop
+    with pytest.raises(TrainingInterrupted):
+        population.run()
+
+
+def test_cells_resuming_with_and_without_their_replay_train_apart_each_as_alone(tmp_path):
+    """One cell saved its replay, the other did not: resumed, the first learns on at once and the second
+    waits for its refill, so they cannot step together; each resumes as it would alone."""
+    settings = {"ewc": "run.save_replay=true", "finetune": "run.save_replay=false"}
+    cells = [cell(tmp_path / "together", method, seed, settings[method]) for method, seed in CELLS[:2]]
+    stop_in_game_two(cells)
+    for trainer in cells:
+        shutil.copytree(trainer.run_dir, tmp_path / "alone" / trainer.run_dir.name)
+
+    def resume(run_dir: Path, method: str, seed: int) -> SequenceTrainer:
+        config = config_for(method, seed, settings[method])
+        return SequenceTrainer.resume(config, run_dir, torch.device("cpu"), MemoryLogger(), paths.latest_checkpoint(run_dir))
+
+    together = [resume(trainer.run_dir, method, seed) for trainer, (method, seed) in zip(cells, CELLS)]
+    groups = population_groups(together)
+    assert [[trainer.config.consolidation.method for trainer in group] for group in groups] == [["ewc"], ["finetune"]]
+    for group in groups:
+        PopulationTrainer(group).run()
+    for trainer, (method, seed) in zip(together, CELLS):
+        lone = resume(tmp_path / "alone" / trainer.run_dir.name, method, seed)
+        lone.run()
+        assert trainer.learner.updates == lone.learner.updates
+        assert episode_returns(trainer) == episode_returns(lone)
+
+
+def test_a_run_alone_that_diverges_raises_and_a_population_records_it(tmp_path):
+    lone = cell(tmp_path, "ewc", 1, "consolidation.ewc_lambda=.inf")
+    with pytest.raises(TrainingDiverged, match="NaN or infinite"):
+        lone.run()
+    population = PopulationTrainer([cell(tmp_path / "again", "ewc", 1, "consolidation.ewc_lambda=.inf")])
+    population.run()  # train.py goes on to its other populations, then reports it
+    assert len(population.diverged) == 1 and population.cells == []
