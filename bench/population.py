@@ -10,7 +10,9 @@ breakout -> space_invaders: EWC's penalty is in force in the second):
 - in one population per core: the P cells split over as many processes as there are cores, 1 thread each;
 - apart: P processes of one cell each, started together, 1 torch thread each;
 - emulators alone: P x num_envs emulators stepped with random actions in one process, the bound no
-  training loop of these cells can pass in one process.
+  training loop of these cells can pass in one process;
+- the batched update alone (one process, 1 thread, EWC's penalty in force): ms per cell-update and, on
+  a CPU, its float32 ceiling (bench/roofline.py: how much faster the same arithmetic could run).
 Each figure is summed agent steps/s while learning (each game from one log after its first update to
 its end, read from each cell's charts/SPS), with its share of the emulators-alone bound. The JSON goes to --out.
 """
@@ -28,8 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from envs.families import make_env
+from agents.population import PopulationLearner
+from bench.build import make_learner, random_replay
+from bench.roofline import gemm_gflops, roofline
+from envs.families import family_of_run, make_env
 from ewc_training.config import build_config
 from ewc_training.device import configure_threads, resolve_device
 from ewc_training.logger import MemoryLogger
@@ -99,6 +105,33 @@ def emulators_alone(args: argparse.Namespace, cells: int, seconds: float = 5.0) 
     return rate
 
 
+def batched_update(args: argparse.Namespace, cells: int, seconds: float = 3.0) -> dict[str, float]:
+    """One population update of `cells` cells (EWC's penalty in force in each) on this process's threads:
+    seconds per cell-update, GFLOP per cell-update (torch's FlopCounterMode) and the float32 ceiling
+    against this CPU's matmul rate (bench/roofline.py)."""
+    device = torch.device(args.device)
+    configs = [cell_config(args, seed) for seed in range(cells)]
+    learners = [make_learner(config, device, "eager") for config in configs]
+    population = PopulationLearner(learners)
+    family = family_of_run(configs[0].run.games)
+    replays = [random_replay(2_000, configs[0].env.num_envs, device, family) for _ in range(cells)]
+    game = configs[0].run.games[0]
+    with FlopCounterMode(display=False) as counter:
+        population.update(replays, game)
+    for _ in range(3):
+        population.update(replays, game)
+    updates, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        population.update(replays, game)
+        updates += 1
+    per_cell = (time.perf_counter() - started) / updates / cells
+    return (
+        roofline(counter.get_total_flops() / cells, per_cell, gemm_gflops())
+        if device.type == "cpu"
+        else {"seconds_per_update": per_cell}
+    )
+
+
 def worker_command(args: argparse.Namespace, seeds: list[int], threads: int) -> list[str]:
     return [
         sys.executable,
@@ -134,16 +167,32 @@ def measure(args: argparse.Namespace) -> list[dict]:
         seeds = list(range(cells))
         bound = emulators_alone(args, cells)
         row = {"cells": cells, "emulators_alone": bound}
+        update = run_update_worker(args, cells)
         row["together_1_thread"] = run_workers([worker_command(args, seeds, 1)])
         if cores > 1 and args.device == "cpu":
             row[f"together_{cores}_threads"] = run_workers([worker_command(args, seeds, cores)])
         if cores > 1 and cells >= cores and args.device == "cpu":  # one population per core, a thread each
             row[f"in_{cores}_populations"] = run_workers([worker_command(args, seeds[core::cores], 1) for core in range(cores)])
-        if cells <= args.apart_up_to:
+        if args.apart_up_to is None or cells <= args.apart_up_to:
             row["apart"] = run_workers([worker_command(args, [seed], 1) for seed in seeds])
-        rows.append(row)
-        print(table_line(row), file=sys.stderr, flush=True)
+        rows.append({**row, "batched_update": update})
+        print(table_line(rows[-1]), file=sys.stderr, flush=True)
     return rows
+
+
+def run_update_worker(args: argparse.Namespace, cells: int) -> dict[str, float]:
+    """`batched_update` in a process of its own with one torch thread."""
+    command = [*worker_command(args, list(range(cells)), 1), "--update-only"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def update_line(update: dict[str, float]) -> str:
+    line = f"; batched update {update['seconds_per_update'] * 1e3:.2f} ms per cell"
+    if "float32_ceiling" in update:
+        achieved = f"{update['gflop_per_update']:.3f} GFLOP at {update['achieved_gflops']:.1f} GFLOP/s"
+        line += f" ({achieved}: float32 ceiling {update['float32_ceiling']:.1f}x)"
+    return line
 
 
 def table_line(row: dict) -> str:
@@ -151,8 +200,12 @@ def table_line(row: dict) -> str:
         versus = f", {value / row['apart']:.2f}x apart" if "apart" in row and key != "apart" else ""
         return f"{key} {value:,.0f} ({value / row['emulators_alone']:.1%} of the bound{versus})"
 
-    figures = [figure(key, value) for key, value in row.items() if key not in ("cells", "emulators_alone")]
-    return f"P={row['cells']}: emulators alone {row['emulators_alone']:,.0f}; " + "; ".join(figures)
+    figures = [figure(key, value) for key, value in row.items() if key not in ("cells", "emulators_alone", "batched_update")]
+    return (
+        f"P={row['cells']}: emulators alone {row['emulators_alone']:,.0f}; "
+        + "; ".join(figures)
+        + update_line(row["batched_update"])
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,16 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--apart-up-to",
         type=int,
-        default=os.cpu_count() or 1,
-        help="measure P processes apart only up to this P (default: cores)",
+        help="measure P processes apart only up to this P (default: every P)",
     )
     parser.add_argument("--threads", type=int, default=1, help="(worker) torch threads")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--update-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="runs/bench/population.json")
     args = parser.parse_args(argv)
     if args.worker:
         configure_threads(args.threads, torch.device(args.device))
-        print(train_population(args, [int(seed) for seed in args.worker.split(",")]))
+        seeds = [int(seed) for seed in args.worker.split(",")]
+        print(json.dumps(batched_update(args, len(seeds))) if args.update_only else train_population(args, seeds))
         return 0
     args.cells = [int(cells) for cells in args.cells.split(",")]
     rows = measure(args)
