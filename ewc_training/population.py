@@ -135,7 +135,7 @@ class PopulationTrainer:
                 loops.append(GameLoop(cell, len(self.cells), shows_bar=index == 0))
             check_in_step(loops)
             game = loops[0].game
-            while not loops[0].done:
+            while loops and not loops[0].done:  # no loop left: every cell diverged
                 self.stop_if_requested(loops)
                 epsilon = loops[0].epsilon()
                 actions = self.learner.act(
