@@ -61,11 +61,9 @@ def _check_alike(learners: list[DQNLearner]) -> None:
         shapes = [tuple(param.shape) for param in learner.online.parameters()]
         if shapes != [tuple(param.shape) for param in first.online.parameters()]:
             raise PopulationError("cells of one population need the same network and games")
-        if learner.rehearsal is not None:
-            raise PopulationError("methods with replay (rehearsal) train one cell per process for now")
         if learner.updates != first.updates or learner.updates_since_sync != first.updates_since_sync:
             raise PopulationError("cells of one population must be at the same point of training")
-    if first.rehearsal is not None and len(learners) > 1:
+    if len(learners) > 1 and any(learner.rehearsal is not None for learner in learners):
         raise PopulationError("methods with replay (rehearsal) train one cell per process for now")
 
 

@@ -135,18 +135,7 @@ def test_a_stopped_population_resumes_every_cell_as_its_run_would_resume_alone(t
     run directories resume together; each then plays the episodes, and ends with the weights, that
     resuming it alone from the same latest.pt gives."""
     stopped = [cell(tmp_path / "together", method, seed, "run.save_replay=true") for method, seed in CELLS]
-    population = PopulationTrainer(stopped)
-    original = population.learner.update
-
-    def update_then_stop_in_game_two(replays, game):
-        stats = original(replays, game)
-        if stopped[0].position.game_index == 1 and stopped[0].position.updates_in_game == 20:
-            population.request_stop("SIGINT")
-        return stats
-
-    population.learner.update = update_then_stop_in_game_two
-    with pytest.raises(TrainingInterrupted, match="SIGINT"):
-        population.run()
+    stop_in_game_two(stopped)
     for trainer in stopped:
         shutil.copytree(trainer.run_dir, tmp_path / "alone" / trainer.run_dir.name)
 
@@ -193,7 +182,7 @@ def stop_in_game_two(cells: list[SequenceTrainer]) -> None:
         return stats
 
     population.learner.update = update_then_stop
-    with pytest.raises(TrainingInterrupted):
+    with pytest.raises(TrainingInterrupted, match="SIGINT"):
         population.run()
 
 
